@@ -1,0 +1,59 @@
+# loglake: `make demo` runs the pipeline on the embedded spool transport;
+# `make test` sets up everything (venv, Kafka jars, certificates, broker) and runs the tests.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+CERTS  := var/certs
+DEMO   := var/demo
+DEMO_CONFIG := deploy/demo/loglake.toml
+PYTEST_ARGS ?=
+
+.PHONY: all venv certs kafka-fetch kafka-up kafka-down demo test clean
+
+all: venv
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+venv: $(BIN)/.installed
+
+certs: venv
+	@test -f $(CERTS)/ca.crt || $(BIN)/loglake-aggregator certs --out $(CERTS) >/dev/null
+	@echo "certificates in $(CERTS)"
+
+kafka-fetch:
+	deploy/kafka/kafka.sh fetch
+
+kafka-up: venv certs
+	PYTHON=$(BIN)/python LOGLAKE_CERTS=$(CURDIR)/$(CERTS) deploy/kafka/kafka.sh up
+
+kafka-down:
+	deploy/kafka/kafka.sh down
+
+demo: venv
+	rm -rf $(DEMO)
+	$(BIN)/python benchmarks/loggen.py --out $(DEMO)/logs --lines 5000 --files 8
+	$(BIN)/loglake-shipper --config $(DEMO_CONFIG) --once --log-level WARNING
+	$(BIN)/loglake-aggregator --config $(DEMO_CONFIG) --once --log-level WARNING
+	@echo; echo "== lines per container"
+	@$(BIN)/loglake-query --config $(DEMO_CONFIG) sql \
+	  "SELECT namespace, pod, container, count(*) AS lines FROM logs GROUP BY ALL ORDER BY lines DESC"
+	@echo; echo "== one trace across services"
+	@$(BIN)/loglake-query --config $(DEMO_CONFIG) sql \
+	  "SELECT time, namespace, container, severity_text AS level, trace_id, body FROM logs WHERE trace_id = \
+	   (SELECT trace_id FROM logs WHERE trace_id IS NOT NULL GROUP BY trace_id \
+	    ORDER BY count(DISTINCT pod) DESC, trace_id LIMIT 1) ORDER BY time"
+	@echo; echo "== recent errors"
+	@$(BIN)/loglake-query --config $(DEMO_CONFIG) sql \
+	  "SELECT time, namespace, pod, body FROM logs WHERE severity_number >= 17 ORDER BY time DESC LIMIT 10"
+
+test: venv certs kafka-fetch
+	@PYTHON=$(BIN)/python LOGLAKE_CERTS=$(CURDIR)/$(CERTS) deploy/kafka/kafka.sh up
+	@status=0; LOGLAKE_TEST_CERTS=$(CURDIR)/$(CERTS) $(BIN)/python -m pytest $(PYTEST_ARGS) || status=$$?; \
+	  deploy/kafka/kafka.sh down; exit $$status
+
+clean:
+	-deploy/kafka/kafka.sh down
+	rm -rf var $(VENV)

@@ -1,0 +1,1 @@
+"""loglake-aggregator: consumes batches and keeps them as encrypted Parquet."""

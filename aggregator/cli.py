@@ -1,0 +1,99 @@
+"""loglake-aggregator: consume batches into encrypted Parquet; manage certificates and topics."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from aggregator import certs, config, keys
+from aggregator.catalog import Catalog
+from aggregator.consume import Aggregator
+from aggregator.source import Source
+from aggregator.spool import SpoolSource
+from aggregator.writer import ParquetWriter
+from schemas import jsonlog
+from schemas.errors import ConfigError, LoglakeError
+
+log = logging.getLogger("loglake.aggregator")
+
+
+def _source(settings: config.Settings) -> Source:
+    if settings.transport.kafka is not None:
+        from aggregator.kafka import KafkaSource
+        return KafkaSource(settings.transport.kafka, settings.aggregator)
+    return SpoolSource(settings.transport.spool)
+
+
+async def _run(args: argparse.Namespace) -> None:
+    settings = config.load(args.config)
+    cfg = settings.aggregator
+    key = keys.load_or_create(cfg.resolved_key_file)
+    writer = ParquetWriter(key, row_group_size=cfg.parquet_row_group_size, zstd_level=cfg.parquet_zstd_level)
+    catalog = Catalog(cfg.catalog_path)
+    agg = Aggregator(cfg, _source(settings), catalog, writer)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, agg.stop)
+    log.info("aggregator started", extra={"transport": settings.transport.name, "data_dir": str(cfg.data_dir),
+                                          "key_id": key.key_id})
+    try:
+        await agg.run(once=args.once)
+    finally:
+        catalog.close()
+
+
+async def _topics(args: argparse.Namespace) -> None:
+    settings = config.load(args.config)
+    kafka = settings.transport.kafka
+    if kafka is None:
+        raise ConfigError("no [kafka] section in the config: the spool transport needs no topic")
+    from aggregator.kafka import ensure_topic
+    created = await ensure_topic(kafka, settings.aggregator.tls_cert_file, settings.aggregator.tls_key_file)
+    print(f"topic {kafka.topic}: {'created with ' + str(kafka.partitions) + ' partitions' if created else 'exists'}")
+
+
+def _certs(args: argparse.Namespace) -> None:
+    issued = certs.generate(args.out, force=args.force)
+    for name, files in issued.items():
+        print(f"{name}: {files.cert} {files.key}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", "-c", help="loglake TOML file (LOGLAKE_* variables override it)")
+    common.add_argument("--log-level", default="INFO")
+    common.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser = argparse.ArgumentParser(prog="loglake-aggregator", description=__doc__, parents=[common])
+    parser.add_argument("--once", action="store_true",
+                        help="consume until caught up, make everything durable, exit")
+    sub = parser.add_subparsers(dest="command")
+    run = sub.add_parser("run", parents=[common], help="consume (the default)")
+    run.add_argument("--once", action="store_true", help="consume until caught up, make everything durable, exit")
+    c = sub.add_parser("certs", parents=[common], help="create a development CA and certificates")
+    c.add_argument("--out", type=Path, required=True)
+    c.add_argument("--force", action="store_true", help="replace existing certificates")
+    t = sub.add_parser("topics", parents=[common], help="create the Kafka topic")
+    t.add_argument("action", choices=["create"])
+    args = parser.parse_args(argv)
+    jsonlog.setup(args.log_level)
+    try:
+        if args.command == "certs":
+            _certs(args)
+        elif args.command == "topics":
+            asyncio.run(_topics(args))
+        else:
+            asyncio.run(_run(args))
+    except LoglakeError as e:
+        if args.debug:
+            raise
+        print(f"loglake-aggregator: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

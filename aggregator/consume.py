@@ -1,0 +1,144 @@
+"""The aggregator's loop: consume, decode, buffer per partition, write, commit.
+
+Per partition, decoded records wait in a buffer until it is big or old enough;
+then one Parquet file is written, named after the offsets it holds, and its
+catalog entry is committed together with the position after its last offset.
+A batch that cannot be decoded is quarantined and its offset counts as consumed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+from aggregator.catalog import Catalog, FileEntry
+from aggregator.config import AggregatorConfig
+from aggregator.quarantine import Quarantine
+from aggregator.source import Message, Source
+from aggregator.writer import ParquetWriter
+from schemas import record, wire
+from schemas.errors import WireError
+from schemas.transport import safe_name
+
+log = logging.getLogger("loglake.aggregator")
+HOT = "hot"
+
+
+@dataclass
+class PartitionBuffer:
+    first_offset: int
+    last_offset: int = -1
+    created: float = field(default_factory=time.monotonic)
+    tables: list[pa.Table] = field(default_factory=list)
+    rows: int = 0
+    bytes: int = 0
+
+
+def hot_file_name(topic: str, partition: str, first: int, last: int) -> str:
+    """Derived from what the file holds: rewriting the same offsets gives the same name."""
+    return f"{HOT}/{safe_name(topic)}/{safe_name(partition)}/{first:020d}-{last:020d}.parquet"
+
+
+class Aggregator:
+    def __init__(self, cfg: AggregatorConfig, source: Source, catalog: Catalog, writer: ParquetWriter) -> None:
+        self.cfg = cfg
+        self.source = source
+        self.catalog = catalog
+        self.writer = writer
+        self.quarantine = Quarantine(cfg.quarantine_dir)
+        self.buffers: dict[str, PartitionBuffer] = {}
+        self._stopping = asyncio.Event()
+        self.stats = {"batches_consumed": 0, "records_stored": 0, "files_written": 0, "batches_quarantined": 0}
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    def recover(self) -> int:
+        """Remove hot files the catalog does not list: a write that crashed before its commit."""
+        listed = {e.path for e in self.catalog.files()}
+        removed = 0
+        root = self.cfg.data_dir
+        for path in (root / HOT).rglob("*"):
+            if path.is_file() and str(path.relative_to(root)) not in listed:
+                path.unlink()
+                removed += 1
+        if removed:
+            log.warning("removed files left by an interrupted write", extra={"files": removed})
+        return removed
+
+    def add(self, msg: Message) -> None:
+        buf = self.buffers.get(msg.partition)
+        if buf is None:
+            buf = self.buffers[msg.partition] = PartitionBuffer(first_offset=msg.offset)
+        buf.last_offset = msg.offset
+        self.stats["batches_consumed"] += 1
+        try:
+            table = record.from_wire(wire.to_table(wire.decode(msg.value)))
+        except WireError as e:
+            self.quarantine.put(self.source.topic, msg.partition, msg.offset, msg.value, e.reason, str(e))
+            self.stats["batches_quarantined"] += 1
+            log.warning("batch quarantined", extra={"partition": msg.partition, "offset": msg.offset,
+                                                    "reason": e.reason, "error": str(e)})
+            return
+        buf.tables.append(table)
+        buf.rows += table.num_rows
+        buf.bytes += table.nbytes
+
+    def _due(self, buf: PartitionBuffer, now: float) -> bool:
+        return (buf.rows >= self.cfg.flush_max_records or buf.bytes >= self.cfg.flush_max_bytes
+                or now - buf.created >= self.cfg.flush_interval_ms / 1000)
+
+    async def flush(self, partition: str) -> None:
+        buf = self.buffers.pop(partition, None)
+        if buf is None:
+            return
+        topic = self.source.topic
+        entry = None
+        if buf.rows:
+            rel = hot_file_name(topic, partition, buf.first_offset, buf.last_offset)
+            table = pa.concat_tables(buf.tables)
+            w = await asyncio.to_thread(self.writer.write, table, self.cfg.data_dir / rel)
+            entry = FileEntry(path=rel, tier=HOT, topic=topic, partition=partition,
+                              first_offset=buf.first_offset, last_offset=buf.last_offset,
+                              min_time=w.min_time, max_time=w.max_time, rows=w.rows, bytes=w.bytes,
+                              sha256=w.sha256, key_id=self.writer.key.key_id, namespaces=w.namespaces,
+                              containers=w.containers, created_at=time.time_ns())
+            self.stats["files_written"] += 1
+            self.stats["records_stored"] += w.rows
+        self.catalog.commit(entry, topic, partition, buf.last_offset + 1)
+        await self.source.commit(partition, buf.last_offset + 1)
+
+    async def flush_partitions(self, partitions: list[str]) -> None:
+        for p in partitions:
+            await self.flush(p)
+
+    async def flush_due(self) -> None:
+        now = time.monotonic()
+        await self.flush_partitions([p for p, b in self.buffers.items() if self._due(b, now)])
+
+    async def run(self, once: bool = False, poll_timeout: float = 0.2) -> None:
+        self.recover()
+        if hasattr(self.source, "on_revoke"):
+            self.source.on_revoke = self.flush_partitions
+        await self.source.start(lambda: self.catalog.positions(self.source.topic))
+        idle_deadline = time.monotonic() + 60
+        while not self._stopping.is_set():
+            messages = await self.source.poll(poll_timeout)
+            if messages:
+                idle_deadline = time.monotonic() + 60
+            for msg in messages:
+                self.add(msg)
+            await self.flush_due()
+            if once and not messages and self.source.caught_up():
+                break
+            if once and not messages and time.monotonic() > idle_deadline:
+                log.warning("nothing to consume for 60 s and not caught up; stopping --once run")
+                break
+        await self.flush_partitions(list(self.buffers))
+        await self.source.close()
+        log.info("aggregator stopped", extra=self.stats)
+

@@ -1,0 +1,13 @@
+"""Aggregator errors (see schemas.errors for the tree)."""
+
+from __future__ import annotations
+
+from schemas.errors import LoglakeError
+
+
+class EncryptionKeyError(LoglakeError):
+    """The encryption key is missing, unreadable or does not open the files."""
+
+
+class StorageError(LoglakeError):
+    """Storage cannot be written or read (full disk, missing file, bad permissions)."""

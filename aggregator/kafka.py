@@ -1,0 +1,159 @@
+"""Talking to Kafka: the consumer-group source, topic creation and a health ping.
+
+Positions live in the catalog, committed with the files; Kafka's committed
+offsets are only a courtesy for lag monitoring. On every assignment the
+consumer seeks to the catalog's positions, so a restart after a crash resumes
+exactly after the last stored record.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import CommitFailedError, KafkaError, TopicAlreadyExistsError
+
+from aggregator.config import AggregatorConfig
+from aggregator.source import Message
+from schemas.errors import TransportError
+from schemas.transport import KafkaSettings, client_ssl_context
+
+
+
+def _client_args(kafka: KafkaSettings, cert: Path | None, key: Path | None) -> dict:
+    return dict(bootstrap_servers=kafka.bootstrap_servers, security_protocol=kafka.security_protocol,
+                ssl_context=client_ssl_context(kafka, cert, key), sasl_mechanism=kafka.sasl_mechanism,
+                sasl_plain_username=kafka.sasl_username, sasl_plain_password=kafka.sasl_password,
+                request_timeout_ms=kafka.request_timeout_ms)
+
+
+def _unreachable(kafka: KafkaSettings, e: Exception) -> TransportError:
+    return TransportError(f"cannot reach Kafka at {kafka.bootstrap_servers} ({e}); check that the broker runs, "
+                          "that the CA signed its certificate and that our client certificate is accepted")
+
+
+class _Listener(ConsumerRebalanceListener):
+    def __init__(self, source: "KafkaSource") -> None:
+        self.source = source
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        if revoked and self.source.on_revoke is not None:
+            await self.source.on_revoke([str(tp.partition) for tp in revoked])
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        await self.source.assigned(assigned)
+
+
+class KafkaSource:
+    def __init__(self, kafka: KafkaSettings, cfg: AggregatorConfig) -> None:
+        self.kafka = kafka
+        self.topic = kafka.topic
+        self.on_revoke: Callable[[list[str]], object] | None = None
+        self._positions: Callable[[], dict[str, int]] = dict
+        self._next: dict[int, int] = {}
+        self._end: dict[int, int] = {}
+        self._consumer = AIOKafkaConsumer(
+            **_client_args(kafka, cfg.tls_cert_file, cfg.tls_key_file),
+            group_id=cfg.group_id, enable_auto_commit=False, auto_offset_reset="earliest",
+            max_partition_fetch_bytes=kafka.max_message_bytes, fetch_max_bytes=4 * kafka.max_message_bytes,
+            client_id="loglake-aggregator", isolation_level="read_committed")
+
+    async def start(self, positions: Callable[[], dict[str, int]]) -> None:
+        self._positions = positions
+        try:
+            await self._consumer.start()
+        except KafkaError as e:
+            await self._consumer.stop()
+            raise _unreachable(self.kafka, e) from None
+        self._consumer.subscribe([self.topic], listener=_Listener(self))
+
+    async def assigned(self, tps: list[TopicPartition]) -> None:
+        stored = self._positions()
+        self._next.clear()
+        for tp in tps:
+            if str(tp.partition) in stored:
+                self._consumer.seek(tp, stored[str(tp.partition)])
+            self._next[tp.partition] = await self._consumer.position(tp)
+        ends = await self._consumer.end_offsets(tps) if tps else {}
+        self._end = {tp.partition: off for tp, off in ends.items()}
+
+    async def poll(self, timeout: float) -> list[Message]:
+        batches = await self._consumer.getmany(timeout_ms=int(timeout * 1000), max_records=256)
+        out = []
+        for tp, records in batches.items():
+            for r in records:
+                out.append(Message(str(tp.partition), r.offset, r.value))
+            if records:
+                self._next[tp.partition] = records[-1].offset + 1
+        return out
+
+    def caught_up(self) -> bool:
+        return bool(self._end) and all(self._next.get(p, 0) >= end for p, end in self._end.items())
+
+    async def commit(self, partition: str, next_offset: int) -> None:
+        try:
+            await self._consumer.commit({TopicPartition(self.topic, int(partition)): next_offset})
+        except (CommitFailedError, KafkaError):
+            pass  # the catalog holds the position; Kafka's copy is for lag monitoring only
+
+    async def close(self) -> None:
+        await self._consumer.stop()
+
+
+async def ensure_topic(kafka: KafkaSettings, cert: Path | None, key: Path | None) -> bool:
+    """Create the topic if missing (partitions and size limit from settings); True if created."""
+    admin = AIOKafkaAdminClient(**_client_args(kafka, cert, key))
+    try:
+        await admin.start()
+    except KafkaError as e:
+        await admin.close()
+        raise _unreachable(kafka, e) from None
+    try:
+        if kafka.topic in await admin.list_topics():
+            return False
+        topic = NewTopic(kafka.topic, kafka.partitions, kafka.replication_factor,
+                         topic_configs={"max.message.bytes": str(kafka.max_message_bytes)})
+        try:
+            await admin.create_topics([topic])
+        except TopicAlreadyExistsError:
+            return False
+        return True
+    finally:
+        await admin.close()
+
+
+async def ping(kafka: KafkaSettings, cert: Path | None, key: Path | None) -> list[str]:
+    admin = AIOKafkaAdminClient(**_client_args(kafka, cert, key))
+    try:
+        await admin.start()
+        return await admin.list_topics()
+    except KafkaError as e:
+        raise _unreachable(kafka, e) from None
+    finally:
+        await admin.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m aggregator.kafka ping``: exit 0 once the broker answers (used by deploy/kafka/kafka.sh)."""
+    parser = argparse.ArgumentParser(prog="python -m aggregator.kafka")
+    parser.add_argument("command", choices=["ping"])
+    parser.add_argument("--bootstrap", required=True)
+    parser.add_argument("--certs", type=Path, required=True, help="directory made by 'loglake-aggregator certs'")
+    args = parser.parse_args(argv)
+    kafka = KafkaSettings(bootstrap_servers=args.bootstrap, ca_file=args.certs / "ca.crt", request_timeout_ms=5000)
+    try:
+        topics = asyncio.run(ping(kafka, args.certs / "aggregator.crt", args.certs / "aggregator.key"))
+    except TransportError as e:
+        print(e, file=sys.stderr)
+        return 1
+    print(" ".join(sorted(topics)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

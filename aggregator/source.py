@@ -1,0 +1,34 @@
+"""What the aggregator consumes from, whatever the transport."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    partition: str
+    offset: int
+    value: bytes
+
+
+class Source(Protocol):
+    topic: str
+
+    async def start(self, positions: Callable[[], dict[str, int]]) -> None:
+        """Begin consuming. ``positions()`` reads the catalog's partition → next offset;
+        it is asked again whenever partitions are (re)assigned, and always wins."""
+
+    async def poll(self, timeout: float) -> list[Message]:
+        """The next messages, in offset order per partition; [] after ``timeout`` seconds."""
+
+    def caught_up(self) -> bool:
+        """Nothing was left to read at the last poll (used by --once)."""
+
+    async def commit(self, partition: str, next_offset: int) -> None:
+        """Tell the transport the position is stored (the catalog already has it)."""
+
+    async def close(self) -> None:
+        ...

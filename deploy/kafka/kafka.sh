@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Development Kafka broker: fetch jars, start (formatting storage on first start), stop.
+#   kafka.sh fetch | up | down | status
+# Settings (environment): KAFKA_PORT, KAFKA_CONTROLLER_PORT, KAFKA_DATA, LOGLAKE_CERTS, PYTHON.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+jars="$here/.cache/libs"
+port=${KAFKA_PORT:-19093}
+cport=${KAFKA_CONTROLLER_PORT:-19094}
+data=${KAFKA_DATA:-$root/var/kafka}
+certs=${LOGLAKE_CERTS:-$root/var/certs}
+python=${PYTHON:-$root/.venv/bin/python}
+pidfile="$data/kafka.pid"
+start_timeout=${KAFKA_START_TIMEOUT:-90}
+
+fetch() {
+  # The marker is written last, so an interrupted download is redone, not trusted.
+  [ -f "$jars/.complete" ] && return 0
+  echo "kafka: fetching broker jars from Maven Central (one time)" >&2
+  rm -rf "$jars"
+  mvn -q -B -f "$here/pom.xml" package -Djars.dir="$jars"
+  touch "$jars/.complete"
+}
+
+running() { [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }
+
+java_opts=(-Xms256m -Xmx512m -XX:+UseG1GC -Djava.awt.headless=true
+           "-Dlog4j2.configurationFile=$here/log4j2.yaml" -cp "$jars/*")
+java_run() { java "${java_opts[@]}" "$@"; }
+
+up() {
+  fetch
+  [ -f "$certs/broker.keystore.pem" ] || { echo "kafka: no certificates in $certs; run 'make certs' first" >&2; exit 1; }
+  if running; then echo "kafka: already running (pid $(cat "$pidfile")) on 127.0.0.1:$port"; return 0; fi
+  mkdir -p "$data"
+  sed -e "s#@PORT@#$port#g" -e "s#@CONTROLLER_PORT@#$cport#g" -e "s#@DATA@#$data#g" -e "s#@CERTS@#$certs#g" \
+    "$here/server.properties.in" > "$data/server.properties"
+  if [ ! -f "$data/log/meta.properties" ]; then
+    java_run kafka.tools.StorageTool format --ignore-formatted -t "$(java_run kafka.tools.StorageTool random-uuid)" \
+      -c "$data/server.properties" > "$data/format.log" 2>&1 || { cat "$data/format.log" >&2; exit 1; }
+  fi
+  nohup java "${java_opts[@]}" kafka.Kafka "$data/server.properties" > "$data/server.log" 2>&1 &
+  echo $! > "$pidfile"
+  # Return only once the broker answers a real request over mutual TLS.
+  local deadline=$((SECONDS + start_timeout))
+  until "$python" -m aggregator.kafka ping --bootstrap "127.0.0.1:$port" --certs "$certs" >/dev/null 2>&1; do
+    if ! running; then echo "kafka: broker exited; last lines of $data/server.log:" >&2; tail -20 "$data/server.log" >&2; exit 1; fi
+    if [ $SECONDS -ge $deadline ]; then echo "kafka: broker did not answer within ${start_timeout}s; see $data/server.log" >&2; down; exit 1; fi
+    sleep 0.5
+  done
+  echo "kafka: up (pid $(cat "$pidfile")) on SSL://127.0.0.1:$port"
+}
+
+down() {
+  if ! running; then rm -f "$pidfile"; echo "kafka: not running"; return 0; fi
+  local pid; pid=$(cat "$pidfile")
+  kill "$pid"
+  for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+  kill -0 "$pid" 2>/dev/null && kill -9 "$pid"
+  rm -f "$pidfile"
+  echo "kafka: stopped"
+}
+
+status() { if running; then echo "kafka: running (pid $(cat "$pidfile"))"; else echo "kafka: stopped"; exit 1; fi; }
+
+case "${1:-}" in
+  fetch) fetch ;; up) up ;; down) down ;; status) status ;;
+  *) echo "usage: $0 fetch|up|down|status" >&2; exit 2 ;;
+esac

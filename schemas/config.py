@@ -1,0 +1,138 @@
+"""One TOML file, a section per component, environment overrides on top.
+
+Each component describes its section as a frozen dataclass; ``load_section``
+fills it from the file and from ``LOGLAKE_<SECTION>_<KEY>`` variables (e.g.
+``LOGLAKE_KAFKA_BOOTSTRAP_SERVERS``, ``LOGLAKE_SHIPPER_NODE_NAME``), which win
+over the file. Relative paths in the file are resolved against the file's own
+directory, so a config works from any working directory; paths given in the
+environment are resolved against the working directory, like any shell path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from schemas.errors import ConfigError
+
+T = TypeVar("T")
+ENV_PREFIX = "LOGLAKE_"
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+@dataclasses.dataclass(frozen=True)
+class ConfigFile:
+    path: Path | None
+    data: Mapping[str, Any]
+    env: Mapping[str, str]
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent if self.path else Path.cwd()
+
+    def has_section(self, name: str) -> bool:
+        prefix = f"{ENV_PREFIX}{name.upper()}_"
+        return name in self.data or any(k.startswith(prefix) for k in self.env)
+
+
+def read(path: str | os.PathLike[str] | None, env: Mapping[str, str] | None = None) -> ConfigFile:
+    env = dict(os.environ if env is None else env)
+    if path is None:
+        return ConfigFile(None, {}, env)
+    p = Path(path).resolve()
+    try:
+        with p.open("rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {p} does not exist; pass --config with the path of your loglake.toml") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config file {p} is not valid TOML: {e}") from None
+    return ConfigFile(p, data, env)
+
+
+def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0], True
+    return tp, False
+
+
+def _coerce(value: Any, tp: Any, where: str, base_dir: Path) -> Any:
+    tp, optional = _unwrap_optional(tp)
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"{where} must be set")
+    origin = typing.get_origin(tp)
+    try:
+        if tp is bool:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in _TRUE | _FALSE:
+                return value.lower() in _TRUE
+            raise ValueError
+        if tp is int:
+            if isinstance(value, bool):
+                raise ValueError
+            return int(value)
+        if tp is float:
+            return float(value)
+        if tp is str:
+            if not isinstance(value, str):
+                raise ValueError
+            return value
+        if tp is Path:
+            if not isinstance(value, str):
+                raise ValueError
+            p = Path(value).expanduser()
+            return p if p.is_absolute() else (base_dir / p)
+        if origin is tuple:
+            (item,) = {a for a in typing.get_args(tp) if a is not Ellipsis}
+            if isinstance(value, str):
+                value = [v.strip() for v in value.split(",") if v.strip()]
+            if not isinstance(value, list):
+                raise ValueError
+            return tuple(_coerce(v, item, where, base_dir) for v in value)
+        if origin is dict or tp is dict:
+            if not isinstance(value, dict):
+                raise ValueError
+            return dict(value)
+    except (ValueError, TypeError):
+        raise ConfigError(f"{where} has an invalid value {value!r}; expected {getattr(tp, '__name__', tp)}") from None
+    raise ConfigError(f"{where}: unsupported field type {tp}")  # a programming error, caught by tests
+
+
+def load_section(cls: type[T], cfg: ConfigFile, section: str) -> T:
+    """Build ``cls`` from ``[section]`` plus environment overrides."""
+    raw = cfg.data.get(section, {})
+    if not isinstance(raw, dict):
+        raise ConfigError(f"[{section}] in {cfg.path} must be a table")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise ConfigError(f"unknown key(s) {', '.join(unknown)} in [{section}] of {cfg.path}; "
+                          f"known keys are {', '.join(sorted(fields))}")
+    values: dict[str, Any] = {}
+    for name, value in raw.items():
+        values[name] = _coerce(value, hints[name], f"[{section}] {name}", cfg.base_dir)
+    prefix = f"{ENV_PREFIX}{section.upper()}_"
+    for key, value in cfg.env.items():
+        if key.startswith(prefix):
+            name = key[len(prefix):].lower()
+            if name not in fields:
+                raise ConfigError(f"environment variable {key} names no setting of [{section}]; "
+                                  f"known keys are {', '.join(sorted(fields))}")
+            values[name] = _coerce(value, hints[name], f"environment {key}", Path.cwd())
+    try:
+        return cls(**values)
+    except TypeError as e:
+        raise ConfigError(f"[{section}] in {cfg.path} is incomplete: {e}") from None

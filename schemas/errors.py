@@ -1,0 +1,35 @@
+"""The error tree shared by every loglake component.
+
+    LoglakeError              anything loglake reports to a person
+     ├── ConfigError          the configuration file or an override is wrong
+     ├── WireError            a batch is not a valid loglake batch (has .reason)
+     └── TransportError       a transport cannot be reached or refused us
+
+Components add their own subclasses of LoglakeError (aggregator: KeyError-like
+``EncryptionKeyError``, ``StorageError``; query: ``QueryError``). Every message
+is one sentence that says what happened and what to do about it.
+"""
+
+from __future__ import annotations
+
+
+class LoglakeError(Exception):
+    """Base of every error loglake reports; the CLIs print it without a traceback."""
+
+
+class ConfigError(LoglakeError):
+    pass
+
+
+class WireError(LoglakeError):
+    """A batch failed to decode. ``reason`` is a short machine-readable kind
+    (bad_magic, unknown_version, bad_checksum, truncated, bad_body, schema) used
+    for quarantine file names and metric labels."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class TransportError(LoglakeError):
+    pass

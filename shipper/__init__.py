@@ -1,0 +1,1 @@
+"""loglake-shipper: the node agent that tails container logs and ships batches."""

@@ -1,0 +1,56 @@
+"""loglake-shipper: tail container logs and ship them."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+from schemas import jsonlog
+from schemas.errors import LoglakeError
+from shipper import config
+from shipper.agent import Agent
+from shipper.transport import create
+
+log = logging.getLogger("loglake.shipper")
+
+
+async def _run(args: argparse.Namespace) -> None:
+    settings = config.load(args.config)
+    transport = create(settings.transport, settings.shipper)
+    await transport.start()
+    agent = Agent(settings, transport)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, agent.stop)
+    log.info("shipper started", extra={"transport": transport.name, "node": settings.shipper.node_name,
+                                       "include": [str(p) for p in settings.shipper.include]})
+    try:
+        await agent.run(once=args.once)
+    finally:
+        await transport.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="loglake-shipper", description=__doc__)
+    parser.add_argument("--config", "-c", help="loglake TOML file (LOGLAKE_* variables override it)")
+    parser.add_argument("--once", action="store_true",
+                        help="ship everything present, wait for every acknowledgement, save the checkpoint, exit")
+    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    args = parser.parse_args(argv)
+    jsonlog.setup(args.log_level)
+    try:
+        asyncio.run(_run(args))
+    except LoglakeError as e:
+        if args.debug:
+            raise
+        print(f"loglake-shipper: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""``[shipper]``: what to read, how to batch, where to keep state."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from schemas import config as config_file
+from schemas import transport
+from schemas.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class ShipperConfig:
+    # Name of this node in every record (Kubernetes: the downward API's spec.nodeName).
+    node_name: str = socket.gethostname()
+    # Files to tail; globs (relative ones are relative to the config file).
+    # Kubernetes: /var/log/containers/*.log (symlinks into /var/log/pods).
+    include: tuple[Path, ...] = (Path("/var/log/containers/*.log"),)
+    # Paths to skip; shell patterns matched against the whole path ('*' crosses '/').
+    exclude: tuple[str, ...] = ()
+    # Checkpoints and other state of this agent.
+    data_dir: Path = Path("/var/lib/loglake-shipper")
+    # How often files are checked for new data and new files are looked for.
+    poll_interval_ms: int = 250
+    # Bytes read from one file per turn, so one busy file cannot starve the others.
+    read_chunk_bytes: int = 1024 * 1024
+    # Longer records are truncated and flagged.
+    max_record_bytes: int = 1024 * 1024
+    # A batch is sent when it holds this many bytes of records or is this old.
+    batch_max_bytes: int = 1024 * 1024
+    batch_max_wait_ms: int = 200
+    zstd_level: int = 3
+    # Batches sent but not yet acknowledged, at most.
+    max_inflight_batches: int = 64
+    # Client identity for Kafka mutual TLS.
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+
+
+@dataclass(frozen=True)
+class Settings:
+    shipper: ShipperConfig
+    transport: transport.TransportSettings
+
+
+def load(path: str | None, env: dict[str, str] | None = None) -> Settings:
+    cfg = config_file.read(path, env)
+    shipper = config_file.load_section(ShipperConfig, cfg, "shipper")
+    if not shipper.include:
+        raise ConfigError("[shipper] include is empty; list the globs of the log files to ship")
+    if shipper.batch_max_bytes > shipper.max_record_bytes * 64 or shipper.batch_max_bytes < 1024:
+        raise ConfigError("[shipper] batch_max_bytes must be between 1 KiB and 64 × max_record_bytes")
+    return Settings(shipper, transport.load(cfg))

@@ -1,0 +1,37 @@
+"""Kubernetes metadata from where kubelet writes a container's log.
+
+    /var/log/pods/<namespace>_<pod>_<pod-uid>/<container>/<restart>.log
+    /var/log/containers/<pod>_<namespace>_<container>-<container-id>.log   (symlink to the above)
+
+Namespaces and pod names cannot contain '_', which makes both forms unambiguous.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+
+_PODS = re.compile(r"/(?P<ns>[^/_]+)_(?P<pod>[^/_]+)_(?P<uid>[0-9a-fA-F-]+)/(?P<container>[^/]+)/\d+\.log(?:\.[^/]*)?$")
+_CONTAINERS = re.compile(r"/(?P<pod>[^/_]+)_(?P<ns>[^/_]+)_(?P<container>.+)-(?P<cid>[0-9a-f]{64})\.log$")
+
+
+@dataclass(frozen=True, slots=True)
+class K8sMeta:
+    namespace: str | None = None
+    pod: str | None = None
+    pod_uid: str | None = None
+    container: str | None = None
+    container_id: str | None = None
+
+
+def from_path(path: str) -> K8sMeta:
+    """Metadata from a log path; a /var/log/containers symlink is followed for the pod UID."""
+    m = _CONTAINERS.search(path)
+    if m:
+        target = _PODS.search(os.path.realpath(path))
+        return K8sMeta(m["ns"], m["pod"], target["uid"] if target else None, m["container"], m["cid"])
+    m = _PODS.search(path)
+    if m:
+        return K8sMeta(m["ns"], m["pod"], m["uid"], m["container"], None)
+    return K8sMeta()

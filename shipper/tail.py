@@ -1,0 +1,75 @@
+"""Reading one file: complete lines from a byte offset, nothing more.
+
+A line without its newline yet is left unread (its bytes are read again on the
+next turn), so an offset always sits on a line boundary. A line longer than
+the maximum record size is cut: its first ``max_line`` bytes come out as a line
+marked ``cut`` and the rest, up to its newline, is skipped. Memory stays
+bounded whatever the file holds.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+@dataclass(slots=True)
+class Chunk:
+    lines: list[bytes]     # without the newline
+    offsets: list[int]     # byte offset of each line
+    end: int               # offset just past the last byte consumed
+    at_eof: bool           # nothing more to read right now
+    cut: bool = False      # the only line is the head of an overlong line
+
+
+class FileTail:
+    """An open file read forward from ``offset``. Holding the descriptor keeps
+    a renamed or deleted file readable to its end."""
+
+    def __init__(self, path: str, fd: int, offset: int) -> None:
+        self.path = path
+        self.fd = fd
+        self.offset = offset
+        self._skipping = False
+
+    @classmethod
+    def open(cls, path: str, offset: int = 0) -> "FileTail":
+        return cls(path, os.open(path, os.O_RDONLY | os.O_CLOEXEC), offset)
+
+    def size(self) -> int:
+        return os.fstat(self.fd).st_size
+
+    def read(self, max_bytes: int, max_line: int) -> Chunk:
+        """Up to about ``max_bytes`` of complete lines."""
+        want = max(max_bytes, max_line + 1)
+        data = os.pread(self.fd, want, self.offset)
+        at_eof = len(data) < want
+        if self._skipping:
+            nl = data.find(b"\n")
+            if nl < 0:
+                self.offset += len(data)
+                return Chunk([], [], self.offset, at_eof)
+            self.offset += nl + 1
+            data = data[nl + 1:]
+            self._skipping = False
+        start = self.offset
+        last_nl = data.rfind(b"\n")
+        if last_nl < 0:
+            if len(data) <= max_line:
+                return Chunk([], [], start, True)  # an incomplete line: wait for its end
+            self.offset = start + max_line
+            self._skipping = True
+            return Chunk([data[:max_line]], [start], self.offset, False, cut=True)
+        lines = data[:last_nl].split(b"\n")
+        offsets = [0] * len(lines)
+        pos = start
+        for i, line in enumerate(lines):
+            offsets[i] = pos
+            pos += len(line) + 1
+        self.offset = start + last_nl + 1
+        return Chunk(lines, offsets, self.offset, at_eof and last_nl == len(data) - 1)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
