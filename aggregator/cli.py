@@ -62,17 +62,25 @@ def _certs(args: argparse.Namespace) -> None:
         print(f"{name}: {files.cert} {files.key}")
 
 
+def _common_options(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("--config", "-c", help="loglake TOML file (LOGLAKE_* variables override it)")
+    parser.add_argument("--log-level", help="DEBUG, INFO (default), WARNING, ERROR")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", "-c", help="loglake TOML file (LOGLAKE_* variables override it)")
-    common.add_argument("--log-level", default="INFO")
-    common.add_argument("--debug", action="store_true", help="show tracebacks")
-    parser = argparse.ArgumentParser(prog="loglake-aggregator", description=__doc__, parents=[common])
+    parser = _common_options(argparse.ArgumentParser(prog="loglake-aggregator", description=__doc__))
+    parser.set_defaults(log_level="INFO")
+    # Options may also follow the subcommand; SUPPRESS keeps a subcommand from
+    # resetting what was given before it.
+    common = _common_options(argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS))
     parser.add_argument("--once", action="store_true",
                         help="consume until caught up, make everything durable, exit")
     sub = parser.add_subparsers(dest="command")
     run = sub.add_parser("run", parents=[common], help="consume (the default)")
-    run.add_argument("--once", action="store_true", help="consume until caught up, make everything durable, exit")
+    run.add_argument("--once", action="store_true", default=argparse.SUPPRESS,
+                     help="consume until caught up, make everything durable, exit")
     c = sub.add_parser("certs", parents=[common], help="create a development CA and certificates")
     c.add_argument("--out", type=Path, required=True)
     c.add_argument("--force", action="store_true", help="replace existing certificates")

@@ -22,7 +22,8 @@ def _text(v: Any) -> str:
     return str(v)
 
 
-def write(table: pa.Table, fmt: str, out: IO[str] = sys.stdout) -> None:
+def write(table: pa.Table, fmt: str, out: IO[str] | None = None) -> None:
+    out = out or sys.stdout
     columns = table.column_names
     rows = list(zip(*(table.column(i).to_pylist() for i in range(table.num_columns)))) if columns else []
     if fmt == "json":

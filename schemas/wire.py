@@ -38,6 +38,8 @@ _HEADER = struct.Struct(">4sBBHIII")
 HEADER_SIZE = _HEADER.size
 MAX_BODY_BYTES = 256 * 1024 * 1024
 DEFAULT_ZSTD_LEVEL = 3
+# Parsed with every field nullable so a missing required field can be named.
+_PARSE_SCHEMA = pa.schema([f.with_nullable(True) for f in WIRE_SCHEMA])
 
 
 @dataclass(frozen=True)
@@ -95,7 +97,7 @@ def to_table(batch: Batch) -> pa.Table:
         table = pa_json.read_json(
             io.BytesIO(batch.body),
             read_options=pa_json.ReadOptions(use_threads=False, block_size=max(1 << 20, len(batch.body) + 1)),
-            parse_options=pa_json.ParseOptions(explicit_schema=WIRE_SCHEMA, unexpected_field_behavior="error"))
+            parse_options=pa_json.ParseOptions(explicit_schema=_PARSE_SCHEMA, unexpected_field_behavior="error"))
     except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
         raise WireError("schema", f"batch body does not match the record schema: {e}") from None
     if table.num_rows != batch.record_count:

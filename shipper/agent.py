@@ -59,7 +59,7 @@ class Agent:
     # discovery -----------------------------------------------------------------
 
     def _matching_paths(self) -> list[str]:
-        paths = {p for pattern in self.cfg.include for p in glob.glob(str(pattern))}
+        paths = {p for pattern in self.cfg.include for p in glob.glob(str(pattern), recursive=True)}
         return sorted(p for p in paths
                       if not any(fnmatch.fnmatch(p, ex) for ex in self.cfg.exclude) and os.path.isfile(p))
 

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 
 _PODS = re.compile(r"/(?P<ns>[^/_]+)_(?P<pod>[^/_]+)_(?P<uid>[0-9a-fA-F-]+)/(?P<container>[^/]+)/\d+\.log(?:\.[^/]*)?$")
-_CONTAINERS = re.compile(r"/(?P<pod>[^/_]+)_(?P<ns>[^/_]+)_(?P<container>.+)-(?P<cid>[0-9a-f]{64})\.log$")
+_CONTAINERS = re.compile(r"/(?P<pod>[^/_]+)_(?P<ns>[^/_]+)_(?P<container>[^/]+)-(?P<cid>[0-9a-f]{64})\.log$")
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,122 @@
+"""Shared fixtures: config files, CRI log files, and the session's real TLS broker.
+
+The broker is the one `make test` starts (deploy/kafka/kafka.sh). When
+LOGLAKE_TEST_CERTS is set (as `make test` does) a broker that does not answer
+fails the Kafka tests; without it they are skipped, so a quick `pytest` on a
+laptop without Java still runs everything else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+KAFKA_BOOTSTRAP = os.environ.get("LOGLAKE_TEST_BOOTSTRAP", "127.0.0.1:19093")
+
+
+@dataclass(frozen=True)
+class Broker:
+    bootstrap: str
+    certs: Path
+
+
+@pytest.fixture(scope="session")
+def broker() -> Broker:
+    certs = os.environ.get("LOGLAKE_TEST_CERTS")
+    if not certs:
+        pytest.skip("no broker: run the tests with 'make test' (LOGLAKE_TEST_CERTS unset)")
+    from aggregator.kafka import ping
+    from schemas.transport import KafkaSettings
+    c = Path(certs)
+    kafka = KafkaSettings(bootstrap_servers=KAFKA_BOOTSTRAP, ca_file=c / "ca.crt", request_timeout_ms=5000)
+    asyncio.run(ping(kafka, c / "aggregator.crt", c / "aggregator.key"))  # fails loudly if the broker is down
+    return Broker(KAFKA_BOOTSTRAP, c)
+
+
+def toml_str(p: Path | str) -> str:
+    return '"' + str(p).replace("\\", "\\\\") + '"'
+
+
+def write_config(tmp: Path, *, broker: Broker | None = None, topic: str | None = None,
+                 shipper_cert: str | None = "shipper", aggregator_cert: str | None = "aggregator",
+                 extra: str = "") -> Path:
+    """A loglake.toml under ``tmp``: spool transport unless ``broker`` is given."""
+    lines = ["[shipper]", 'node_name = "node-a"', f"include = [{toml_str(tmp / 'logs' / '**' / '*.log')}]",
+             f"data_dir = {toml_str(tmp / 'shipper')}", "batch_max_wait_ms = 50", "",
+             "[spool]", f"dir = {toml_str(tmp / 'spool')}", "",
+             "[aggregator]", f"data_dir = {toml_str(tmp / 'lake')}", f'group_id = "g-{uuid.uuid4().hex[:8]}"',
+             "flush_interval_ms = 200"]
+    if broker:
+        if aggregator_cert:
+            lines += [f"tls_cert_file = {toml_str(broker.certs / (aggregator_cert + '.crt'))}",
+                      f"tls_key_file = {toml_str(broker.certs / (aggregator_cert + '.key'))}"]
+        lines[5:5] = ([f"tls_cert_file = {toml_str(broker.certs / (shipper_cert + '.crt'))}",
+                       f"tls_key_file = {toml_str(broker.certs / (shipper_cert + '.key'))}"] if shipper_cert else [])
+        lines += ["", "[kafka]", f'bootstrap_servers = "{broker.bootstrap}"',
+                  f'topic = "{topic or "t-" + uuid.uuid4().hex[:12]}"', "partitions = 2",
+                  f"ca_file = {toml_str(broker.certs / 'ca.crt')}", "request_timeout_ms = 10000"]
+    path = tmp / "loglake.toml"
+    path.write_text("\n".join(lines) + "\n" + extra)
+    return path
+
+
+def pod_log(root: Path, namespace: str, pod: str, container: str, uid: str = "0f1e2d3c-0000-4000-8000-000000000001") -> Path:
+    """Path of a container log in kubelet's /var/log/pods layout under ``root``."""
+    p = root / "logs" / "pods" / f"{namespace}_{pod}_{uid}" / container / "0.log"
+    p.parent.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def cri(ts: str, text: str, stream: str = "stdout", tag: str = "F") -> str:
+    return f"{ts} {stream} {tag} {text}\n"
+
+
+# Lines of two containers, with what the pipeline must make of them.
+CHECKOUT = ("shop", "checkout-5d8f7-abcde", "app")
+FRONTEND = ("shop", "frontend-7c9b4-fghij", "nginx")
+TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+
+
+def write_sample_logs(tmp: Path) -> list[tuple]:
+    """Write CRI files; return the expected (container, offset, stream, level, severity, trace_id, body)
+    rows in (container, offset) order."""
+    checkout = pod_log(tmp, *CHECKOUT)
+    frontend = pod_log(tmp, *FRONTEND)
+    c_lines = [
+        cri("2026-11-24T10:00:00.000000001Z",
+            '{"level":"info","msg":"order placed","trace_id":"' + TRACE + '","span_id":"00f067aa0ba902b7","order":7}'),
+        cri("2026-11-24T10:00:00.500000000Z", '{"level":"error","msg":"payment ', tag="P"),
+        cri("2026-11-24T10:00:00.500000000Z", "boom", stream="stderr"),
+        cri("2026-11-24T10:00:00.500000000Z", 'declined","trace_id":"' + TRACE + '"}', tag="F"),
+    ]
+    f_lines = [
+        cri("2026-11-24T10:00:00.100000000Z", f"INFO GET /api/cart 200 trace_id={TRACE}"),
+        cri("2026-11-24T10:00:01.000000000Z", "WARN slow upstream took 2300ms"),
+    ]
+    checkout.write_text("".join(c_lines))
+    frontend.write_text("".join(f_lines))
+    off = [0]
+    for ln in c_lines[:-1]:
+        off.append(off[-1] + len(ln.encode()))
+    f_off = [0, len(f_lines[0].encode())]
+    return [
+        ("app", off[0], "stdout", "info", 9, TRACE, "order placed"),
+        ("app", off[1], "stdout", "error", 17, TRACE, "payment declined"),
+        ("app", off[2], "stderr", None, 0, None, "boom"),
+        ("nginx", f_off[0], "stdout", "INFO", 9, TRACE, f"INFO GET /api/cart 200 trace_id={TRACE}"),
+        ("nginx", f_off[1], "stdout", "WARN", 13, None, "WARN slow upstream took 2300ms"),
+    ]
+
+
+STORED_SQL = ("SELECT container, source_offset, stream, severity_text, severity_number, trace_id, body "
+              "FROM logs ORDER BY container, source_offset")
+
+
+def stored_rows(config: Path) -> list[tuple]:
+    import query
+    return query.connect(str(config)).execute(STORED_SQL).fetchall()
