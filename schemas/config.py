@@ -102,9 +102,11 @@ def _coerce(value: Any, tp: Any, where: str, base_dir: Path) -> Any:
                 raise ValueError
             return tuple(_coerce(v, item, where, base_dir) for v in value)
         if origin is dict or tp is dict:
+            if isinstance(value, str):  # from the environment: "k=v,k2=v2"
+                value = dict(kv.split("=", 1) for kv in value.split(",") if kv.strip())
             if not isinstance(value, dict):
                 raise ValueError
-            return dict(value)
+            return {str(k).strip(): str(v).strip() for k, v in value.items()}
     except (ValueError, TypeError):
         raise ConfigError(f"{where} has an invalid value {value!r}; expected {getattr(tp, '__name__', tp)}") from None
     raise ConfigError(f"{where}: unsupported field type {tp}")  # a programming error, caught by tests

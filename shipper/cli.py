@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 
 from schemas import jsonlog
-from schemas.errors import LoglakeError
+from schemas.errors import ConfigError, LoglakeError
+from schemas.metrics import Registry, serve
 from shipper import config
 from shipper.agent import Agent
 from shipper.transport import create
@@ -17,11 +19,59 @@ from shipper.transport import create
 log = logging.getLogger("loglake.shipper")
 
 
+def _lag(agent: Agent) -> list[tuple[dict[str, str], float]]:
+    out = []
+    for src in [*agent.active.values(), *agent.retired]:
+        try:
+            out.append(({"path": src.path}, float(max(0, os.fstat(src.tail.fd).st_size - src.tail.offset))))
+        except OSError:
+            continue
+    return out
+
+
+def metrics(agent: Agent) -> Registry:
+    r = Registry("loglake_shipper")
+    for name, what in (("lines_read", "lines read from files"), ("bytes_read", "bytes read from files"),
+                       ("files_opened", "files opened"), ("files_closed", "files closed after rotation or deletion"),
+                       ("rotations", "rotations and deletions seen"), ("truncations", "copytruncate rotations seen")):
+        r.value(f"{name}_total", "counter", what, lambda n=name: agent.stats[n])
+    for name, what in (("records_shipped", "records acknowledged by the transport"),
+                       ("batches_acked", "batches acknowledged by the transport"),
+                       ("batches_buffered", "batches written to the disk buffer"),
+                       ("send_failures", "batch sends that failed or timed out")):
+        r.value(f"{name}_total", "counter", what, lambda n=name: agent.delivery.stats[n])
+    r.value("buffer_bytes", "gauge", "bytes in the disk buffer", lambda: agent.delivery.buffer.bytes)
+    r.value("buffer_batches", "gauge", "batches waiting in the disk buffer",
+            lambda: sum(1 for p in agent.delivery.queue if p.buffered is not None and not p.acked))
+    r.value("inflight_batches", "gauge", "batches sent and not yet acknowledged", lambda: agent.delivery.inflight)
+    r.value("reading_paused", "gauge", "1 while reading is paused because the disk buffer is full",
+            lambda: float(agent.paused))
+    r.value("open_files", "gauge", "files held open", lambda: len(agent.active) + len(agent.retired))
+    r.add("redactions_total", "counter", "redactions by rule",
+          lambda: [({"rule": k}, v) for k, v in sorted(agent.proc.redactor.counts.items())])
+    r.add("errors_total", "counter", "input problems by kind (flagged or counted, never dropped silently)",
+          lambda: [({"kind": k}, v) for k, v in sorted(agent.errors.items())])
+    r.add("file_lag_bytes", "gauge", "bytes not read yet, per file", lambda: _lag(agent))
+    return r
+
+
+def _health(agent: Agent) -> tuple[bool, str]:
+    if agent.paused:
+        return False, "reading paused: disk buffer full"
+    return True, "ok" if not agent.delivery.backlog else "ok (buffering: transport unavailable)"
+
+
 async def _run(args: argparse.Namespace) -> None:
     settings = config.load(args.config)
     transport = create(settings.transport, settings.shipper)
+    try:
+        agent = Agent(settings, transport)
+    except ValueError as e:  # a bad multiline or redaction rule
+        raise ConfigError(f"[shipper] {e}") from None
+    server = None
+    if settings.shipper.metrics_address:
+        server = await serve(settings.shipper.metrics_address, metrics(agent), lambda: _health(agent))
     await transport.start()
-    agent = Agent(settings, transport)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, agent.stop)
@@ -31,6 +81,8 @@ async def _run(args: argparse.Namespace) -> None:
         await agent.run(once=args.once)
     finally:
         await transport.close()
+        if server is not None:
+            server.close()
 
 
 def main(argv: list[str] | None = None) -> int:

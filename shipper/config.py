@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from schemas import config as config_file
@@ -19,11 +19,16 @@ class ShipperConfig:
     # Kubernetes: /var/log/containers/*.log (symlinks into /var/log/pods).
     include: tuple[Path, ...] = (Path("/var/log/containers/*.log"),)
     # Paths to skip; shell patterns matched against the whole path ('*' crosses '/').
-    exclude: tuple[str, ...] = ()
+    # Compressed rotated files are skipped by default.
+    exclude: tuple[str, ...] = ("*.gz", "*.bz2", "*.xz", "*.zst", "*.zip")
+    # Static labels added to every record's attributes.
+    labels: dict[str, str] = field(default_factory=dict)
     # Checkpoints and other state of this agent.
     data_dir: Path = Path("/var/lib/loglake-shipper")
     # How often files are checked for new data and new files are looked for.
     poll_interval_ms: int = 250
+    # A renamed or deleted file is read to its end, then closed once this long has passed.
+    rotate_wait_ms: int = 5000
     # Bytes read from one file per turn, so one busy file cannot starve the others.
     read_chunk_bytes: int = 1024 * 1024
     # Longer records are truncated and flagged.
@@ -32,8 +37,24 @@ class ShipperConfig:
     batch_max_bytes: int = 1024 * 1024
     batch_max_wait_ms: int = 200
     zstd_level: int = 3
+    # Multi-line events: presets (java, python, go) and custom continuation regexes.
+    multiline: tuple[str, ...] = ()
+    multiline_patterns: tuple[str, ...] = ()
+    multiline_flush_ms: int = 1000
+    # Redaction before anything leaves the node: built-in rules by name, plus custom regexes.
+    redact: tuple[str, ...] = ("bearer_token", "url_password", "aws_access_key", "card_number", "email")
+    redact_patterns: tuple[str, ...] = ()
     # Batches sent but not yet acknowledged, at most.
     max_inflight_batches: int = 64
+    # While the transport is down, batches wait on disk (<data_dir>/buffer) up to this size;
+    # when it is full, reading stops until it drains.
+    buffer_max_bytes: int = 256 * 1024 * 1024
+    # A batch not acknowledged in this time is moved to the disk buffer and retried from there.
+    ack_timeout_ms: int = 15000
+    # SIGTERM: stop reading, flush and wait for acknowledgements at most this long.
+    shutdown_grace_ms: int = 10000
+    # HTTP /metrics and /healthz, e.g. "0.0.0.0:2020"; empty: off.
+    metrics_address: str = ""
     # Client identity for Kafka mutual TLS.
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None

@@ -2,21 +2,14 @@
 
 Pure functions over bytes, no I/O. A container line longer than the runtime's
 buffer arrives as several ``P`` (partial) lines ended by one ``F`` (full) line;
-``PartialJoiner`` reassembles them per stream, never mixing stdout and stderr.
+shipper.partial reassembles them.
 """
 
 from __future__ import annotations
 
 import calendar
-from dataclasses import dataclass, field
 
-
-@dataclass(slots=True)
-class CriLine:
-    time_ns: int
-    stream: str
-    partial: bool
-    text: bytes
+from shipper.partial import RuntimeLine
 
 
 class _SecondCache:
@@ -66,7 +59,7 @@ def parse_rfc3339_ns(ts: bytes) -> int:
     return (seconds - offset) * 1_000_000_000 + frac_ns
 
 
-def parse_line(line: bytes) -> CriLine | None:
+def parse_line(line: bytes) -> RuntimeLine | None:
     """Parse one CRI line (without its newline); None if the prefix is malformed."""
     parts = line.split(b" ", 3)
     if len(parts) < 3:
@@ -78,66 +71,4 @@ def parse_line(line: bytes) -> CriLine | None:
         time_ns = parse_rfc3339_ns(ts)
     except (ValueError, IndexError):
         return None
-    return CriLine(time_ns, stream.decode(), tag == b"P", parts[3] if len(parts) == 4 else b"")
-
-
-@dataclass(slots=True)
-class Joined:
-    """One complete container line: its first piece's offset and time, its text."""
-
-    offset: int
-    time_ns: int
-    stream: str
-    text: bytes
-    truncated: bool = False
-
-
-@dataclass(slots=True)
-class _Pending:
-    offset: int
-    time_ns: int
-    pieces: list[bytes] = field(default_factory=list)
-    size: int = 0
-    truncated: bool = False
-
-
-class PartialJoiner:
-    """Joins P…P…F sequences per stream, keeping at most ``max_bytes`` of a record
-    (the rest is dropped and the record flagged truncated)."""
-
-    def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
-        self._pending: dict[str, _Pending] = {}
-
-    def oldest_pending_offset(self) -> int | None:
-        """Offset a checkpoint must not pass: a partial record still being assembled."""
-        return min((p.offset for p in self._pending.values()), default=None)
-
-    def _append(self, p: _Pending, text: bytes) -> None:
-        room = self.max_bytes - p.size
-        if len(text) > room:
-            text = text[:max(room, 0)]
-            p.truncated = True
-        if text:
-            p.pieces.append(text)
-            p.size += len(text)
-
-    def feed(self, offset: int, line: CriLine) -> Joined | None:
-        p = self._pending.get(line.stream)
-        if p is None:
-            if not line.partial and len(line.text) <= self.max_bytes:
-                return Joined(offset, line.time_ns, line.stream, line.text)
-            p = _Pending(offset, line.time_ns)
-        self._append(p, line.text)
-        if line.partial:
-            self._pending[line.stream] = p
-            return None
-        self._pending.pop(line.stream, None)
-        return Joined(p.offset, p.time_ns, line.stream, b"".join(p.pieces), p.truncated)
-
-    def drain(self) -> list[Joined]:
-        """Give up on unfinished records (the file ended for good): emit what we have."""
-        out = [Joined(p.offset, p.time_ns, s, b"".join(p.pieces), p.truncated)
-               for s, p in sorted(self._pending.items(), key=lambda kv: kv[1].offset)]
-        self._pending.clear()
-        return out
+    return RuntimeLine(time_ns, stream.decode(), tag == b"P", parts[3] if len(parts) == 4 else b"")

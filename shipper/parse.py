@@ -1,8 +1,9 @@
-"""Structure from a container line's text: JSON objects and plain text.
+"""Structure from a container line's text: JSON objects, logfmt and plain text.
 
-Pure functions, no I/O. JSON objects give time, level, message, trace and span
-ids under their common names; every other field is kept as an attribute.
-Plain text is scanned for a level word and ``trace_id=``-style tokens.
+Pure functions, no I/O. JSON objects and logfmt lines give time, level,
+message, trace and span ids under their common names; every other field is
+kept as an attribute. Plain text is scanned for a level word and
+``trace_id=``-style tokens.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ _HEX_ID = re.compile(r"^[0-9a-fA-F]+$")
 _PLAIN_TRACE = re.compile(
     r"(?:trace_?id|traceId|trace\.id|traceID|otelTraceID|dd\.trace_id)[=:]\s*\"?([0-9a-fA-F]{32}|\d{1,20})\b")
 _PLAIN_SPAN = re.compile(r"(?:span_?id|spanId|span\.id|spanID|otelSpanID)[=:]\s*\"?([0-9a-fA-F]{16}|\d{1,20})\b")
+_LOGFMT_START = re.compile(r"^[A-Za-z_][\w.\-/]*=")
+_LOGFMT_PAIR = re.compile(r'([A-Za-z_][\w.\-/]*)=("(?:[^"\\]|\\.)*"|[^\s"]*)')
 _PLAIN_TRACEPARENT = re.compile(r"\b00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}\b")
 
 
@@ -113,7 +116,8 @@ def _traceparent(obj: dict) -> tuple[str | None, str | None]:
     return None, None
 
 
-def parse_json(text: str, obj: dict) -> Parsed:
+def parse_fields(text: str, obj: dict) -> Parsed:
+    """A JSON object or a logfmt line's fields → Parsed (consumes ``obj``)."""
     message = _pop_first(obj, MESSAGE_KEYS)
     sev_text, sev_num = severity(_pop_first(obj, LEVEL_KEYS))
     time_ns = _time_ns(_pop_first(obj, TIME_KEYS))
@@ -125,6 +129,21 @@ def parse_json(text: str, obj: dict) -> Parsed:
     body = message if isinstance(message, str) else (text if message is None else orjson.dumps(message).decode())
     return Parsed(body=body, severity_text=sev_text, severity_number=sev_num, time_ns=time_ns,
                   trace_id=trace_id, span_id=span_id, attributes=orjson.dumps(obj) if obj else None)
+
+
+def parse_logfmt(text: str) -> dict | None:
+    """``key=value key2="quoted value"`` → dict, or None if the line is not logfmt."""
+    if not _LOGFMT_START.match(text):
+        return None
+    fields = {}
+    for key, value in _LOGFMT_PAIR.findall(text):
+        if value.startswith('"'):
+            try:
+                value = orjson.loads(value)
+            except orjson.JSONDecodeError:
+                value = value[1:-1]
+        fields[key] = value
+    return fields if len(fields) >= 2 else None
 
 
 def parse_plain(text: str) -> Parsed:
@@ -153,8 +172,9 @@ def parse_text(text: str) -> Parsed:
         except orjson.JSONDecodeError:
             return parse_plain(text)
         if isinstance(value, dict):
-            return parse_json(text, value)
+            return parse_fields(text, value)
         p = parse_plain(text)
         p.flags |= FLAG_NON_OBJECT_JSON
         return p
-    return parse_plain(text)
+    fields = parse_logfmt(text) if "=" in text else None
+    return parse_fields(text, fields) if fields else parse_plain(text)

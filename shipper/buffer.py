@@ -1,0 +1,87 @@
+"""Batches waiting on disk while the transport is down, replayed in order.
+
+One file per batch in ``<data_dir>/buffer``: ``<seq>.buf`` holding a 4-byte
+header length, a JSON header (key and the checkpoint marks the batch carries)
+and the wire-format batch. Written durably before the batch counts as
+buffered, removed once the transport acknowledges it. The marks survive a
+restart, so the agent resumes reading after buffered lines instead of reading
+them twice, while its checkpoint still only moves on acknowledgement.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+from schemas.durable import write_durably
+
+_NAME = re.compile(r"^(\d{20})\.buf$")
+Marks = dict[str, tuple[str, int]]
+
+
+@dataclass(frozen=True)
+class Buffered:
+    seq: int
+    path: Path
+    size: int
+    key: bytes
+    marks: Marks
+    records: int
+
+
+class DiskBuffer:
+    def __init__(self, directory: Path, max_bytes: int) -> None:
+        self.dir = directory
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._next = 0
+
+    def load(self) -> list[Buffered]:
+        """Segments left by an earlier run, oldest first."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        out = []
+        for name in sorted(os.listdir(self.dir)):
+            m = _NAME.match(name)
+            if not m:
+                continue
+            path = self.dir / name
+            data = path.read_bytes()
+            header = self._header(data)
+            out.append(Buffered(int(m.group(1)), path, len(data), header["key"].encode(),
+                                {k: (v[0], v[1]) for k, v in header["marks"].items()}, header["records"]))
+        self.bytes = sum(b.size for b in out)
+        self._next = out[-1].seq + 1 if out else 0
+        return out
+
+    @staticmethod
+    def _header(data: bytes) -> dict:
+        (n,) = struct.unpack_from(">I", data)
+        return orjson.loads(data[4:4 + n])
+
+    @property
+    def full(self) -> bool:
+        return self.bytes >= self.max_bytes
+
+    def put(self, key: bytes, value: bytes, marks: Marks, records: int) -> Buffered:
+        header = orjson.dumps({"key": key.decode(errors="replace"), "marks": marks, "records": records})
+        data = struct.pack(">I", len(header)) + header + value
+        seq = self._next
+        self._next += 1
+        path = self.dir / f"{seq:020d}.buf"
+        write_durably(path, data)
+        self.bytes += len(data)
+        return Buffered(seq, path, len(data), key, marks, records)
+
+    def value(self, entry: Buffered) -> bytes:
+        data = entry.path.read_bytes()
+        (n,) = struct.unpack_from(">I", data)
+        return data[4 + n:]
+
+    def remove(self, entry: Buffered) -> None:
+        entry.path.unlink(missing_ok=True)
+        self.bytes -= entry.size

@@ -1,0 +1,177 @@
+"""Delivery: batches to the transport, in order, with a disk buffer for outages.
+
+Every batch takes a place in one ordered queue. Checkpoint marks are applied
+only from the head of that queue, once its batch is acknowledged, so a
+position never passes a batch that is still in flight or buffered.
+
+A batch whose send fails, or that is not acknowledged within ``ack_timeout``,
+moves to the disk buffer (keeping its place); from then on new batches go to
+the buffer too, so order holds, and the oldest buffered batch is retried with
+backoff. When the buffer has drained, batches go straight out again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass
+
+from schemas import wire
+from schemas.errors import TransportError
+from shipper.batch import Batch
+from shipper.buffer import Buffered, DiskBuffer, Marks
+from shipper.checkpoint import Checkpoints
+from shipper.transport.base import Transport
+
+log = logging.getLogger("loglake.shipper")
+RETRY_MAX_S = 10.0
+
+
+@dataclass
+class Pending:
+    key: bytes
+    marks: Marks
+    records: int
+    value: bytes | None = None           # in memory while in flight
+    fut: asyncio.Future[None] | None = None
+    sent_at: float = 0.0
+    buffered: Buffered | None = None
+    acked: bool = False
+
+
+class Delivery:
+    def __init__(self, transport: Transport, checkpoints: Checkpoints, buffer: DiskBuffer, *,
+                 node: str, zstd_level: int, max_inflight: int, ack_timeout_s: float) -> None:
+        self.transport = transport
+        self.checkpoints = checkpoints
+        self.buffer = buffer
+        self.node = node
+        self.zstd_level = zstd_level
+        self.max_inflight = max_inflight
+        self.ack_timeout_s = ack_timeout_s
+        self.queue: deque[Pending] = deque()
+        self._retry_at = 0.0
+        self._retry_delay = 0.5
+        self.stats = {"records_shipped": 0, "batches_acked": 0, "batches_buffered": 0, "send_failures": 0}
+        for b in buffer.load():
+            self.queue.append(Pending(b.key, b.marks, b.records, buffered=b))
+
+    def buffered_marks(self) -> Marks:
+        """The furthest position per source already safe in the buffer (read resumes there)."""
+        out: Marks = {}
+        for p in self.queue:
+            if p.buffered is not None:
+                out.update(p.marks)
+        return out
+
+    @property
+    def backlog(self) -> bool:
+        return any(p.buffered is not None and not p.acked for p in self.queue)
+
+    @property
+    def inflight(self) -> int:
+        return sum(1 for p in self.queue if p.fut is not None and not p.acked)
+
+    async def send(self, batches: list[Batch]) -> None:
+        for batch in batches:
+            p = Pending(batch.key, batch.marks, len(batch.records))
+            if batch.records:
+                value = wire.encode(self.node, batch.records, level=self.zstd_level)
+                if self.backlog:
+                    self._to_buffer(p, value)
+                else:
+                    while self.inflight >= self.max_inflight:
+                        await self.settle(wait=True)
+                    await self._transmit(p, value)
+            else:
+                p.acked = True  # only marks: in order behind the rest, nothing to send
+            self.queue.append(p)
+        await self.settle()
+
+    async def _transmit(self, p: Pending, value: bytes) -> None:
+        p.value, p.sent_at = value, time.monotonic()
+        try:
+            p.fut = await self.transport.send(p.key, value)
+        except TransportError as e:
+            self._failed(p, str(e))
+
+    def _to_buffer(self, p: Pending, value: bytes) -> None:
+        p.buffered = self.buffer.put(p.key, value, p.marks, p.records)
+        p.value, p.fut = None, None
+        self.stats["batches_buffered"] += 1
+
+    def _failed(self, p: Pending, why: str) -> None:
+        self.stats["send_failures"] += 1
+        if not self.backlog:
+            log.warning("transport unavailable; buffering batches on disk", extra={"error": why})
+        if p.buffered is None:
+            assert p.value is not None
+            self._to_buffer(p, p.value)
+        p.fut = None
+        self._retry_at = time.monotonic() + self._retry_delay
+        self._retry_delay = min(self._retry_delay * 2, RETRY_MAX_S)
+
+    async def settle(self, wait: bool = False) -> None:
+        """Collect acknowledgements and failures; apply marks from the head of the queue."""
+        if wait:
+            futs = [p.fut for p in self.queue if p.fut is not None and not p.acked]
+            if futs:
+                await asyncio.wait(futs, timeout=self.ack_timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        now = time.monotonic()
+        for p in self.queue:
+            if p.fut is None or p.acked:
+                continue
+            if p.fut.done():
+                exc = p.fut.exception()
+                if exc is None:
+                    self._acked(p)
+                else:
+                    self._failed(p, repr(exc))
+            elif now - p.sent_at > self.ack_timeout_s:
+                p.fut.cancel()
+                self._failed(p, f"no acknowledgement within {self.ack_timeout_s:g} s")
+        while self.queue and self.queue[0].acked:
+            p = self.queue.popleft()
+            for source_id, (path, offset) in p.marks.items():
+                self.checkpoints.advance(source_id, path, offset)
+        await self._replay()
+
+    def _acked(self, p: Pending) -> None:
+        p.acked, p.value, p.fut = True, None, None
+        if p.buffered is not None:
+            self.buffer.remove(p.buffered)
+            if not self.backlog:
+                log.info("transport back; disk buffer drained")
+        self._retry_delay = 0.5
+        if p.records:
+            self.stats["records_shipped"] += p.records
+            self.stats["batches_acked"] += 1
+
+    async def _replay(self) -> None:
+        """Retry the oldest buffered batch; one at a time, so order holds."""
+        if time.monotonic() < self._retry_at:
+            return
+        for p in self.queue:
+            if p.buffered is not None and not p.acked:
+                if p.fut is None:
+                    await self._transmit(p, self.buffer.value(p.buffered))
+                return
+
+    async def drain(self, deadline: float | None) -> bool:
+        """Wait until every batch is acknowledged (True) or ``deadline`` passes (False)."""
+        while self.queue:
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            await self.settle(wait=True)
+            if self.queue and not self.inflight:
+                await asyncio.sleep(min(0.05, max(0.0, self._retry_at - time.monotonic())))
+        return True
+
+    def park(self) -> None:
+        """At exit: batches still in flight go to the disk buffer, so nothing is read twice."""
+        for p in self.queue:
+            if p.fut is not None and not p.acked and p.value is not None and p.buffered is None:
+                p.fut.cancel()
+                self._to_buffer(p, p.value)
