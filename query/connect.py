@@ -32,6 +32,7 @@ def connect(config_path: str | None = None, env: dict[str, str] | None = None) -
     finally:
         catalog.close()
     con = duck.connect()
+    con.execute("SET TimeZone = 'UTC'")
     con.execute(f"PRAGMA add_parquet_key('{key.key_id}', '{key.b64}')")
     foreign = sorted({f.key_id for f in files} - {key.key_id})
     if foreign:

@@ -3,33 +3,40 @@
 from __future__ import annotations
 
 import csv
-import datetime as dt
 import sys
 from typing import IO, Any
 
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 
 FORMATS = ("table", "json", "csv")
 MAX_CELL = 120
 
 
 def _text(v: Any) -> str:
-    if v is None:
-        return ""
-    if isinstance(v, dt.datetime):
-        return v.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    return str(v)
+    return "" if v is None else str(v)
+
+
+def _timestamps_as_text(table: pa.Table) -> pa.Table:
+    """Timestamps as RFC 3339 UTC text, nanoseconds kept (Python datetimes stop at microseconds)."""
+    for i, field in enumerate(table.schema):
+        if pa.types.is_timestamp(field.type):
+            col = table.column(i)
+            if field.type.tz is not None:
+                col = col.cast(pa.timestamp(field.type.unit))
+            table = table.set_column(i, field.name, pc.strftime(col, format="%Y-%m-%dT%H:%M:%SZ"))
+    return table
 
 
 def write(table: pa.Table, fmt: str, out: IO[str] | None = None) -> None:
     out = out or sys.stdout
+    table = _timestamps_as_text(table)
     columns = table.column_names
     rows = list(zip(*(table.column(i).to_pylist() for i in range(table.num_columns)))) if columns else []
     if fmt == "json":
         for row in rows:
-            out.write(orjson.dumps(dict(zip(columns, row)), default=_text,
-                                   option=orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z).decode() + "\n")
+            out.write(orjson.dumps(dict(zip(columns, row)), default=_text).decode() + "\n")
     elif fmt == "csv":
         w = csv.writer(out, lineterminator="\n")
         w.writerow(columns)

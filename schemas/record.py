@@ -5,8 +5,8 @@ SeverityText, SeverityNumber, Body, TraceId, SpanId, Attributes), flattened with
 the Kubernetes resource fields and the record's provenance:
 
     field            type               meaning
-    time             timestamp[ns,UTC]  when the event happened (from the line when it says, else the runtime's timestamp)
-    observed_time    timestamp[ns,UTC]  when the container runtime wrote the line (CRI / Docker timestamp)
+    time             timestamp[ns]      when the event happened, UTC (from the line when it says, else the runtime's)
+    observed_time    timestamp[ns]      when the container runtime wrote the line (CRI / Docker timestamp), UTC
     severity_text    string             level as written by the application (e.g. "warn"), null if none
     severity_number  int32              OpenTelemetry severity number (1..24), 0 when unknown
     body             string             the message (for JSON lines, the message field)
@@ -30,7 +30,10 @@ read twice (a resend after a crash) give the same id, so duplicates can be
 dropped. ``record_id`` spells it as one string.
 
 On the wire the two timestamps travel as integer nanoseconds since the epoch
-(``WIRE_SCHEMA``); storage and query use ``LOG_SCHEMA``.
+(``WIRE_SCHEMA``); storage and query use ``LOG_SCHEMA``. Timestamps are stored
+without a zone attribute because DuckDB keeps nanoseconds only in TIMESTAMP_NS
+(its TIMESTAMPTZ is microseconds); they are UTC, and query connections run
+with TimeZone=UTC so comparisons with now() are exact.
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ SEVERITY_NUMBERS: dict[str, int] = {
     "TRACE": 1, "DEBUG": 5, "INFO": 9, "WARN": 13, "ERROR": 17, "FATAL": 21,
 }
 
-_TS = pa.timestamp("ns", tz="UTC")
+_TS = pa.timestamp("ns")
 
 # (name, storage type, nullable)
 _FIELDS: tuple[tuple[str, pa.DataType, bool], ...] = (

@@ -2,6 +2,7 @@
 
     /var/log/pods/<namespace>_<pod>_<pod-uid>/<container>/<restart>.log
     /var/log/containers/<pod>_<namespace>_<container>-<container-id>.log   (symlink to the above)
+    /var/lib/docker/containers/<container-id>/<container-id>-json.log       (Docker json-file: the id only)
 
 Namespaces and pod names cannot contain '_', which makes both forms unambiguous.
 """
@@ -13,6 +14,7 @@ import re
 from dataclasses import dataclass
 
 _PODS = re.compile(r"/(?P<ns>[^/_]+)_(?P<pod>[^/_]+)_(?P<uid>[0-9a-fA-F-]+)/(?P<container>[^/]+)/\d+\.log(?:\.[^/]*)?$")
+_DOCKER = re.compile(r"/(?P<cid>[0-9a-f]{64})/(?P=cid)-json\.log(?:\.\d+)?$")
 _CONTAINERS = re.compile(r"/(?P<pod>[^/_]+)_(?P<ns>[^/_]+)_(?P<container>[^/]+)-(?P<cid>[0-9a-f]{64})\.log$")
 
 
@@ -34,4 +36,5 @@ def from_path(path: str) -> K8sMeta:
     m = _PODS.search(path)
     if m:
         return K8sMeta(m["ns"], m["pod"], m["uid"], m["container"], None)
-    return K8sMeta()
+    m = _DOCKER.search(path)
+    return K8sMeta(container_id=m["cid"]) if m else K8sMeta()
