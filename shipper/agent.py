@@ -34,6 +34,9 @@ from shipper.transport.base import Transport
 
 log = logging.getLogger("loglake.shipper")
 COMPRESSED = (".gz", ".bz2", ".xz", ".zst", ".zip")
+# A physical line is cut a little past the record limit, so the runtime's own
+# prefix (CRI timestamp, stream, tag) does not eat into the record's text.
+RUNTIME_PREFIX_ROOM = 128
 
 
 @dataclass
@@ -183,7 +186,7 @@ class Agent:
     def _read(self, src: Source) -> int:
         assert src.builder is not None and src.source_id is not None
         start = src.tail.offset
-        chunk = src.tail.read(self.cfg.read_chunk_bytes, self.cfg.max_record_bytes)
+        chunk = src.tail.read(self.cfg.read_chunk_bytes, self.cfg.max_record_bytes + RUNTIME_PREFIX_ROOM)
         src.at_eof = chunk.at_eof
         read = chunk.end - start
         if read == 0:

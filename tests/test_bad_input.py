@@ -1,0 +1,89 @@
+"""Bad input on real files: each case flagged or counted, the good lines around it delivered."""
+
+from __future__ import annotations
+
+import orjson
+
+from aggregator.cli import main as aggregator
+from schemas.record import FLAG_BAD_PREFIX, FLAG_INVALID_UTF8, FLAG_NON_OBJECT_JSON, FLAG_REDACTED, FLAG_TRUNCATED
+from shipper import config as shipper_config
+from shipper.agent import Agent
+from shipper.cli import main as shipper
+from shipper.transport import create
+from tests.conftest import pod_log, write_config
+
+TS = b"2026-11-24T10:00:00.000000001Z"
+
+
+def test_every_kind_of_bad_line(tmp_path):
+    config = write_config(tmp_path, extra="")
+    log = pod_log(tmp_path, "shop", "web-1", "nginx")
+    ten_mb = b"x" * (10 * 1024 * 1024)
+    lines = [
+        TS + b" stdout F good before",
+        TS + b" stdout F bad utf8 \xff\xfe here",
+        TS + b" stdout F nul \x00 byte",
+        TS + b" stdout F crlf line\r",
+        TS + b" stdout F ",                                   # empty
+        TS + b" stdout F " + ten_mb,                          # 10 MB
+        b"garbage without a CRI prefix",
+        TS + b" stdout F [1,2,3]",                            # JSON, not an object
+        TS + b" stdout F token Bearer abcdefghijklmnop",
+        TS + b" stdout F good after",
+    ]
+    log.write_bytes(b"\n".join(lines) + b"\n")
+    assert shipper(["--config", str(config), "--once"]) == 0
+    assert aggregator(["--config", str(config), "--once"]) == 0
+    import query
+    rows = query.connect(str(config)).execute(
+        "SELECT body, flags, length(body) FROM logs ORDER BY source_offset").fetchall()
+    assert [(body if len(body) < 100 else body[:3], flags, n) for body, flags, n in rows] == [
+        ("good before", 0, 11),
+        ("bad utf8 \ufffd\ufffd here", FLAG_INVALID_UTF8, 16),
+        ("nul \x00 byte", 0, 10),
+        ("crlf line", 0, 9),                                  # the empty line is counted, not stored
+        ("xxx", FLAG_TRUNCATED, 1024 * 1024),
+        ("garbage without a CRI prefix", FLAG_BAD_PREFIX, 28),
+        ("[1,2,3]", FLAG_NON_OBJECT_JSON, 7),
+        ("token Bearer [REDACTED]", FLAG_REDACTED, 23),
+        ("good after", 0, 10),
+    ]
+
+
+def test_bad_input_is_counted_in_metrics(tmp_path):
+    import asyncio
+    config = write_config(tmp_path)
+    log = pod_log(tmp_path, "shop", "web-1", "nginx")
+    log.write_bytes(b"\n".join([TS + b" stdout F ok", b"no prefix", TS + b" stdout F \xff",
+                                TS + b" stdout F ", TS + b" stdout F mail a@b.example"]) + b"\n")
+    settings = shipper_config.load(str(config))
+
+    async def go():
+        transport = create(settings.transport, settings.shipper)
+        await transport.start()
+        agent = Agent(settings, transport)
+        from shipper.cli import metrics
+        agent.discover()
+        before = metrics(agent).render()
+        await agent.run(once=True)
+        return before, metrics(agent).render()
+    before, text = asyncio.run(go())
+    assert f'loglake_shipper_file_lag_bytes{{path="{log}"}} {log.stat().st_size}' in before
+    assert 'loglake_shipper_errors_total{kind="bad_prefix"} 1' in text
+    assert 'loglake_shipper_errors_total{kind="invalid_utf8"} 1' in text
+    assert 'loglake_shipper_errors_total{kind="empty_line"} 1' in text
+    assert 'loglake_shipper_redactions_total{rule="email"} 1' in text
+    assert "loglake_shipper_records_shipped_total 4" in text
+
+
+def test_json_attributes_and_labels(tmp_path):
+    config = write_config(tmp_path)
+    config.write_text(config.read_text().replace("[shipper]\n", '[shipper]\nlabels = { cluster = "eu-1" }\n', 1))
+    log = pod_log(tmp_path, "shop", "web-1", "nginx")
+    log.write_bytes(TS + b' stdout F {"msg":"hi","user":7}\n' + TS + b" stdout F plain\n")
+    assert shipper(["--config", str(config), "--once"]) == 0
+    assert aggregator(["--config", str(config), "--once"]) == 0
+    import query
+    rows = query.connect(str(config)).execute("SELECT body, attributes FROM logs ORDER BY source_offset").fetchall()
+    assert [(b, orjson.loads(a)) for b, a in rows] == [("hi", {"cluster": "eu-1", "user": 7}),
+                                                     ("plain", {"cluster": "eu-1"})]
