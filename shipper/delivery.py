@@ -113,12 +113,14 @@ class Delivery:
         self._retry_at = time.monotonic() + self._retry_delay
         self._retry_delay = min(self._retry_delay * 2, RETRY_MAX_S)
 
-    async def settle(self, wait: bool = False) -> None:
-        """Collect acknowledgements and failures; apply marks from the head of the queue."""
+    async def settle(self, wait: bool = False, timeout: float | None = None) -> None:
+        """Collect acknowledgements and failures; apply marks from the head of the queue.
+        With ``wait``, first wait (at most ``timeout``) for one acknowledgement."""
         if wait:
             futs = [p.fut for p in self.queue if p.fut is not None and not p.acked]
             if futs:
-                await asyncio.wait(futs, timeout=self.ack_timeout_s, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(futs, timeout=min(self.ack_timeout_s, timeout or self.ack_timeout_s),
+                                   return_when=asyncio.FIRST_COMPLETED)
         now = time.monotonic()
         for p in self.queue:
             if p.fut is None or p.acked:
@@ -162,9 +164,10 @@ class Delivery:
     async def drain(self, deadline: float | None) -> bool:
         """Wait until every batch is acknowledged (True) or ``deadline`` passes (False)."""
         while self.queue:
-            if deadline is not None and time.monotonic() >= deadline:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
                 return False
-            await self.settle(wait=True)
+            await self.settle(wait=True, timeout=left)
             if self.queue and not self.inflight:
                 await asyncio.sleep(min(0.05, max(0.0, self._retry_at - time.monotonic())))
         return True

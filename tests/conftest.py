@@ -14,6 +14,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import orjson
 import pytest
 
 KAFKA_BOOTSTRAP = os.environ.get("LOGLAKE_TEST_BOOTSTRAP", "127.0.0.1:19093")
@@ -42,12 +43,21 @@ def toml_str(p: Path | str) -> str:
     return '"' + str(p).replace("\\", "\\\\") + '"'
 
 
+def toml_value(v: object) -> str:
+    """TOML for a str, number, bool, list or table of those (JSON's spelling is valid TOML for them)."""
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{k} = {toml_value(x)}" for k, x in v.items()) + " }"
+    return orjson.dumps(v).decode()
+
+
 def write_config(tmp: Path, *, broker: Broker | None = None, topic: str | None = None,
                  shipper_cert: str | None = "shipper", aggregator_cert: str | None = "aggregator",
-                 extra: str = "") -> Path:
-    """A loglake.toml under ``tmp``: spool transport unless ``broker`` is given."""
-    lines = ["[shipper]", 'node_name = "node-a"', f"include = [{toml_str(tmp / 'logs' / '**' / '*.log')}]",
-             f"data_dir = {toml_str(tmp / 'shipper')}", "batch_max_wait_ms = 50", "",
+                 shipper: dict | None = None, kafka: dict | None = None) -> Path:
+    """A loglake.toml under ``tmp``: spool transport unless ``broker`` is given.
+    ``shipper`` and ``kafka`` override keys of those sections."""
+    opts = {"node_name": "node-a", "include": [str(tmp / "logs" / "**" / "*.log")],
+            "data_dir": str(tmp / "shipper"), "batch_max_wait_ms": 50, **(shipper or {})}
+    lines = ["[shipper]", *(f"{k} = {toml_value(v)}" for k, v in opts.items()), "",
              "[spool]", f"dir = {toml_str(tmp / 'spool')}", "",
              "[aggregator]", f"data_dir = {toml_str(tmp / 'lake')}", f'group_id = "g-{uuid.uuid4().hex[:8]}"',
              "flush_interval_ms = 200"]
@@ -55,13 +65,14 @@ def write_config(tmp: Path, *, broker: Broker | None = None, topic: str | None =
         if aggregator_cert:
             lines += [f"tls_cert_file = {toml_str(broker.certs / (aggregator_cert + '.crt'))}",
                       f"tls_key_file = {toml_str(broker.certs / (aggregator_cert + '.key'))}"]
-        lines[5:5] = ([f"tls_cert_file = {toml_str(broker.certs / (shipper_cert + '.crt'))}",
+        lines[len(opts) + 1:len(opts) + 1] = ([f"tls_cert_file = {toml_str(broker.certs / (shipper_cert + '.crt'))}",
                        f"tls_key_file = {toml_str(broker.certs / (shipper_cert + '.key'))}"] if shipper_cert else [])
         lines += ["", "[kafka]", f'bootstrap_servers = "{broker.bootstrap}"',
                   f'topic = "{topic or "t-" + uuid.uuid4().hex[:12]}"', "partitions = 2",
-                  f"ca_file = {toml_str(broker.certs / 'ca.crt')}", "request_timeout_ms = 10000"]
+                  f"ca_file = {toml_str(broker.certs / 'ca.crt')}",
+                  *(f"{k} = {toml_value(v)}" for k, v in {"request_timeout_ms": 10000, **(kafka or {})}.items())]
     path = tmp / "loglake.toml"
-    path.write_text("\n".join(lines) + "\n" + extra)
+    path.write_text("\n".join(lines) + "\n")
     return path
 
 

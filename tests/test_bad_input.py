@@ -16,7 +16,7 @@ TS = b"2026-11-24T10:00:00.000000001Z"
 
 
 def test_every_kind_of_bad_line(tmp_path):
-    config = write_config(tmp_path, extra="")
+    config = write_config(tmp_path)
     log = pod_log(tmp_path, "shop", "web-1", "nginx")
     ten_mb = b"x" * (10 * 1024 * 1024)
     lines = [
@@ -77,8 +77,7 @@ def test_bad_input_is_counted_in_metrics(tmp_path):
 
 
 def test_json_attributes_and_labels(tmp_path):
-    config = write_config(tmp_path)
-    config.write_text(config.read_text().replace("[shipper]\n", '[shipper]\nlabels = { cluster = "eu-1" }\n', 1))
+    config = write_config(tmp_path, shipper={"labels": {"cluster": "eu-1"}})
     log = pod_log(tmp_path, "shop", "web-1", "nginx")
     log.write_bytes(TS + b' stdout F {"msg":"hi","user":7}\n' + TS + b" stdout F plain\n")
     assert shipper(["--config", str(config), "--once"]) == 0

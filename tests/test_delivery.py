@@ -1,0 +1,131 @@
+"""Delivery when the transport fails: disk buffer, order, checkpoints, backpressure."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from schemas import wire
+from schemas.errors import TransportError
+from shipper.batch import Batch
+from shipper.buffer import DiskBuffer
+from shipper.checkpoint import Checkpoints
+from shipper.delivery import Delivery
+
+
+class FlakyTransport:
+    """Acknowledges while ``up``; otherwise fails each send."""
+
+    name = "fake"
+
+    def __init__(self) -> None:
+        self.up = True
+        self.delivered: list[bytes] = []
+
+    async def send(self, key: bytes, value: bytes) -> asyncio.Future[None]:
+        if not self.up:
+            raise TransportError("broker unreachable")
+        self.delivered.append(value)
+        fut = asyncio.get_running_loop().create_future()
+        fut.set_result(None)
+        return fut
+
+
+def batch(i: int) -> Batch:
+    return Batch(b"k", 0.0, [f'{{"n":{i}}}'.encode()], 8, {"src": ("/p", (i + 1) * 100)})
+
+
+def delivered_numbers(t: FlakyTransport) -> list[int]:
+    return [int(wire.decode(v).body[5:-1]) for v in t.delivered]
+
+
+def make(tmp_path, transport, max_bytes=10**9) -> Delivery:
+    return Delivery(transport, Checkpoints(tmp_path / "cp.json"), DiskBuffer(tmp_path / "buf", max_bytes),
+                    node="n", zstd_level=1, max_inflight=8, ack_timeout_s=5)
+
+
+def test_outage_buffers_on_disk_and_replays_in_order(tmp_path):
+    async def go():
+        t = FlakyTransport()
+        d = make(tmp_path, t)
+        await d.send([batch(0)])
+        assert d.checkpoints.offset("src") == 100
+        t.up = False
+        await d.send([batch(1), batch(2)])
+        assert d.backlog and d.buffer.bytes > 0
+        assert len(list((tmp_path / "buf").glob("*.buf"))) == 2
+        assert d.checkpoints.offset("src") == 100           # not acknowledged: the checkpoint stays
+        t.up = True
+        await d.send([batch(3)])                            # goes behind the buffered ones
+        assert await d.drain(deadline=None)
+        assert delivered_numbers(t) == [0, 1, 2, 3]
+        assert d.checkpoints.offset("src") == 400
+        assert not list((tmp_path / "buf").glob("*.buf")) and d.buffer.bytes == 0
+    asyncio.run(go())
+
+
+def test_buffer_survives_a_restart(tmp_path):
+    async def go():
+        t = FlakyTransport()
+        t.up = False
+        d = make(tmp_path, t)
+        await d.send([batch(0), batch(1)])
+        d.checkpoints.save()
+        # a new process: the buffered batches come back in order, with the read position they cover
+        t2 = FlakyTransport()
+        d2 = make(tmp_path, t2)
+        assert d2.buffered_marks() == {"src": ("/p", 200)}
+        assert d2.checkpoints.offset("src") is None
+        assert await d2.drain(deadline=None)
+        assert delivered_numbers(t2) == [0, 1]
+        assert d2.checkpoints.offset("src") == 200
+    asyncio.run(go())
+
+
+def test_unacknowledged_batches_time_out_into_the_buffer(tmp_path):
+    class Silent(FlakyTransport):
+        async def send(self, key, value):
+            if not self.up:
+                return asyncio.get_running_loop().create_future()   # never completes
+            return await super().send(key, value)
+
+    async def go():
+        t = Silent()
+        t.up = False
+        d = make(tmp_path, t)
+        d.ack_timeout_s = 0.05
+        await d.send([batch(0)])
+        await asyncio.sleep(0.1)
+        await d.settle()
+        assert d.backlog and d.stats["send_failures"] == 1
+        t.up = True
+        assert await d.drain(deadline=None)
+        assert delivered_numbers(t) == [0]
+    asyncio.run(go())
+
+
+def test_full_buffer_is_reported(tmp_path):
+    async def go():
+        t = FlakyTransport()
+        t.up = False
+        d = make(tmp_path, t, max_bytes=200)
+        await d.send([batch(i) for i in range(5)])
+        assert d.buffer.full
+    asyncio.run(go())
+
+
+@pytest.mark.parametrize("grace_s", [0.2])
+def test_park_keeps_inflight_batches_on_disk(tmp_path, grace_s):
+    class Hanging(FlakyTransport):
+        async def send(self, key, value):
+            return asyncio.get_running_loop().create_future()
+
+    async def go():
+        d = make(tmp_path, Hanging())
+        await d.send([batch(0)])
+        assert not await d.drain(deadline=time.monotonic() + grace_s)
+        d.park()
+        assert len(list((tmp_path / "buf").glob("*.buf"))) == 1
+    asyncio.run(go())
