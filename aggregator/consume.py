@@ -89,8 +89,7 @@ class Aggregator:
         buf.bytes += table.nbytes
 
     def _due(self, buf: PartitionBuffer, now: float) -> bool:
-        return (buf.rows >= self.cfg.flush_max_records or buf.bytes >= self.cfg.flush_max_bytes
-                or now - buf.created >= self.cfg.flush_interval_ms / 1000)
+        return now - buf.created >= self.cfg.flush_interval_ms / 1000
 
     async def flush(self, partition: str) -> None:
         buf = self.buffers.pop(partition, None)
@@ -132,6 +131,9 @@ class Aggregator:
                 idle_deadline = time.monotonic() + 60
             for msg in messages:
                 self.add(msg)
+                buf = self.buffers[msg.partition]
+                if buf.rows >= self.cfg.flush_max_records or buf.bytes >= self.cfg.flush_max_bytes:
+                    await self.flush(msg.partition)
             await self.flush_due()
             if once and not messages and self.source.caught_up():
                 break

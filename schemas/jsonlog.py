@@ -28,4 +28,6 @@ def setup(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    # aiokafka logs every failed reconnect (ten a second while a broker is down);
+    # loglake reports the outage itself, once, with what it does about it.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)

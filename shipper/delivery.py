@@ -54,6 +54,7 @@ class Delivery:
         self.queue: deque[Pending] = deque()
         self._retry_at = 0.0
         self._retry_delay = 0.5
+        self._reset_needed = False
         self.stats = {"records_shipped": 0, "batches_acked": 0, "batches_buffered": 0, "send_failures": 0}
         for b in buffer.load():
             self.queue.append(Pending(b.key, b.marks, b.records, buffered=b))
@@ -93,7 +94,11 @@ class Delivery:
     async def _transmit(self, p: Pending, value: bytes) -> None:
         p.value, p.sent_at = value, time.monotonic()
         try:
-            p.fut = await self.transport.send(p.key, value)
+            # A client may block in send() while the broker is away (metadata, full
+            # queues); that must not stall reading, so it counts as a failed send.
+            p.fut = await asyncio.wait_for(self.transport.send(p.key, value), self.ack_timeout_s)
+        except asyncio.TimeoutError:
+            self._failed(p, f"send blocked for {self.ack_timeout_s:g} s")
         except TransportError as e:
             self._failed(p, str(e))
 
@@ -110,6 +115,7 @@ class Delivery:
             assert p.value is not None
             self._to_buffer(p, p.value)
         p.fut = None
+        self._reset_needed = True
         self._retry_at = time.monotonic() + self._retry_delay
         self._retry_delay = min(self._retry_delay * 2, RETRY_MAX_S)
 
@@ -152,14 +158,31 @@ class Delivery:
             self.stats["batches_acked"] += 1
 
     async def _replay(self) -> None:
-        """Retry the oldest buffered batch; one at a time, so order holds."""
-        if time.monotonic() < self._retry_at:
+        """Resend buffered batches oldest first, up to ``max_inflight`` at a time
+        (the idempotent producer keeps them in order per partition)."""
+        if time.monotonic() < self._retry_at or not self.backlog:
             return
-        for p in self.queue:
-            if p.buffered is not None and not p.acked:
-                if p.fut is None:
-                    await self._transmit(p, self.buffer.value(p.buffered))
+        if self._reset_needed and not self.inflight:
+            self._reset_needed = False
+            try:
+                await self.transport.reset()
+            except TransportError as e:
+                self._failed_reset(str(e))
                 return
+        budget = self.max_inflight - self.inflight
+        for p in self.queue:
+            if budget <= 0 or self._reset_needed:
+                return
+            if p.buffered is not None and not p.acked and p.fut is None:
+                await self._transmit(p, self.buffer.value(p.buffered))
+                budget -= 1
+
+    def _failed_reset(self, why: str) -> None:
+        self.stats["send_failures"] += 1
+        self._reset_needed = True
+        self._retry_at = time.monotonic() + self._retry_delay
+        self._retry_delay = min(self._retry_delay * 2, RETRY_MAX_S)
+        log.debug("transport still unavailable", extra={"error": why})
 
     async def drain(self, deadline: float | None) -> bool:
         """Wait until every batch is acknowledged (True) or ``deadline`` passes (False)."""

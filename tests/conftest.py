@@ -52,15 +52,15 @@ def toml_value(v: object) -> str:
 
 def write_config(tmp: Path, *, broker: Broker | None = None, topic: str | None = None,
                  shipper_cert: str | None = "shipper", aggregator_cert: str | None = "aggregator",
-                 shipper: dict | None = None, kafka: dict | None = None) -> Path:
+                 shipper: dict | None = None, kafka: dict | None = None, aggregator: dict | None = None) -> Path:
     """A loglake.toml under ``tmp``: spool transport unless ``broker`` is given.
-    ``shipper`` and ``kafka`` override keys of those sections."""
+    ``shipper``, ``kafka`` and ``aggregator`` override keys of those sections."""
     opts = {"node_name": "node-a", "include": [str(tmp / "logs" / "**" / "*.log")],
             "data_dir": str(tmp / "shipper"), "batch_max_wait_ms": 50, **(shipper or {})}
     lines = ["[shipper]", *(f"{k} = {toml_value(v)}" for k, v in opts.items()), "",
              "[spool]", f"dir = {toml_str(tmp / 'spool')}", "",
              "[aggregator]", f"data_dir = {toml_str(tmp / 'lake')}", f'group_id = "g-{uuid.uuid4().hex[:8]}"',
-             "flush_interval_ms = 200"]
+             *(f"{k} = {toml_value(v)}" for k, v in {"flush_interval_ms": 200, **(aggregator or {})}.items())]
     if broker:
         if aggregator_cert:
             lines += [f"tls_cert_file = {toml_str(broker.certs / (aggregator_cert + '.crt'))}",

@@ -23,6 +23,10 @@ class FlakyTransport:
     def __init__(self) -> None:
         self.up = True
         self.delivered: list[bytes] = []
+        self.resets = 0
+
+    async def reset(self) -> None:
+        self.resets += 1
 
     async def send(self, key: bytes, value: bytes) -> asyncio.Future[None]:
         if not self.up:
@@ -61,6 +65,7 @@ def test_outage_buffers_on_disk_and_replays_in_order(tmp_path):
         await d.send([batch(3)])                            # goes behind the buffered ones
         assert await d.drain(deadline=None)
         assert delivered_numbers(t) == [0, 1, 2, 3]
+        assert t.resets == 1                                 # a fresh producer before the replay
         assert d.checkpoints.offset("src") == 400
         assert not list((tmp_path / "buf").glob("*.buf")) and d.buffer.bytes == 0
     asyncio.run(go())

@@ -16,5 +16,8 @@ class Transport(Protocol):
         """Hand one batch over. The returned future completes when the batch is
         acknowledged (durable at the other end) and fails if it was not."""
 
+    async def reset(self) -> None:
+        """Start afresh after failed sends (before the disk buffer is replayed)."""
+
     async def close(self) -> None:
         """Flush what was handed over and disconnect."""

@@ -24,7 +24,12 @@ class KafkaTransport:
 
     def __init__(self, kafka: KafkaSettings, shipper: ShipperConfig) -> None:
         self.kafka = kafka
-        self._producer = AIOKafkaProducer(
+        self.shipper = shipper
+        self._producer = self._new_producer()
+
+    def _new_producer(self) -> AIOKafkaProducer:
+        kafka, shipper = self.kafka, self.shipper
+        return AIOKafkaProducer(
             bootstrap_servers=kafka.bootstrap_servers,
             security_protocol=kafka.security_protocol,
             ssl_context=client_ssl_context(kafka, shipper.tls_cert_file, shipper.tls_key_file),
@@ -47,6 +52,17 @@ class KafkaTransport:
             await self._producer.stop()
             raise TransportError(f"cannot connect to Kafka at {self.kafka.bootstrap_servers}: {e}; "
                                  "check bootstrap_servers, the CA and the client certificate") from None
+
+    async def reset(self) -> None:
+        """A new producer (new producer id) after an outage: batches that expired
+        inside the old one leave its sequence numbers in a state it may not recover
+        from, and the disk buffer holds everything it had not delivered."""
+        old, self._producer = self._producer, self._new_producer()
+        try:
+            await asyncio.wait_for(old.stop(), 2)
+        except (asyncio.TimeoutError, KafkaError):
+            pass
+        await self.start()
 
     async def send(self, key: bytes, value: bytes) -> asyncio.Future[None]:
         try:

@@ -36,5 +36,8 @@ class SpoolTransport:
         done.set_result(None)
         return done
 
+    async def reset(self) -> None:
+        return None
+
     async def close(self) -> None:
         return None
