@@ -37,6 +37,8 @@ LEVELS = ["debug"] * 10 + ["info"] * 70 + ["warn"] * 12 + ["error"] * 8
 MESSAGES = ["request handled", "cache miss", "order placed", "payment authorised", "stock reserved",
             "token issued", "retrying upstream call", "slow query", "connection reset by peer",
             "user session refreshed", "invoice generated", "rate limit applied"]
+CLIENTS = ["Mozilla/5.0 (X11; Linux x86_64) Firefox/131.0", "curl/8.5.0", "okhttp/4.12.0",
+           "Go-http-client/2.0", "python-requests/2.32.3"]
 PATHS = ["/api/cart", "/api/orders", "/api/pay", "/login", "/api/items/42", "/healthz", "/api/search?q=shoes"]
 
 
@@ -55,10 +57,13 @@ def _hex(rng: random.Random, n: int) -> str:
     return "".join(rng.choice("0123456789abcdef") for _ in range(n))
 
 
-def layout(out: Path, files: int, rng: random.Random) -> list[Container]:
+def layout(out: Path, files: int, rng: random.Random, json_share: float | None = None) -> list[Container]:
+    """``json_share``: the share of containers logging JSON (default: as SERVICES say)."""
     containers = []
     for i in range(files):
         ns, svc, cname, style = SERVICES[i % len(SERVICES)]
+        if json_share is not None:
+            style = "json" if i < round(files * json_share) else "plain"
         pod = f"{svc}-{_hex(rng, 8)}-{_hex(rng, 5)}" if i >= len(SERVICES) else f"{svc}-7d9f8b6c5-{_hex(rng, 5)}"
         uid = f"{_hex(rng, 8)}-{_hex(rng, 4)}-{_hex(rng, 4)}-{_hex(rng, 4)}-{_hex(rng, 12)}"
         cid = hashlib.sha256(f"{pod}/{cname}".encode()).hexdigest()
@@ -83,11 +88,13 @@ def message(rng: random.Random, c: Container, t_ns: int, trace: str | None) -> s
     if c.style == "json":
         rec = {"time": _ts(t_ns), "level": level, "msg": msg, "service": c.pod.split("-")[0],
                "path": rng.choice(PATHS), "status": 500 if level == "error" else 200,
-               "latency_ms": round(rng.expovariate(1 / 40), 2), "user_id": rng.randrange(1, 5000)}
+               "latency_ms": round(rng.expovariate(1 / 40), 2), "user_id": rng.randrange(1, 5000),
+               "client": rng.choice(CLIENTS), "request_id": _hex(rng, 32)}
         if trace:
             rec["trace_id"], rec["span_id"] = trace, span
         return json.dumps(rec, separators=(",", ":"))
-    line = f"{level.upper()} {msg} method=GET path={rng.choice(PATHS)} status={500 if level == 'error' else 200}"
+    line = (f"{level.upper()} {msg} method=GET path={rng.choice(PATHS)} status={500 if level == 'error' else 200}"
+            f" client=\"{rng.choice(CLIENTS)}\"")
     if trace:
         line += f" trace_id={trace} span_id={span}"
     return line
@@ -102,14 +109,16 @@ def cri_lines(t_ns: int, stream: str, text: str, split: bool) -> list[str]:
 
 
 def generate(out: Path, lines: int, files: int = 8, seed: int = 1, split_share: float = 0.1,
-             start_ns: int | None = None, span_s: float = 3600.0) -> list[Container]:
-    """Write about ``lines`` CRI lines over ``files`` containers; returns the containers."""
+             start_ns: int | None = None, span_s: float = 3600.0, json_share: float | None = None) -> list[Container]:
+    """Write about ``lines`` CRI lines over ``files`` containers; returns the containers.
+    ``split_share`` is the share of lines that are P/F pieces of a split line."""
     rng = random.Random(seed)
-    containers = layout(out, files, rng)
+    containers = layout(out, files, rng, json_share)
+    split_messages = split_share / (3 - 2 * split_share)  # a split message gives 3 lines
     start_ns = start_ns if start_ns is not None else time.time_ns() - int(span_s * 1e9)
     step = int(span_s * 1e9 / max(lines, 1))
     buffers: dict[Path, list[str]] = {c.path: [] for c in containers}
-    t, written = start_ns, 0
+    t, written, pending = start_ns, 0, 0
     while written < lines:
         # a request: 1 to 4 services, one trace id, in time order
         hops = rng.sample(containers, k=min(len(containers), rng.randint(1, 4)))
@@ -117,13 +126,23 @@ def generate(out: Path, lines: int, files: int = 8, seed: int = 1, split_share: 
         for c in hops:
             t += step
             stream = "stderr" if rng.random() < 0.1 else "stdout"
-            for ln in cri_lines(t, stream, message(rng, c, t, trace), rng.random() < split_share):
+            for ln in cri_lines(t, stream, message(rng, c, t, trace), rng.random() < split_messages):
                 buffers[c.path].append(ln)
                 written += 1
-    for path, buf in buffers.items():
-        with path.open("a") as f:
-            f.write("\n".join(buf) + "\n")
+                pending += 1
+        if pending >= 200_000:
+            _flush(buffers)
+            pending = 0
+    _flush(buffers)
     return containers
+
+
+def _flush(buffers: dict[Path, list[str]]) -> None:
+    for path, buf in buffers.items():
+        if buf:
+            with path.open("a") as f:
+                f.write("\n".join(buf) + "\n")
+            buf.clear()
 
 
 def main() -> None:

@@ -39,6 +39,8 @@ _cache = _SecondCache()
 def parse_rfc3339_ns(ts: bytes) -> int:
     """RFC 3339 timestamp with optional fraction (any digits) and Z or ±hh:mm."""
     seconds = _cache.epoch(ts[:19])
+    if len(ts) == 30 and ts[19] == 46 and ts[29] == 90:  # the form kubelet and Docker write: .nnnnnnnnnZ
+        return seconds * 1_000_000_000 + int(ts[20:29])
     rest = ts[19:]
     frac_ns = 0
     if rest[:1] == b".":
