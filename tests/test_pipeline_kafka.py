@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
+import os
 from pathlib import Path
 
 import pytest
@@ -82,3 +82,27 @@ def test_aggregator_without_certificate_is_refused(tmp_path, broker, capsys):
     capsys.readouterr()
     assert aggregator(["--config", str(config), "--once"]) == 1
     assert "cannot reach Kafka" in capsys.readouterr().err
+
+
+SASL_BOOTSTRAP = os.environ.get("LOGLAKE_TEST_SASL_BOOTSTRAP", "127.0.0.1:19095")
+
+
+@pytest.mark.parametrize("password_ok", [True, False])
+def test_shipper_over_sasl_scram(tmp_path, broker, capsys, monkeypatch, password_ok):
+    """SASL_SSL with SCRAM-SHA-512 instead of a client certificate (settings from the environment)."""
+    expected = write_sample_logs(tmp_path)
+    config = write_config(tmp_path, broker=broker, shipper_cert=None)
+    create_topic(config)
+    password = (broker.certs / "scram-shipper.password").read_text().strip()
+    with monkeypatch.context() as env:
+        env.setenv("LOGLAKE_KAFKA_BOOTSTRAP_SERVERS", SASL_BOOTSTRAP)
+        env.setenv("LOGLAKE_KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
+        env.setenv("LOGLAKE_KAFKA_SASL_USERNAME", "shipper")
+        env.setenv("LOGLAKE_KAFKA_SASL_PASSWORD", password if password_ok else "wrong-" + password)
+        capsys.readouterr()
+        assert shipper(["--config", str(config), "--once"]) == (0 if password_ok else 1)
+    if not password_ok:
+        err = capsys.readouterr().err
+        assert "loglake-shipper: cannot connect to Kafka at 127.0.0.1:19095" in err and password not in err
+    assert aggregator(["--config", str(config), "--once"]) == 0
+    assert stored_rows(config) == (expected if password_ok else [])

@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Development Kafka broker: fetch jars, start (formatting storage on first start), stop.
 #   kafka.sh fetch | up | down | status
-# Settings (environment): KAFKA_PORT, KAFKA_CONTROLLER_PORT, KAFKA_DATA, LOGLAKE_CERTS, PYTHON.
+# Settings (environment): KAFKA_PORT, KAFKA_SASL_PORT, KAFKA_CONTROLLER_PORT, KAFKA_DATA, LOGLAKE_CERTS, PYTHON.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 jars="$here/.cache/libs"
 port=${KAFKA_PORT:-19093}
 cport=${KAFKA_CONTROLLER_PORT:-19094}
+sport=${KAFKA_SASL_PORT:-19095}
+# Bumped when the storage format changes (2: SCRAM users); older storage is reformatted.
+storage_version=2
 data=${KAFKA_DATA:-$root/var/kafka}
 certs=${LOGLAKE_CERTS:-$root/var/certs}
 python=${PYTHON:-$root/.venv/bin/python}
@@ -34,11 +37,18 @@ up() {
   [ -f "$certs/broker.keystore.pem" ] || { echo "kafka: no certificates in $certs; run 'make certs' first" >&2; exit 1; }
   if running; then echo "kafka: already running (pid $(cat "$pidfile")) on 127.0.0.1:$port"; return 0; fi
   mkdir -p "$data"
-  sed -e "s#@PORT@#$port#g" -e "s#@CONTROLLER_PORT@#$cport#g" -e "s#@DATA@#$data#g" -e "s#@CERTS@#$certs#g" \
-    "$here/server.properties.in" > "$data/server.properties"
-  if [ ! -f "$data/log/meta.properties" ]; then
-    java_run kafka.tools.StorageTool format --ignore-formatted -t "$(java_run kafka.tools.StorageTool random-uuid)" \
-      -c "$data/server.properties" > "$data/format.log" 2>&1 || { cat "$data/format.log" >&2; exit 1; }
+  sed -e "s#@PORT@#$port#g" -e "s#@SASL_PORT@#$sport#g" -e "s#@CONTROLLER_PORT@#$cport#g" \
+    -e "s#@DATA@#$data#g" -e "s#@CERTS@#$certs#g" "$here/server.properties.in" > "$data/server.properties"
+  if [ "$(cat "$data/storage-version" 2>/dev/null)" != "$storage_version" ]; then
+    echo "kafka: formatting storage in $data/log" >&2
+    rm -rf "$data/log"
+    # The SCRAM user "shipper" for the SASL_SSL listener; its password stays beside the certificates.
+    [ -f "$certs/scram-shipper.password" ] || (umask 077; "$python" -c 'import secrets; print(secrets.token_urlsafe(24))' > "$certs/scram-shipper.password")
+    java_run kafka.tools.StorageTool format -t "$(java_run kafka.tools.StorageTool random-uuid)" \
+      -c "$data/server.properties" \
+      --add-scram "SCRAM-SHA-512=[name=shipper,password=$(cat "$certs/scram-shipper.password")]" \
+      > "$data/format.log" 2>&1 || { cat "$data/format.log" >&2; exit 1; }
+    echo "$storage_version" > "$data/storage-version"
   fi
   nohup java "${java_opts[@]}" kafka.Kafka "$data/server.properties" > "$data/server.log" 2>&1 &
   echo $! > "$pidfile"
@@ -49,7 +59,7 @@ up() {
     if [ $SECONDS -ge $deadline ]; then echo "kafka: broker did not answer within ${start_timeout}s; see $data/server.log" >&2; down; exit 1; fi
     sleep 0.5
   done
-  echo "kafka: up (pid $(cat "$pidfile")) on SSL://127.0.0.1:$port"
+  echo "kafka: up (pid $(cat "$pidfile")) on SSL://127.0.0.1:$port and SASL_SSL://127.0.0.1:$sport"
 }
 
 down() {
