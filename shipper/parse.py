@@ -22,6 +22,12 @@ TIME_KEYS = ("time", "ts", "timestamp", "@timestamp", "datetime", "t")
 TRACE_KEYS = ("trace_id", "traceId", "trace.id", "traceID", "otelTraceID", "dd.trace_id")
 SPAN_KEYS = ("span_id", "spanId", "span.id", "spanID", "otelSpanID", "dd.span_id")
 
+_ROLES: dict[str, tuple[str, int]] = {
+    key: (role, rank)
+    for role, keys in (("message", MESSAGE_KEYS), ("level", LEVEL_KEYS), ("time", TIME_KEYS),
+                       ("trace", TRACE_KEYS), ("span", SPAN_KEYS))
+    for rank, key in enumerate(keys)}
+
 _LEVEL_ALIASES = {
     "trace": "TRACE", "finest": "TRACE", "debug": "DEBUG", "fine": "DEBUG", "dbug": "DEBUG",
     "info": "INFO", "information": "INFO", "informational": "INFO", "notice": "INFO",
@@ -33,8 +39,8 @@ _LEVEL_ALIASES = {
 # pino / bunyan numeric levels
 _NUMERIC_LEVELS = {10: "TRACE", 20: "DEBUG", 30: "INFO", 40: "WARN", 50: "ERROR", 60: "FATAL"}
 
-_PLAIN_LEVEL = re.compile(
-    r"\b(TRACE|DEBUG|INFO|NOTICE|WARN|WARNING|ERROR|ERR|CRITICAL|FATAL|PANIC)\b|\blevel=\"?(\w+)", re.ASCII)
+_PLAIN_LEVELS = frozenset({"TRACE", "DEBUG", "INFO", "NOTICE", "WARN", "WARNING", "ERROR", "ERR", "CRITICAL",
+                           "FATAL", "PANIC"})
 _HEX_ID = re.compile(r"^[0-9a-fA-F]+$")
 _PLAIN_TRACE = re.compile(
     r"(?:trace_?id|traceId|trace\.id|traceID|otelTraceID|dd\.trace_id)[=:]\s*\"?([0-9a-fA-F]{32}|\d{1,20})\b")
@@ -70,6 +76,14 @@ def severity(level: object) -> tuple[str | None, int]:
 
 def normalize_trace_id(value: object, width: int = 32) -> str | None:
     """Hex ids are lower-cased; Datadog's decimal 64-bit ids become hex, left-padded."""
+    if value is None:
+        return None
+    if type(value) is str and len(value) == width and value.isalnum():
+        try:
+            int(value, 16)
+        except ValueError:
+            return None
+        return value.lower()
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
         return format(value, f"0{width}x")[-width:]
     if not isinstance(value, str) or not value:
@@ -99,13 +113,6 @@ def _time_ns(value: object) -> int | None:
     return None
 
 
-def _pop_first(obj: dict, keys: tuple[str, ...]) -> object:
-    for k in keys:
-        if k in obj:
-            return obj.pop(k)
-    return None
-
-
 def _traceparent(obj: dict) -> tuple[str | None, str | None]:
     tp = obj.get("traceparent")
     if isinstance(tp, str):
@@ -116,13 +123,26 @@ def _traceparent(obj: dict) -> tuple[str | None, str | None]:
     return None, None
 
 
+def _take_roles(obj: dict) -> dict[str, object]:
+    """Pop the fields that have a role; where aliases compete, the earliest name in its list wins."""
+    found: dict[str, tuple[int, str]] = {}
+    for key in obj:
+        hit = _ROLES.get(key)
+        if hit is not None:
+            role, rank = hit
+            if role not in found or rank < found[role][0]:
+                found[role] = (rank, key)
+    return {role: obj.pop(key) for role, (_, key) in found.items()}
+
+
 def parse_fields(text: str, obj: dict) -> Parsed:
     """A JSON object or a logfmt line's fields → Parsed (consumes ``obj``)."""
-    message = _pop_first(obj, MESSAGE_KEYS)
-    sev_text, sev_num = severity(_pop_first(obj, LEVEL_KEYS))
-    time_ns = _time_ns(_pop_first(obj, TIME_KEYS))
-    trace_id = normalize_trace_id(_pop_first(obj, TRACE_KEYS))
-    span_id = normalize_trace_id(_pop_first(obj, SPAN_KEYS), 16)
+    roles = _take_roles(obj)
+    message = roles.get("message")
+    sev_text, sev_num = severity(roles.get("level"))
+    time_ns = _time_ns(roles.get("time"))
+    trace_id = normalize_trace_id(roles.get("trace"))
+    span_id = normalize_trace_id(roles.get("span"), 16)
     if trace_id is None:
         trace_id, tp_span = _traceparent(obj)
         span_id = span_id or tp_span
@@ -146,13 +166,28 @@ def parse_logfmt(text: str) -> dict | None:
     return fields if len(fields) >= 2 else None
 
 
+def _plain_level(text: str) -> str | None:
+    """An upper-case level word among the first tokens ("2026-11-24 10:00:00 [ERROR] …"), or level=…"""
+    for token in text[:120].split(None, 5)[:5]:
+        word = token.strip("[]():|<>")
+        if word in _PLAIN_LEVELS:
+            return word
+    i = text.find("level=")
+    if i >= 0:
+        m = _LOGFMT_PAIR.match(text, i)
+        if m:
+            return m.group(2).strip('"')
+    return None
+
+
 def parse_plain(text: str) -> Parsed:
     p = Parsed(body=text)
-    m = _PLAIN_LEVEL.search(text, 0, 200)
-    if m:
-        p.severity_text, p.severity_number = severity(m.group(1) or m.group(2))
-    if "race" in text or "00-" in text:
-        t = _PLAIN_TRACE.search(text)
+    level = _plain_level(text)
+    if level:
+        p.severity_text, p.severity_number = severity(level)
+    i = text.find("race")
+    if i >= 0 or "00-" in text:
+        t = _PLAIN_TRACE.search(text, max(0, i - 10)) if i >= 0 else None
         if t:
             p.trace_id = normalize_trace_id(t.group(1))
             s = _PLAIN_SPAN.search(text)

@@ -38,6 +38,13 @@ def _card_shaped(text: str) -> bool:
     return any(s in shape for s in _CARD_SHAPES)
 
 
+_AWS_PREFIXES = ("AKIA", "ASIA", "AGPA", "AIDA", "AROA", "ANPA", "ANVA", "AIPA")
+
+
+def _aws_shaped(text: str) -> bool:
+    return "A" in text and any(p in text for p in _AWS_PREFIXES)
+
+
 def _card(m: re.Match[str]) -> str | None:
     digits = re.sub(r"[ -]", "", m.group(0))
     return MASK if 13 <= len(digits) <= 19 and _luhn_ok(digits) else None
@@ -47,7 +54,7 @@ def _card(m: re.Match[str]) -> str | None:
 BUILTINS: dict[str, tuple[str | Callable[[str], bool], str, str | Callable[[re.Match[str]], str | None]]] = {
     "bearer_token": ("earer", r"(?i)\b(bearer)\s+[A-Za-z0-9\-._~+/]{8,}=*", r"\1 " + MASK),
     "url_password": ("://", r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^:/\s@]+:)[^@/\s]+@", r"\1" + MASK + "@"),
-    "aws_access_key": ("A", r"\b(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA)[0-9A-Z]{16}\b", MASK),
+    "aws_access_key": (_aws_shaped, r"\b(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA)[0-9A-Z]{16}\b", MASK),
     "card_number": (_card_shaped, r"\b\d(?:[ -]?\d){12,18}\b", _card),
     "email": ("@", r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b", MASK),
 }
