@@ -201,8 +201,8 @@ class Agent:
 
     def _add(self, src: Source, records: list[bytes], end: int) -> None:
         assert src.builder is not None and src.source_id is not None
-        floor = src.builder.commit_floor()
-        commit = end if floor is None else min(floor, end)
+        floors = [f for f in (src.builder.commit_floor(), src.tail.cut_from) if f is not None]
+        commit = min([end, *floors])
         self._full += self.batcher.add(src.key, records, src.source_id, src.path, commit)
 
     def _truncated(self, src: Source) -> None:
@@ -294,4 +294,5 @@ class Agent:
         for sid in [s for s in self._deleted if s not in pending]:
             self.checkpoints.forget(sid)
             self._deleted.remove(sid)
+        self.checkpoints.prune({s.source_id for s in self._sources() if s.source_id} | pending)
         self.checkpoints.save()

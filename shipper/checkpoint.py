@@ -6,13 +6,18 @@ transport.
 
 File format (JSON, version 1)::
 
-    {"version": 1, "sources": {"<source_id>": {"path": "...", "offset": 123}}}
+    {"version": 1, "sources": {"<source_id>": {"path": "...", "offset": 123, "seen": 1795514400}}}
+
+``seen`` is when the source was last open (Unix seconds); entries of files not
+seen for ``STALE_AFTER_S`` (rotated away long ago) are dropped, so the file does
+not grow with every rotation.
 
 Saved by writing a temporary file, fsync, rename and fsync of the directory.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,12 +27,14 @@ from schemas.durable import write_durably
 from schemas.errors import ConfigError
 
 VERSION = 1
+STALE_AFTER_S = 24 * 3600
 
 
 @dataclass
 class _Source:
     path: str
     offset: int
+    seen: float
 
 
 class Checkpoints:
@@ -48,7 +55,7 @@ class Checkpoints:
         if data.get("version") != VERSION:
             raise ConfigError(f"checkpoint file {self.path} has version {data.get('version')}, expected {VERSION}")
         for sid, s in data["sources"].items():
-            self._sources[sid] = _Source(s["path"], int(s["offset"]))
+            self._sources[sid] = _Source(s["path"], int(s["offset"]), float(s.get("seen", time.time())))
 
     def offset(self, source_id: str) -> int | None:
         s = self._sources.get(source_id)
@@ -60,7 +67,7 @@ class Checkpoints:
     def advance(self, source_id: str, path: str, offset: int) -> None:
         s = self._sources.get(source_id)
         if s is None:
-            self._sources[source_id] = _Source(path, offset)
+            self._sources[source_id] = _Source(path, offset, time.time())
         elif offset != s.offset or path != s.path:
             s.path, s.offset = path, offset
         else:
@@ -71,11 +78,21 @@ class Checkpoints:
         if self._sources.pop(source_id, None) is not None:
             self._dirty = True
 
+    def prune(self, open_ids: set[str], now: float | None = None) -> None:
+        """Mark open sources as seen; drop entries not seen for STALE_AFTER_S."""
+        now = time.time() if now is None else now
+        for sid in open_ids & self._sources.keys():
+            self._sources[sid].seen = now
+        stale = [sid for sid, s in self._sources.items() if now - s.seen > STALE_AFTER_S]
+        for sid in stale:
+            del self._sources[sid]
+        self._dirty |= bool(stale)
+
     def save(self, force: bool = False) -> bool:
         if not (self._dirty or force):
             return False
-        data = {"version": VERSION,
-                "sources": {sid: {"path": s.path, "offset": s.offset} for sid, s in self._sources.items()}}
+        data = {"version": VERSION, "sources": {sid: {"path": s.path, "offset": s.offset, "seen": int(s.seen)}
+                                                for sid, s in self._sources.items()}}
         write_durably(self.path, orjson.dumps(data, option=orjson.OPT_INDENT_2))
         self._dirty = False
         return True

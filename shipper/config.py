@@ -71,6 +71,6 @@ def load(path: str | None, env: dict[str, str] | None = None) -> Settings:
     shipper = config_file.load_section(ShipperConfig, cfg, "shipper")
     if not shipper.include:
         raise ConfigError("[shipper] include is empty; list the globs of the log files to ship")
-    if shipper.batch_max_bytes > shipper.max_record_bytes * 64 or shipper.batch_max_bytes < 1024:
-        raise ConfigError("[shipper] batch_max_bytes must be between 1 KiB and 64 × max_record_bytes")
+    if shipper.batch_max_bytes < 1024:
+        raise ConfigError("[shipper] batch_max_bytes must be at least 1024")
     return Settings(shipper, transport.load(cfg))

@@ -30,7 +30,9 @@ class FileTail:
         self.path = path
         self.fd = fd
         self.offset = offset
-        self._skipping = False
+        # Start of an overlong line whose rest is being skipped: a checkpoint must not
+        # pass it, or a restart would resume mid-line and read the rest as a new line.
+        self.cut_from: int | None = None
 
     @classmethod
     def open(cls, path: str, offset: int = 0) -> "FileTail":
@@ -44,21 +46,21 @@ class FileTail:
         want = max(max_bytes, max_line + 1)
         data = os.pread(self.fd, want, self.offset)
         at_eof = len(data) < want
-        if self._skipping:
+        if self.cut_from is not None:
             nl = data.find(b"\n")
             if nl < 0:
                 self.offset += len(data)
                 return Chunk([], [], self.offset, at_eof)
             self.offset += nl + 1
             data = data[nl + 1:]
-            self._skipping = False
+            self.cut_from = None
         start = self.offset
         last_nl = data.rfind(b"\n")
         if last_nl < 0:
             if len(data) <= max_line:
                 return Chunk([], [], start, True)  # an incomplete line: wait for its end
             self.offset = start + max_line
-            self._skipping = True
+            self.cut_from = start
             return Chunk([data[:max_line]], [start], self.offset, False, cut=True)
         lines = data[:last_nl].split(b"\n")
         offsets = [0] * len(lines)

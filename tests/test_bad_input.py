@@ -86,3 +86,35 @@ def test_json_attributes_and_labels(tmp_path):
     rows = query.connect(str(config)).execute("SELECT body, attributes FROM logs ORDER BY source_offset").fetchall()
     assert [(b, orjson.loads(a)) for b, a in rows] == [("hi", {"cluster": "eu-1", "user": 7}),
                                                      ("plain", {"cluster": "eu-1"})]
+
+
+def test_restart_inside_an_overlong_line_does_not_resume_mid_line(tmp_path):
+    """The checkpoint stays at the start of a line being skipped; a restart reads it again
+    (same record id, so a duplicate at worst), never its tail as a line of its own."""
+    import asyncio
+
+    config = write_config(tmp_path, shipper={"max_record_bytes": 1024, "read_chunk_bytes": 4096})
+    log = pod_log(tmp_path, "shop", "web-1", "nginx")
+    long_line = TS + b" stdout F " + b"y" * 50_000
+    log.write_bytes(TS + b" stdout F before\n" + long_line + b"\n" + TS + b" stdout F after\n")
+    settings = shipper_config.load(str(config))
+
+    async def partial_run() -> int:
+        transport = create(settings.transport, settings.shipper)
+        await transport.start()
+        agent = Agent(settings, transport)
+        agent.discover()
+        for _ in range(3):  # read 'before' and the head of the long line, stop while skipping it
+            agent.read_once()
+        src = next(iter(agent.active.values()))
+        assert src.tail.cut_from is not None
+        await agent.shutdown(deadline=None)
+        return agent.checkpoints.offset(src.source_id)
+    saved = asyncio.run(partial_run())
+    assert saved == len(TS + b" stdout F before\n")
+    assert shipper(["--config", str(config), "--once"]) == 0
+    assert aggregator(["--config", str(config), "--once"]) == 0
+    import query
+    rows = query.connect(str(config)).execute(
+        "SELECT body[1:5], flags, count(*) FROM logs GROUP BY ALL ORDER BY min(source_offset)").fetchall()
+    assert rows == [("befor", 0, 1), ("yyyyy", FLAG_TRUNCATED, 2), ("after", 0, 1)]
