@@ -12,6 +12,7 @@ server database would implement for several aggregators.
 from __future__ import annotations
 
 import sqlite3
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +39,14 @@ CREATE TABLE IF NOT EXISTS files (
     created_at   INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS files_time ON files (min_time, max_time);
+CREATE TABLE IF NOT EXISTS data_keys (
+    key_id       TEXT PRIMARY KEY,
+    scope        TEXT NOT NULL,      -- tier_YYYYMMDD
+    wrapped      BLOB NOT NULL,      -- AES-GCM under the master key; empty once destroyed
+    master_id    TEXT NOT NULL,      -- id (hash prefix) of the master key that wraps it
+    created_at   INTEGER NOT NULL,
+    destroyed_at INTEGER
+);
 CREATE TABLE IF NOT EXISTS positions (
     topic       TEXT NOT NULL,
     partition   TEXT NOT NULL,
@@ -76,6 +85,8 @@ class Catalog:
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
+        # Destroyed data keys must not linger in free pages.
+        self._db.execute("PRAGMA secure_delete=ON")
         self._db.executescript(_DDL)
         self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
 
@@ -89,8 +100,7 @@ class Catalog:
     def commit(self, entry: FileEntry | None, topic: str, partition: str, next_offset: int) -> None:
         """Record a file (if any) and the position after it, atomically."""
         db = self._db
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._tx():
             if entry is not None:
                 values = [getattr(entry, c) for c in _COLUMNS]
                 values[_COLUMNS.index("namespaces")] = orjson.dumps(list(entry.namespaces)).decode()
@@ -99,10 +109,41 @@ class Catalog:
                            values)
             db.execute("INSERT INTO positions VALUES (?, ?, ?) ON CONFLICT (topic, partition) "
                        "DO UPDATE SET next_offset = excluded.next_offset", (topic, partition, next_offset))
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
+
+    # data keys (aggregator.keys wraps and unwraps; this only stores) ----------------
+
+    def live_data_key(self, scope: str) -> tuple[str] | None:
+        return self._db.execute("SELECT key_id FROM data_keys WHERE scope = ? AND destroyed_at IS NULL "
+                                "ORDER BY created_at DESC LIMIT 1", (scope,)).fetchone()
+
+    def add_data_key(self, key_id: str, scope: str, wrapped: bytes, master_id: str) -> None:
+        self._db.execute("INSERT INTO data_keys VALUES (?, ?, ?, ?, ?, NULL)",
+                         (key_id, scope, wrapped, master_id, time.time_ns()))
+
+    def data_key(self, key_id: str) -> tuple[bytes, int | None] | None:
+        return self._db.execute("SELECT wrapped, destroyed_at FROM data_keys WHERE key_id = ?", (key_id,)).fetchone()
+
+    def live_data_keys(self) -> list[tuple[str, bytes]]:
+        return self._db.execute("SELECT key_id, wrapped FROM data_keys WHERE destroyed_at IS NULL").fetchall()
+
+    def data_key_list(self) -> list[tuple[str, str, str, bool]]:
+        return [(k, s, m, d is not None) for k, s, m, d in self._db.execute(
+            "SELECT key_id, scope, master_id, destroyed_at FROM data_keys ORDER BY scope, created_at")]
+
+    def rewrap_data_keys(self, wrapped: dict[str, bytes], master_id: str) -> None:
+        with self._tx():
+            self._db.executemany("UPDATE data_keys SET wrapped = ?, master_id = ? WHERE key_id = ?",
+                                 [(w, master_id, k) for k, w in wrapped.items()])
+
+    def destroy_data_key(self, key_id: str) -> None:
+        with self._tx():
+            self._db.execute("UPDATE data_keys SET wrapped = x'', destroyed_at = ? WHERE key_id = ?",
+                             (time.time_ns(), key_id))
+        # old page images of the wrapped key leave the WAL too
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def _tx(self):
+        return _Transaction(self._db)
 
     def files(self, tier: str | None = None) -> list[FileEntry]:
         sql = f"SELECT {', '.join(_COLUMNS)} FROM files"
@@ -115,3 +156,16 @@ class Catalog:
             d["containers"] = tuple(orjson.loads(d["containers"]))
             out.append(FileEntry(**d))
         return out
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE … COMMIT, or ROLLBACK on any exception."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> None:
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.db.execute("ROLLBACK" if exc_type else "COMMIT")

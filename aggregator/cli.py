@@ -31,15 +31,15 @@ def _source(settings: config.Settings) -> Source:
 async def _run(args: argparse.Namespace) -> None:
     settings = config.load(args.config)
     cfg = settings.aggregator
-    key = keys.load_or_create(cfg.resolved_key_file)
-    writer = ParquetWriter(key, row_group_size=cfg.parquet_row_group_size, zstd_level=cfg.parquet_zstd_level)
     catalog = Catalog(cfg.catalog_path)
-    agg = Aggregator(cfg, _source(settings), catalog, writer)
+    keyring = keys.KeyRing(catalog, keys.master_for(cfg, create=True))
+    writer = ParquetWriter(row_group_size=cfg.parquet_row_group_size, zstd_level=cfg.parquet_zstd_level)
+    agg = Aggregator(cfg, _source(settings), catalog, writer, keyring)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, agg.stop)
     log.info("aggregator started", extra={"transport": settings.transport.name, "data_dir": str(cfg.data_dir),
-                                          "key_id": key.key_id})
+                                          "master_key": keyring.master.key_id})
     try:
         await agg.run(once=args.once)
     finally:
@@ -54,6 +54,30 @@ async def _topics(args: argparse.Namespace) -> None:
     from aggregator.kafka import ensure_topic
     created = await ensure_topic(kafka, settings.aggregator.tls_cert_file, settings.aggregator.tls_key_file)
     print(f"topic {kafka.topic}: {'created with ' + str(kafka.partitions) + ' partitions' if created else 'exists'}")
+
+
+def _keys(args: argparse.Namespace) -> None:
+    cfg = config.load(args.config).aggregator
+    catalog = Catalog(cfg.catalog_path)
+    try:
+        ring = keys.KeyRing(catalog, keys.master_for(cfg))
+        if args.action == "rotate":
+            if not args.new_key_file:
+                raise ConfigError("keys rotate needs --new-key-file PATH (a new file for the new master key)")
+            new = keys.new_master_file(args.new_key_file)
+            count = ring.rotate(new)
+            print(f"rewrapped {count} data keys under {new.key_id}; point [aggregator] key_file at {args.new_key_file} "
+                  "and keep the old key file until every aggregator and query host uses the new one")
+        elif args.action == "destroy":
+            if not args.key_id:
+                raise ConfigError("keys destroy needs the KEY_ID to destroy")
+            ring.destroy(args.key_id)
+            print(f"destroyed data key {args.key_id}: files written with it can no longer be read anywhere")
+        else:
+            for key_id, scope, master_id, destroyed in catalog.data_key_list():
+                print(f"{key_id}  {scope}  {'destroyed' if destroyed else 'live, wrapped by ' + master_id}")
+    finally:
+        catalog.close()
 
 
 def _certs(args: argparse.Namespace) -> None:
@@ -86,6 +110,10 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--force", action="store_true", help="replace existing certificates")
     t = sub.add_parser("topics", parents=[common], help="create the Kafka topic")
     t.add_argument("action", choices=["create"])
+    k = sub.add_parser("keys", parents=[common], help="list, rotate the master key, destroy a data key")
+    k.add_argument("action", choices=["list", "rotate", "destroy"])
+    k.add_argument("key_id", nargs="?", help="the data key to destroy")
+    k.add_argument("--new-key-file", type=Path, help="rotate: where to create the new master key")
     args = parser.parse_args(argv)
     jsonlog.setup(args.log_level)
     try:
@@ -93,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
             _certs(args)
         elif args.command == "topics":
             asyncio.run(_topics(args))
+        elif args.command == "keys":
+            _keys(args)
         else:
             asyncio.run(_run(args))
     except LoglakeError as e:

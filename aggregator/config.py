@@ -13,8 +13,12 @@ from schemas import transport
 class AggregatorConfig:
     # Root of local storage: hot/ files, catalog.sqlite, quarantine/, keys/.
     data_dir: Path = Path("var/lake")
-    # Encryption key file; created on first run (owner-only) if missing. Default: <data_dir>/keys/master.key
+    # Master key file (wraps the data keys); created on first run (owner-only) if missing.
+    # Default: <data_dir>/keys/master.key. master_key (base64, from the environment:
+    # LOGLAKE_AGGREGATOR_MASTER_KEY) or master_key_command (a KMS hook printing it) take precedence.
     key_file: Path | None = None
+    master_key: str | None = None
+    master_key_command: str | None = None
     group_id: str = "loglake-aggregator"
     # A partition's buffer becomes a hot file when it holds this many records or bytes, or is this old.
     flush_max_records: int = 500_000

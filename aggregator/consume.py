@@ -14,9 +14,11 @@ import time
 from dataclasses import dataclass, field
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from aggregator.catalog import Catalog, FileEntry
 from aggregator.config import AggregatorConfig
+from aggregator.keys import KeyRing
 from aggregator.quarantine import Quarantine
 from aggregator.source import Message, Source
 from aggregator.writer import ParquetWriter
@@ -38,17 +40,24 @@ class PartitionBuffer:
     bytes: int = 0
 
 
+def key_scope(tier: str, time_ns: int) -> str:
+    """Data keys are per tier and UTC day of the data (see aggregator.keys)."""
+    return f"{tier}_{time.strftime('%Y%m%d', time.gmtime(time_ns // 1_000_000_000))}"
+
+
 def hot_file_name(topic: str, partition: str, first: int, last: int) -> str:
     """Derived from what the file holds: rewriting the same offsets gives the same name."""
     return f"{HOT}/{safe_name(topic)}/{safe_name(partition)}/{first:020d}-{last:020d}.parquet"
 
 
 class Aggregator:
-    def __init__(self, cfg: AggregatorConfig, source: Source, catalog: Catalog, writer: ParquetWriter) -> None:
+    def __init__(self, cfg: AggregatorConfig, source: Source, catalog: Catalog, writer: ParquetWriter,
+                 keyring: KeyRing) -> None:
         self.cfg = cfg
         self.source = source
         self.catalog = catalog
         self.writer = writer
+        self.keyring = keyring
         self.quarantine = Quarantine(cfg.quarantine_dir)
         self.buffers: dict[str, PartitionBuffer] = {}
         self._stopping = asyncio.Event()
@@ -100,11 +109,12 @@ class Aggregator:
         if buf.rows:
             rel = hot_file_name(topic, partition, buf.first_offset, buf.last_offset)
             table = pa.concat_tables(buf.tables)
-            w = await asyncio.to_thread(self.writer.write, table, self.cfg.data_dir / rel)
+            key = self.keyring.for_scope(key_scope(HOT, pc.min(table.column("time")).value))
+            w = await asyncio.to_thread(self.writer.write, table, self.cfg.data_dir / rel, key)
             entry = FileEntry(path=rel, tier=HOT, topic=topic, partition=partition,
                               first_offset=buf.first_offset, last_offset=buf.last_offset,
                               min_time=w.min_time, max_time=w.max_time, rows=w.rows, bytes=w.bytes,
-                              sha256=w.sha256, key_id=self.writer.key.key_id, namespaces=w.namespaces,
+                              sha256=w.sha256, key_id=key.key_id, namespaces=w.namespaces,
                               containers=w.containers, created_at=time.time_ns())
             self.stats["files_written"] += 1
             self.stats["records_stored"] += w.rows

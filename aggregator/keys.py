@@ -1,9 +1,17 @@
-"""The encryption key of stored Parquet files.
+"""Envelope encryption: data keys that encrypt Parquet files, wrapped by a master key.
 
-The key file holds 32 random bytes, base64, one line; it is created on first
-run with owner-only permissions (0600) inside an owner-only directory. Files
-record the key's id (a hash prefix, never the key), so a reader can tell a
-wrong key from a corrupt file.
+- **Data keys** (32 random bytes) encrypt files with DuckDB's Parquet encryption
+  (AES-GCM). There is one per tier and UTC day of the data (scope ``hot_20261124``):
+  retention works by age, so when a day's last file is gone its key can be destroyed
+  (crypto-shredding), which makes every copy of those files, backups included,
+  unreadable. Per-file keys would shred at a finer grain but make a query register
+  and union one key per file; per day and tier keeps a query to a few keys.
+- **Data keys are stored wrapped** (AES-256-GCM under the master key, the key id as
+  associated data) in the catalog; the raw key never touches disk.
+- **The master key** comes from, in order: ``master_key_command`` (a KMS hook: its
+  stdout is the base64 key), the ``LOGLAKE_AGGREGATOR_MASTER_KEY`` variable, or
+  ``key_file`` (created on first run, mode 0600). Rotating it rewraps every data key
+  and rewrites no data.
 """
 
 from __future__ import annotations
@@ -12,52 +20,158 @@ import base64
 import binascii
 import hashlib
 import os
+import secrets
+import shlex
 import stat
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from aggregator.catalog import Catalog
+from aggregator.config import AggregatorConfig
 from aggregator.errors import EncryptionKeyError
 from schemas.durable import write_durably
 
 KEY_BYTES = 32
+_NONCE = 12
 
 
 @dataclass(frozen=True)
-class Key:
-    key_id: str
-    b64: str  # the form DuckDB's add_parquet_key takes
+class MasterKey:
+    raw: bytes
+    source: str  # where it came from, for error messages
+
+    @property
+    def key_id(self) -> str:
+        return "mk_" + hashlib.sha256(b"loglake-master-key-id" + self.raw).hexdigest()[:16]
 
     def __repr__(self) -> str:  # never print key material
-        return f"Key({self.key_id})"
+        return f"MasterKey({self.key_id} from {self.source})"
 
 
-def _key_id(raw: bytes) -> str:
-    return "k" + hashlib.sha256(b"loglake-key-id" + raw).hexdigest()[:16]
+@dataclass(frozen=True)
+class DataKey:
+    key_id: str
+    raw: bytes
+
+    @property
+    def b64(self) -> str:  # the form DuckDB's add_parquet_key takes
+        return base64.b64encode(self.raw).decode()
+
+    def __repr__(self) -> str:
+        return f"DataKey({self.key_id})"
 
 
-def load(path: Path) -> Key:
+def _decode(text: str, source: str) -> MasterKey:
     try:
-        text = path.read_text().strip()
+        raw = base64.b64decode(text.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raw = b""
+    if len(raw) != KEY_BYTES:
+        raise EncryptionKeyError(f"the master key from {source} is not a base64 {KEY_BYTES}-byte key")
+    return MasterKey(raw, source)
+
+
+def _from_file(path: Path) -> MasterKey:
+    try:
+        text = path.read_text()
     except FileNotFoundError:
         raise EncryptionKeyError(f"encryption key file {path} does not exist; restore it from your key backup "
                                  "(without it the stored logs cannot be read)") from None
     except PermissionError:
         raise EncryptionKeyError(f"encryption key file {path} is not readable by this user; "
                                  "run as the key's owner or fix its permissions") from None
+    if stat.S_IMODE(path.stat().st_mode) & 0o077:
+        raise EncryptionKeyError(f"encryption key file {path} is readable by group or others; run 'chmod 600 {path}'")
+    return _decode(text, str(path))
+
+
+def _from_command(command: str) -> MasterKey:
     try:
-        raw = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        raw = b""
-    if len(raw) != KEY_BYTES:
-        raise EncryptionKeyError(f"encryption key file {path} does not hold a base64 {KEY_BYTES}-byte key")
-    return Key(_key_id(raw), base64.b64encode(raw).decode())
+        out = subprocess.run(shlex.split(command), capture_output=True, text=True, timeout=30, check=True).stdout
+    except (OSError, subprocess.SubprocessError) as e:
+        raise EncryptionKeyError(f"master_key_command {command!r} failed ({e}); check the KMS hook") from None
+    return _decode(out, f"master_key_command {command!r}")
 
 
-def load_or_create(path: Path) -> Key:
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        write_durably(path, base64.b64encode(os.urandom(KEY_BYTES)) + b"\n", mode=0o600)
-    elif stat.S_IMODE(path.stat().st_mode) & 0o077:
-        raise EncryptionKeyError(f"encryption key file {path} is readable by group or others; "
-                                 f"run 'chmod 600 {path}'")
-    return load(path)
+def load_master(key_file: Path, *, env_key: str | None = None, command: str | None = None,
+                create: bool = False) -> MasterKey:
+    if command:
+        return _from_command(command)
+    if env_key:
+        return _decode(env_key, "LOGLAKE_AGGREGATOR_MASTER_KEY")
+    if create and not key_file.exists():
+        key_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        write_durably(key_file, base64.b64encode(secrets.token_bytes(KEY_BYTES)) + b"\n", mode=0o600)
+    return _from_file(key_file)
+
+
+def master_for(cfg: AggregatorConfig, create: bool = False) -> MasterKey:
+    return load_master(cfg.resolved_key_file, env_key=cfg.master_key, command=cfg.master_key_command, create=create)
+
+
+def new_master_file(path: Path) -> MasterKey:
+    """A fresh master key written to ``path`` (which must not exist), for rotation."""
+    if path.exists():
+        raise EncryptionKeyError(f"{path} already exists; choose a new file for the new master key")
+    return load_master(path, create=True)
+
+
+class KeyRing:
+    """Data keys of one catalog, unwrapped on demand with the master key."""
+
+    def __init__(self, catalog: Catalog, master: MasterKey) -> None:
+        self.catalog = catalog
+        self.master = master
+        self._cache: dict[str, DataKey] = {}
+
+    def _wrap(self, key_id: str, raw: bytes, master: MasterKey | None = None) -> bytes:
+        nonce = os.urandom(_NONCE)
+        return nonce + AESGCM((master or self.master).raw).encrypt(nonce, raw, key_id.encode())
+
+    def _unwrap(self, key_id: str, wrapped: bytes) -> bytes:
+        try:
+            return AESGCM(self.master.raw).decrypt(wrapped[:_NONCE], wrapped[_NONCE:], key_id.encode())
+        except InvalidTag:
+            raise EncryptionKeyError(f"the master key from {self.master.source} does not open data key {key_id}; "
+                                     "it is not the master key this catalog was written with (after a rotation, "
+                                     "use the new one)") from None
+
+    def for_scope(self, scope: str) -> DataKey:
+        """The live data key of a scope (e.g. ``hot_20261124``), created on first use."""
+        row = self.catalog.live_data_key(scope)
+        if row is not None:
+            return self.get(row[0])
+        key_id = f"dk_{scope}_{secrets.token_hex(4)}"
+        raw = secrets.token_bytes(KEY_BYTES)
+        self.catalog.add_data_key(key_id, scope, self._wrap(key_id, raw), self.master.key_id)
+        self._cache[key_id] = DataKey(key_id, raw)
+        return self._cache[key_id]
+
+    def get(self, key_id: str) -> DataKey:
+        if key_id not in self._cache:
+            row = self.catalog.data_key(key_id)
+            if row is None:
+                raise EncryptionKeyError(f"data key {key_id} is not in the catalog; the catalog and the files disagree")
+            wrapped, destroyed_at = row
+            if destroyed_at is not None:
+                raise EncryptionKeyError(f"data key {key_id} was destroyed (crypto-shredded); its files cannot be read")
+            self._cache[key_id] = DataKey(key_id, self._unwrap(key_id, wrapped))
+        return self._cache[key_id]
+
+    def rotate(self, new: MasterKey) -> int:
+        """Rewrap every live data key under ``new``; no file is rewritten. Returns how many."""
+        rewrapped = {}
+        for key_id, wrapped in self.catalog.live_data_keys():
+            rewrapped[key_id] = self._wrap(key_id, self._unwrap(key_id, wrapped), new)
+        self.catalog.rewrap_data_keys(rewrapped, new.key_id)
+        self.master = new
+        return len(rewrapped)
+
+    def destroy(self, key_id: str) -> None:
+        """Crypto-shred: forget the wrapped key for good."""
+        self.catalog.destroy_data_key(key_id)
+        self._cache.pop(key_id, None)

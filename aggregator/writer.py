@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 
 from aggregator import duck
 from aggregator.errors import StorageError
-from aggregator.keys import Key
+from aggregator.keys import DataKey
 from schemas.durable import fsync_path
 
 # Rows sorted so a container's lines sit together: better compression and
@@ -58,23 +58,25 @@ def describe(table: pa.Table) -> tuple[int, int, tuple[str, ...], tuple[str, ...
 
 
 class ParquetWriter:
-    def __init__(self, key: Key, *, row_group_size: int, zstd_level: int) -> None:
-        self.key = key
+    def __init__(self, *, row_group_size: int, zstd_level: int) -> None:
         self.row_group_size = row_group_size
         self.zstd_level = zstd_level
         self.con = duck.connect()
-        self.con.execute(f"PRAGMA add_parquet_key('{key.key_id}', '{key.b64}')")
+        self._registered: set[str] = set()
 
-    def copy_options(self) -> str:
-        return (f"FORMAT parquet, ENCRYPTION_CONFIG {{footer_key: '{self.key.key_id}'}}, COMPRESSION zstd, "
+    def copy_options(self, key: DataKey) -> str:
+        if key.key_id not in self._registered:
+            self.con.execute(f"PRAGMA add_parquet_key('{key.key_id}', '{key.b64}')")
+            self._registered.add(key.key_id)
+        return (f"FORMAT parquet, ENCRYPTION_CONFIG {{footer_key: '{key.key_id}'}}, COMPRESSION zstd, "
                 f"COMPRESSION_LEVEL {self.zstd_level}, ROW_GROUP_SIZE {self.row_group_size}")
 
-    def write(self, table: pa.Table, dest: Path) -> Written:
+    def write(self, table: pa.Table, dest: Path, key: DataKey) -> Written:
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(f".{dest.name}.tmp")
         self.con.register("_batch", table)
         try:
-            self.con.execute(f"COPY (SELECT * FROM _batch ORDER BY {SORT_ORDER}) TO '{tmp}' ({self.copy_options()})")
+            self.con.execute(f"COPY (SELECT * FROM _batch ORDER BY {SORT_ORDER}) TO '{tmp}' ({self.copy_options(key)})")
             fsync_path(tmp)
             os.rename(tmp, dest)
             fsync_path(dest.parent)

@@ -11,8 +11,9 @@ import duckdb
 import pyarrow as pa
 
 from aggregator import config as agg_config
-from aggregator import duck, keys
+from aggregator import duck
 from aggregator.catalog import Catalog
+from aggregator.keys import KeyRing, master_for
 from aggregator.errors import EncryptionKeyError
 from query.errors import QueryError
 from schemas.record import LOG_SCHEMA, RECORD_ID_SQL
@@ -25,26 +26,28 @@ def _sql_str(s: str) -> str:
 def connect(config_path: str | None = None, env: dict[str, str] | None = None) -> duckdb.DuckDBPyConnection:
     settings = agg_config.load(config_path, env)
     cfg = settings.aggregator
-    key = keys.load(cfg.resolved_key_file)
     catalog = Catalog(cfg.catalog_path)
     try:
+        ring = KeyRing(catalog, master_for(cfg))
         files = catalog.files()
+        by_key: dict[str, list[str]] = {}
+        for f in files:
+            by_key.setdefault(f.key_id, []).append(str(cfg.data_dir / f.path))
+        data_keys = [ring.get(key_id) for key_id in sorted(by_key)]
     finally:
         catalog.close()
     con = duck.connect()
     con.execute("SET TimeZone = 'UTC'")
-    con.execute(f"PRAGMA add_parquet_key('{key.key_id}', '{key.b64}')")
-    foreign = sorted({f.key_id for f in files} - {key.key_id})
-    if foreign:
-        raise EncryptionKeyError(f"the key in {cfg.resolved_key_file} ({key.key_id}) is not the key the stored "
-                                 f"files were written with ({', '.join(foreign)}); point key_file at the right key")
-    if files:
-        paths = ", ".join(_sql_str(str(cfg.data_dir / f.path)) for f in files)
-        source = f"read_parquet([{paths}], encryption_config={{footer_key: '{key.key_id}'}})"
-    else:
+    # One read_parquet per data key (DuckDB takes one footer key per call).
+    sources = []
+    for key in data_keys:
+        con.execute(f"PRAGMA add_parquet_key('{key.key_id}', '{key.b64}')")
+        paths = ", ".join(_sql_str(p) for p in by_key[key.key_id])
+        sources.append(f"SELECT * FROM read_parquet([{paths}], encryption_config={{footer_key: '{key.key_id}'}})")
+    if not sources:
         con.register("_no_files", LOG_SCHEMA.empty_table())
-        source = "_no_files"
-    con.execute(f"CREATE VIEW logs AS SELECT *, {RECORD_ID_SQL} AS record_id FROM {source}")
+        sources = ["SELECT * FROM _no_files"]
+    con.execute(f"CREATE VIEW logs AS SELECT *, {RECORD_ID_SQL} AS record_id FROM ({' UNION ALL '.join(sources)})")
     return con
 
 

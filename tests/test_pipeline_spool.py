@@ -88,14 +88,14 @@ def test_wrong_key_fails_clearly(tmp_path, capsys):
     write_sample_logs(tmp_path)
     config = write_config(tmp_path)
     ship_and_store(config)
-    other = tmp_path / "other"
-    other.mkdir()
     from aggregator import keys
-    keys.load_or_create(other / "k")
-    shutil.copy(other / "k", tmp_path / "lake" / "keys" / "master.key")
+    keys.new_master_file(tmp_path / "other.key")
+    shutil.copy(tmp_path / "other.key", tmp_path / "lake" / "keys" / "master.key")
+    capsys.readouterr()
     assert query_cli(["--config", str(config), "sql", "SELECT count(*) FROM logs"]) == 1
     err = capsys.readouterr().err
-    assert "is not the key the stored files were written with" in err
+    assert "does not open data key dk_hot_20261124_" in err and "not the master key" in err
+    assert len(err.splitlines()) == 1
 
 
 def test_key_file_is_owner_only(tmp_path):
