@@ -47,6 +47,14 @@ CREATE TABLE IF NOT EXISTS data_keys (
     created_at   INTEGER NOT NULL,
     destroyed_at INTEGER
 );
+CREATE TABLE IF NOT EXISTS source_marks (  -- see aggregator.dedup
+    topic       TEXT NOT NULL,
+    partition   TEXT NOT NULL,
+    source_id   TEXT NOT NULL,
+    stream      TEXT NOT NULL,
+    max_offset  INTEGER NOT NULL,
+    PRIMARY KEY (topic, partition, source_id, stream)
+);
 CREATE TABLE IF NOT EXISTS positions (
     topic       TEXT NOT NULL,
     partition   TEXT NOT NULL,
@@ -97,10 +105,22 @@ class Catalog:
         rows = self._db.execute("SELECT partition, next_offset FROM positions WHERE topic = ?", (topic,))
         return dict(rows.fetchall())
 
-    def commit(self, entry: FileEntry | None, topic: str, partition: str, next_offset: int) -> None:
-        """Record a file (if any) and the position after it, atomically."""
+    def source_marks(self, topic: str) -> dict[str, dict[tuple[str, str], int]]:
+        out: dict[str, dict[tuple[str, str], int]] = {}
+        for partition, sid, stream, offset in self._db.execute(
+                "SELECT partition, source_id, stream, max_offset FROM source_marks WHERE topic = ?", (topic,)):
+            out.setdefault(partition, {})[(sid, stream)] = offset
+        return out
+
+    def commit(self, entry: FileEntry | None, topic: str, partition: str, next_offset: int,
+               marks: dict[tuple[str, str], int] | None = None) -> None:
+        """Record a file (if any), the position after it and the dedup marks of the partition, atomically."""
         db = self._db
         with self._tx():
+            if marks:
+                db.executemany("INSERT INTO source_marks VALUES (?, ?, ?, ?, ?) ON CONFLICT DO UPDATE "
+                               "SET max_offset = max(max_offset, excluded.max_offset)",
+                               [(topic, partition, sid, stream, off) for (sid, stream), off in marks.items()])
             if entry is not None:
                 values = [getattr(entry, c) for c in _COLUMNS]
                 values[_COLUMNS.index("namespaces")] = orjson.dumps(list(entry.namespaces)).decode()

@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 
 from aggregator.catalog import Catalog, FileEntry
 from aggregator.config import AggregatorConfig
+from aggregator.dedup import Dedup
 from aggregator.keys import KeyRing
 from aggregator.quarantine import Quarantine
 from aggregator.source import Message, Source
@@ -59,6 +60,7 @@ class Aggregator:
         self.writer = writer
         self.keyring = keyring
         self.quarantine = Quarantine(cfg.quarantine_dir)
+        self.dedup = Dedup(catalog.source_marks(source.topic))
         self.buffers: dict[str, PartitionBuffer] = {}
         self._stopping = asyncio.Event()
         self.stats = {"batches_consumed": 0, "records_stored": 0, "files_written": 0, "batches_quarantined": 0}
@@ -86,12 +88,14 @@ class Aggregator:
         buf.last_offset = msg.offset
         self.stats["batches_consumed"] += 1
         try:
-            table = record.from_wire(wire.to_table(wire.decode(msg.value)))
+            table = self.dedup.filter(msg.partition, record.from_wire(wire.to_table(wire.decode(msg.value))))
         except WireError as e:
             self.quarantine.put(self.source.topic, msg.partition, msg.offset, msg.value, e.reason, str(e))
             self.stats["batches_quarantined"] += 1
             log.warning("batch quarantined", extra={"partition": msg.partition, "offset": msg.offset,
                                                     "reason": e.reason, "error": str(e)})
+            return
+        if not table.num_rows:
             return
         buf.tables.append(table)
         buf.rows += table.num_rows
@@ -118,7 +122,7 @@ class Aggregator:
                               containers=w.containers, created_at=time.time_ns())
             self.stats["files_written"] += 1
             self.stats["records_stored"] += w.rows
-        self.catalog.commit(entry, topic, partition, buf.last_offset + 1)
+        self.catalog.commit(entry, topic, partition, buf.last_offset + 1, self.dedup.marks(partition))
         await self.source.commit(partition, buf.last_offset + 1)
 
     async def flush_partitions(self, partitions: list[str]) -> None:
@@ -152,5 +156,5 @@ class Aggregator:
                 break
         await self.flush_partitions(list(self.buffers))
         await self.source.close()
-        log.info("aggregator stopped", extra=self.stats)
+        log.info("aggregator stopped", extra={**self.stats, "duplicates_dropped": self.dedup.dropped})
 

@@ -1,0 +1,54 @@
+"""Dropping records the shipper sent twice (same record id).
+
+A resend happens after a shipper restart or an outage: it repeats records of a
+source that are already stored, in the same order, into the same partition.
+Within one stream of one source the shipper emits records in offset order, and
+a partition sees a source's batches in the order they were sent (the idempotent
+producer keeps one batch per partition in flight). So per (partition, source,
+stream) the largest stored offset, the high-water mark, tells a new record from
+a resent one: a record at or below it was stored before.
+
+Marks are kept per partition on purpose: if the topic's partition count
+changes, a container's records may move to another partition and arrive out of
+order across the two; separate marks then let a duplicate through rather than
+drop a new record. Marks are committed in the same catalog transaction as the
+file that holds the records, so a restart sees exactly the marks of what is stored.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+Mark = tuple[str, str]  # (source_id, stream or "")
+
+
+class Dedup:
+    def __init__(self, marks: dict[str, dict[Mark, int]]) -> None:
+        self._marks = marks                      # partition -> mark -> max stored offset
+        self.dropped = 0
+
+    def marks(self, partition: str) -> dict[Mark, int]:
+        return self._marks.setdefault(partition, {})
+
+    def filter(self, partition: str, table: pa.Table) -> pa.Table:
+        """Rows not stored before; the marks move past the rows kept."""
+        if table.num_rows == 0:
+            return table
+        marks = self.marks(partition)
+        streams = pc.fill_null(table.column("stream"), "")
+        groups = pa.Table.from_arrays([table.column("source_id"), streams, table.column("source_offset")],
+                                      names=["s", "t", "o"]).group_by(["s", "t"]).aggregate([("o", "min"), ("o", "max")])
+        drop = None
+        for sid, stream, lo, hi in zip(*(groups.column(c).to_pylist() for c in ("s", "t", "o_min", "o_max"))):
+            mark = marks.get((sid, stream), -1)
+            if lo <= mark:  # some rows of this group were stored before
+                old = pc.and_(pc.and_(pc.equal(table.column("source_id"), sid), pc.equal(streams, stream)),
+                              pc.less_equal(table.column("source_offset"), mark))
+                drop = old if drop is None else pc.or_(drop, old)
+            marks[(sid, stream)] = max(mark, hi)
+        if drop is None:
+            return table
+        kept = table.filter(pc.invert(drop))
+        self.dropped += table.num_rows - kept.num_rows
+        return kept
