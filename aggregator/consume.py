@@ -122,7 +122,7 @@ class Aggregator:
                               containers=w.containers, created_at=time.time_ns())
             self.stats["files_written"] += 1
             self.stats["records_stored"] += w.rows
-        self.catalog.commit(entry, topic, partition, buf.last_offset + 1, self.dedup.marks(partition))
+        self.catalog.commit(entry, topic, partition, buf.last_offset + 1, self.dedup.take_changed(partition))
         await self.source.commit(partition, buf.last_offset + 1)
 
     async def flush_partitions(self, partitions: list[str]) -> None:

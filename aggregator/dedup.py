@@ -26,10 +26,16 @@ Mark = tuple[str, str]  # (source_id, stream or "")
 class Dedup:
     def __init__(self, marks: dict[str, dict[Mark, int]]) -> None:
         self._marks = marks                      # partition -> mark -> max stored offset
+        self._changed: dict[str, set[Mark]] = {}  # moved since the partition's last commit
         self.dropped = 0
 
     def marks(self, partition: str) -> dict[Mark, int]:
         return self._marks.setdefault(partition, {})
+
+    def take_changed(self, partition: str) -> dict[Mark, int]:
+        """Marks moved since the last call, to commit with the partition's next file."""
+        marks = self.marks(partition)
+        return {m: marks[m] for m in self._changed.pop(partition, ())}
 
     def filter(self, partition: str, table: pa.Table) -> pa.Table:
         """Rows not stored before; the marks move past the rows kept."""
@@ -46,7 +52,9 @@ class Dedup:
                 old = pc.and_(pc.and_(pc.equal(table.column("source_id"), sid), pc.equal(streams, stream)),
                               pc.less_equal(table.column("source_offset"), mark))
                 drop = old if drop is None else pc.or_(drop, old)
-            marks[(sid, stream)] = max(mark, hi)
+            if hi > mark:
+                marks[(sid, stream)] = hi
+                self._changed.setdefault(partition, set()).add((sid, stream))
         if drop is None:
             return table
         kept = table.filter(pc.invert(drop))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -41,6 +42,10 @@ def test_restart_resumes_after_stored_position(tmp_path, broker):
     assert shipper(["--config", str(config), "--once"]) == 0
     assert aggregator(["--config", str(config), "--once"]) == 0
     assert aggregator(["--config", str(config), "--once"]) == 0  # consumes nothing twice
+    assert len(stored_rows(config)) == 5
+    shutil.rmtree(tmp_path / "shipper")                          # the shipper resends everything…
+    assert shipper(["--config", str(config), "--once"]) == 0
+    assert aggregator(["--config", str(config), "--once"]) == 0  # …and the aggregator drops it by id
     assert len(stored_rows(config)) == 5
 
 
