@@ -17,6 +17,7 @@ from aggregator.spool import SpoolSource
 from aggregator.writer import ParquetWriter
 from schemas import jsonlog
 from schemas.errors import ConfigError, LoglakeError
+from schemas.metrics import Registry, serve
 
 log = logging.getLogger("loglake.aggregator")
 
@@ -38,12 +39,30 @@ async def _run(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, agg.stop)
+    server = await serve(cfg.metrics_address, metrics(agg), lambda: (True, "ok")) if cfg.metrics_address else None
     log.info("aggregator started", extra={"transport": settings.transport.name, "data_dir": str(cfg.data_dir),
                                           "master_key": keyring.master.key_id})
     try:
         await agg.run(once=args.once)
     finally:
         catalog.close()
+        if server is not None:
+            server.close()
+
+
+def metrics(agg: Aggregator) -> Registry:
+    r = Registry("loglake_aggregator")
+    for name, what in (("batches_consumed", "batches consumed"), ("records_stored", "records written to Parquet"),
+                       ("files_written", "Parquet files written"), ("batches_quarantined", "batches quarantined")):
+        r.value(f"{name}_total", "counter", what, lambda n=name: agg.stats[n])
+    r.value("duplicates_dropped_total", "counter", "resent records dropped by id", lambda: agg.dedup.dropped)
+    r.add("quarantined_total", "counter", "batches quarantined by reason",
+          lambda: [({"reason": k}, v) for k, v in sorted(agg.quarantined_by_reason.items())])
+    r.value("buffered_records", "gauge", "records decoded and waiting to be written",
+            lambda: sum(b.rows for b in agg.buffers.values()))
+    r.value("last_flush_timestamp_seconds", "gauge", "when a partition was last committed",
+            lambda: agg.last_flush_unix)
+    return r
 
 
 async def _topics(args: argparse.Namespace) -> None:

@@ -29,6 +29,8 @@ class AggregatorConfig:
     # Client identity for Kafka mutual TLS.
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
+    # HTTP /metrics and /healthz, e.g. "0.0.0.0:2021"; empty: off.
+    metrics_address: str = ""
 
     @property
     def catalog_path(self) -> Path:

@@ -64,6 +64,8 @@ class Aggregator:
         self.buffers: dict[str, PartitionBuffer] = {}
         self._stopping = asyncio.Event()
         self.stats = {"batches_consumed": 0, "records_stored": 0, "files_written": 0, "batches_quarantined": 0}
+        self.quarantined_by_reason: dict[str, int] = {}
+        self.last_flush_unix = 0.0
 
     def stop(self) -> None:
         self._stopping.set()
@@ -92,6 +94,7 @@ class Aggregator:
         except WireError as e:
             self.quarantine.put(self.source.topic, msg.partition, msg.offset, msg.value, e.reason, str(e))
             self.stats["batches_quarantined"] += 1
+            self.quarantined_by_reason[e.reason] = self.quarantined_by_reason.get(e.reason, 0) + 1
             log.warning("batch quarantined", extra={"partition": msg.partition, "offset": msg.offset,
                                                     "reason": e.reason, "error": str(e)})
             return
@@ -124,6 +127,7 @@ class Aggregator:
             self.stats["records_stored"] += w.rows
         self.catalog.commit(entry, topic, partition, buf.last_offset + 1, self.dedup.take_changed(partition))
         await self.source.commit(partition, buf.last_offset + 1)
+        self.last_flush_unix = time.time()
 
     async def flush_partitions(self, partitions: list[str]) -> None:
         for p in partitions:
