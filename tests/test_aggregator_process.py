@@ -72,3 +72,37 @@ def test_full_disk_stops_with_one_sentence_and_no_partial_file(tmp_path):
     assert aggregator(["--config", str(config), "--once"]) == 0
     rows = stored_rows(config)
     assert len(rows) == 3000 and len({r[1] for r in rows}) == 3000
+
+
+def test_kill_9_at_any_moment_neither_loses_nor_duplicates(tmp_path):
+    import random
+
+    from aggregator.writer import sha256_file
+    config = write_config(tmp_path, shipper={"batch_max_bytes": 2048},
+                          aggregator={"flush_max_records": 40, "flush_interval_ms": 50})
+    for j in range(3):
+        pod_log(tmp_path, "shop", f"web-{j}", "nginx").write_text(
+            "".join(cri(f"2026-11-24T10:00:00.{i:09d}Z", f"w{j} line {i}") for i in range(2000)))
+    assert shipper(["--config", str(config), "--once"]) == 0
+    rng = random.Random(3)
+    progress = []
+    for _ in range(6):
+        proc = subprocess.Popen([sys.executable, "-m", "aggregator.cli", "--config", str(config), "--once",
+                                 "--log-level", "WARNING"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.4, 1.2))
+        proc.kill()
+        proc.wait()
+        # after every kill, the catalog and the files agree (the next start removes unlisted leftovers)
+        catalog = Catalog(tmp_path / "lake" / "catalog.sqlite")
+        for e in catalog.files():
+            assert sha256_file(tmp_path / "lake" / e.path) == e.sha256
+        progress.append(sum(e.rows for e in catalog.files()))
+        catalog.close()
+    assert any(0 < rows < 6000 for rows in progress), f"no kill landed mid-consumption: {progress}"
+    assert aggregator(["--config", str(config), "--once"]) == 0
+    listed = {e.path for e in Catalog(tmp_path / "lake" / "catalog.sqlite").files()}
+    on_disk = {str(p.relative_to(tmp_path / "lake")) for p in (tmp_path / "lake" / "hot").rglob("*") if p.is_file()}
+    assert on_disk == listed
+    import query
+    con = query.connect(str(config))
+    assert con.execute("SELECT count(*), count(DISTINCT record_id) FROM logs").fetchone() == (6000, 6000)
