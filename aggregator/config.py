@@ -23,7 +23,7 @@ class AggregatorConfig:
     # A partition's buffer becomes a hot file when it holds this many records or bytes, or is this old.
     flush_max_records: int = 500_000
     flush_max_bytes: int = 64 * 1024 * 1024
-    flush_interval_ms: int = 2000
+    flush_interval_ms: int = 1000
     parquet_row_group_size: int = 122_880
     parquet_zstd_level: int = 3
     # Client identity for Kafka mutual TLS.
