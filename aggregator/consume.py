@@ -139,8 +139,7 @@ class Aggregator:
 
     async def run(self, once: bool = False, poll_timeout: float = 0.2) -> None:
         self.recover()
-        if hasattr(self.source, "on_revoke"):
-            self.source.on_revoke = self.flush_partitions
+        self.source.on_revoke = self.flush_partitions
         await self.source.start(lambda: self.catalog.positions(self.source.topic))
         idle_deadline = time.monotonic() + 60
         while not self._stopping.is_set():

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -53,7 +53,7 @@ class KafkaSource:
     def __init__(self, kafka: KafkaSettings, cfg: AggregatorConfig) -> None:
         self.kafka = kafka
         self.topic = kafka.topic
-        self.on_revoke: Callable[[list[str]], object] | None = None
+        self.on_revoke: Callable[[list[str]], Awaitable[None]] | None = None
         self._positions: Callable[[], dict[str, int]] = dict
         self._next: dict[int, int] = {}
         self._end: dict[int, int] = {}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -16,6 +16,9 @@ class Message:
 
 class Source(Protocol):
     topic: str
+    # Called with the partitions a rebalance takes away, before they go, so their
+    # buffers are written and committed by this aggregator (Kafka only).
+    on_revoke: Callable[[list[str]], Awaitable[None]] | None
 
     async def start(self, positions: Callable[[], dict[str, int]]) -> None:
         """Begin consuming. ``positions()`` reads the catalog's partition → next offset;

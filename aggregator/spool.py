@@ -25,6 +25,7 @@ class SpoolSource:
         self.max_segments = max_segments
         self._next: dict[str, int] = {}
         self._behind = True
+        self.on_revoke = None  # one spool, one consumer: nothing is ever revoked
 
     async def start(self, positions: Callable[[], dict[str, int]]) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
+import time
+import urllib.request
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,3 +134,23 @@ STORED_SQL = ("SELECT container, source_offset, stream, severity_text, severity_
 def stored_rows(config: Path) -> list[tuple]:
     import query
     return query.connect(str(config)).execute(STORED_SQL).fetchall()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_metrics(port: int, needle: str, what: str, timeout: float = 10) -> str:
+    """Poll http://127.0.0.1:port/metrics until it contains ``needle``; returns that page."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1).read().decode()
+            if needle in body:
+                return body
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, what
+        time.sleep(0.1)

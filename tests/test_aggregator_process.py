@@ -13,8 +13,8 @@ import urllib.request
 from aggregator.catalog import Catalog
 from aggregator.cli import main as aggregator
 from shipper.cli import main as shipper
-from tests.conftest import cri, pod_log, stored_rows, write_config, write_sample_logs
-from tests.test_shipper_process import free_port
+from tests.conftest import (cri, free_port, pod_log, stored_rows, wait_for_metrics, write_config,
+                            write_sample_logs)
 
 
 def start(config, **popen) -> subprocess.Popen:
@@ -30,16 +30,7 @@ def test_sigterm_drains_and_metrics_are_served(tmp_path):
     assert shipper(["--config", str(config), "--once"]) == 0
     proc = start(config)
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1).read().decode()
-                if "loglake_aggregator_buffered_records 5" in body:
-                    break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "the aggregator never buffered the records"
-            time.sleep(0.1)
+        body = wait_for_metrics(port, "loglake_aggregator_buffered_records 5", "the aggregator never buffered the records")
         assert "loglake_aggregator_files_written_total 0" in body
         assert urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).read() == b"ok\n"
     finally:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -16,7 +15,7 @@ import orjson
 
 from aggregator.cli import main as aggregator
 from shipper.cli import main as shipper
-from tests.conftest import cri, pod_log, write_config
+from tests.conftest import cri, free_port, pod_log, wait_for_metrics, write_config
 
 
 def start(config: Path) -> subprocess.Popen:
@@ -79,12 +78,6 @@ def test_sigterm_flushes_acks_and_saves_checkpoint(tmp_path):
     assert query.connect(str(config)).execute("SELECT count(*) FROM logs").fetchone() == (500,)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_metrics_and_healthz_over_http(tmp_path):
     port = free_port()
     config = write_config(tmp_path, shipper={"metrics_address": f"127.0.0.1:{port}", "poll_interval_ms": 50})
@@ -92,16 +85,7 @@ def test_metrics_and_healthz_over_http(tmp_path):
     log.write_text(cri("2026-11-24T10:00:00Z", "hello jane@example.com") + cri("2026-11-24T10:00:01Z", "bye"))
     proc = start(config)
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1).read().decode()
-                if "loglake_shipper_records_shipped_total 2" in body:
-                    break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "metrics never showed the shipped records"
-            time.sleep(0.1)
+        body = wait_for_metrics(port, "loglake_shipper_records_shipped_total 2", "metrics never showed the shipped records")
         assert "# TYPE loglake_shipper_lines_read_total counter" in body
         assert 'loglake_shipper_redactions_total{rule="email"} 1' in body
         assert "loglake_shipper_buffer_bytes 0" in body
