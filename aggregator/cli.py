@@ -10,11 +10,12 @@ import sys
 from pathlib import Path
 
 from aggregator import certs, config, keys
-from aggregator.catalog import Catalog
+from aggregator.catalog import open_catalog
+from aggregator.compaction import Compactor, Report
 from aggregator.consume import Aggregator
 from aggregator.source import Source
 from aggregator.spool import SpoolSource
-from aggregator.writer import ParquetWriter
+from aggregator.storage import Storage
 from schemas import jsonlog
 from schemas.errors import ConfigError, LoglakeError
 from schemas.metrics import Registry, serve
@@ -32,10 +33,10 @@ def _source(settings: config.Settings) -> Source:
 async def _run(args: argparse.Namespace) -> None:
     settings = config.load(args.config)
     cfg = settings.aggregator
-    catalog = Catalog(cfg.catalog_path)
+    catalog = open_catalog(cfg)
     keyring = keys.KeyRing(catalog, keys.master_for(cfg, create=True))
-    writer = ParquetWriter(row_group_size=cfg.parquet_row_group_size, zstd_level=cfg.parquet_zstd_level)
-    agg = Aggregator(cfg, _source(settings), catalog, writer, keyring)
+    agg = Aggregator(cfg, settings.tiers, _source(settings), catalog, keyring, Storage(cfg, settings.tiers),
+                     compactor=lambda: Compactor.open(settings, keyring.master))
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, agg.stop)
@@ -62,7 +63,25 @@ def metrics(agg: Aggregator) -> Registry:
             lambda: sum(b.rows for b in agg.buffers.values()))
     r.value("last_flush_timestamp_seconds", "gauge", "when a partition was last committed",
             lambda: agg.last_flush_unix)
+    for name, what in (("jobs", "compaction jobs done"), ("files_in", "files compacted away"),
+                       ("files_out", "files written by compaction"), ("rows", "rows compacted"),
+                       ("bytes_in", "bytes read by compaction"), ("bytes_out", "bytes written by compaction")):
+        r.value(f"compaction_{name}_total", "counter", what, lambda n=name: getattr(agg.compaction, n))
+    r.value("compaction_errors_total", "counter", "compaction passes that failed", lambda: agg.compaction_errors)
     return r
+
+
+def _compact(args: argparse.Namespace) -> None:
+    settings = config.load(args.config)
+    compactor = Compactor.open(settings, keys.master_for(settings.aggregator))
+    try:
+        report: Report = compactor.run()
+    finally:
+        compactor.close()
+    tiers = ", ".join(f"{n} {t}" for t, n in sorted(report.by_tier.items())) or "nothing to do"
+    print(f"compacted {report.files_in} files ({report.bytes_in} bytes) into {report.files_out} "
+          f"({report.bytes_out} bytes; {tiers}), {report.rows} rows in {report.seconds:.2f} s; "
+          f"deleted {report.deleted} replaced files")
 
 
 async def _topics(args: argparse.Namespace) -> None:
@@ -77,7 +96,7 @@ async def _topics(args: argparse.Namespace) -> None:
 
 def _keys(args: argparse.Namespace) -> None:
     cfg = config.load(args.config).aggregator
-    catalog = Catalog(cfg.catalog_path)
+    catalog = open_catalog(cfg)
     try:
         ring = keys.KeyRing(catalog, keys.master_for(cfg))
         if args.action == "rotate":
@@ -127,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     c = sub.add_parser("certs", parents=[common], help="create a development CA and certificates")
     c.add_argument("--out", type=Path, required=True)
     c.add_argument("--force", action="store_true", help="replace existing certificates")
+    sub.add_parser("compact", parents=[common], help="compact hot files into warm and warm into cold, now")
     t = sub.add_parser("topics", parents=[common], help="create the Kafka topic")
     t.add_argument("action", choices=["create"])
     k = sub.add_parser("keys", parents=[common], help="list, rotate the master key, destroy a data key")
@@ -142,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
             asyncio.run(_topics(args))
         elif args.command == "keys":
             _keys(args)
+        elif args.command == "compact":
+            _compact(args)
         else:
             asyncio.run(_run(args))
     except LoglakeError as e:

@@ -7,6 +7,19 @@ from pathlib import Path
 
 from schemas import config as config_file
 from schemas import transport
+from schemas.config import Location
+from schemas.errors import ConfigError
+
+# DuckDB cuts row groups at multiples of its 2048-row vectors; sizes that are
+# such multiples make row group i hold exactly rows [i*size, (i+1)*size), which
+# the trace index relies on.
+ROW_GROUP_QUANTUM = 2048
+
+
+def _check_row_groups(section: str, **sizes: int) -> None:
+    for name, size in sizes.items():
+        if size <= 0 or size % ROW_GROUP_QUANTUM:
+            raise ConfigError(f"[{section}] {name} = {size} must be a positive multiple of {ROW_GROUP_QUANTUM}")
 
 
 @dataclass(frozen=True)
@@ -32,6 +45,9 @@ class AggregatorConfig:
     # HTTP /metrics and /healthz, e.g. "0.0.0.0:2021"; empty: off.
     metrics_address: str = ""
 
+    def __post_init__(self) -> None:
+        _check_row_groups("aggregator", parquet_row_group_size=self.parquet_row_group_size)
+
     @property
     def catalog_path(self) -> Path:
         return self.data_dir / "catalog.sqlite"
@@ -46,11 +62,43 @@ class AggregatorConfig:
 
 
 @dataclass(frozen=True)
+class TiersConfig:
+    """``[tiers]``: when hot files become warm and warm become cold, and where cold lives."""
+    # How often the running aggregator compacts; 0 leaves it to `loglake-aggregator compact`.
+    compact_interval_s: int = 60
+    # Hot files written this long ago are merged into warm files: one per partition and hour of event time.
+    warm_after_s: int = 300
+    # A warm file smaller than this is merged again when more data for its hour arrives.
+    warm_file_max_bytes: int = 256 * 1024 * 1024
+    warm_row_group_size: int = 1_048_576
+    warm_zstd_level: int = 3
+    # Warm files whose UTC day ended this long ago are merged into cold files: one per partition and day.
+    cold_after_s: int = 2 * 86400
+    # Cold storage root: a local directory or s3://bucket/prefix. Default: <data_dir>/cold.
+    cold_dir: Location | None = None
+    cold_row_group_size: int = 1_048_576
+    cold_zstd_level: int = 9
+    # Files replaced by compaction stay on storage this long, so queries planned before can finish.
+    delete_grace_s: int = 300
+    # s3:// cold storage (credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY).
+    s3_region: str = "us-east-1"
+    s3_endpoint: str = ""          # e.g. "minio.local:9000"; empty: AWS
+    s3_url_style: str = "vhost"    # or "path"
+    s3_use_ssl: bool = True
+
+    def __post_init__(self) -> None:
+        _check_row_groups("tiers", warm_row_group_size=self.warm_row_group_size,
+                          cold_row_group_size=self.cold_row_group_size)
+
+
+@dataclass(frozen=True)
 class Settings:
     aggregator: AggregatorConfig
+    tiers: TiersConfig
     transport: transport.TransportSettings
 
 
 def load(path: str | None, env: dict[str, str] | None = None) -> Settings:
     cfg = config_file.read(path, env)
-    return Settings(config_file.load_section(AggregatorConfig, cfg, "aggregator"), transport.load(cfg))
+    return Settings(config_file.load_section(AggregatorConfig, cfg, "aggregator"),
+                    config_file.load_section(TiersConfig, cfg, "tiers"), transport.load(cfg))

@@ -4,25 +4,31 @@ Per partition, decoded records wait in a buffer until it is big or old enough;
 then one Parquet file is written, named after the offsets it holds, and its
 catalog entry is committed together with the position after its last offset.
 A batch that cannot be decoded is quarantined and its offset counts as consumed.
+Every ``[tiers] compact_interval_s`` a compaction pass runs in a worker thread
+with its own catalog connection (aggregator.compaction).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from aggregator.catalog import Catalog, FileEntry
-from aggregator.config import AggregatorConfig
+from aggregator.catalog import TIERS, Catalog
+from aggregator.compaction import Compactor, Report, tidy
+from aggregator.config import AggregatorConfig, TiersConfig
 from aggregator.dedup import Dedup
-from aggregator.keys import KeyRing
+from aggregator.keys import KeyRing, key_scope
 from aggregator.quarantine import Quarantine
 from aggregator.source import Message, Source
-from aggregator.writer import ParquetWriter
+from aggregator.storage import Storage
+from aggregator.writer import Layout, ParquetWriter
 from schemas import record, wire
 from schemas.errors import WireError
 from schemas.transport import safe_name
@@ -41,24 +47,26 @@ class PartitionBuffer:
     bytes: int = 0
 
 
-def key_scope(tier: str, time_ns: int) -> str:
-    """Data keys are per tier and UTC day of the data (see aggregator.keys)."""
-    return f"{tier}_{time.strftime('%Y%m%d', time.gmtime(time_ns // 1_000_000_000))}"
-
-
 def hot_file_name(topic: str, partition: str, first: int, last: int) -> str:
     """Derived from what the file holds: rewriting the same offsets gives the same name."""
     return f"{HOT}/{safe_name(topic)}/{safe_name(partition)}/{first:020d}-{last:020d}.parquet"
 
 
 class Aggregator:
-    def __init__(self, cfg: AggregatorConfig, source: Source, catalog: Catalog, writer: ParquetWriter,
-                 keyring: KeyRing) -> None:
+    def __init__(self, cfg: AggregatorConfig, tiers: TiersConfig, source: Source, catalog: Catalog,
+                 keyring: KeyRing, storage: Storage, compactor: Callable[[], Compactor] | None = None) -> None:
         self.cfg = cfg
+        self.tiers = tiers
         self.source = source
         self.catalog = catalog
-        self.writer = writer
         self.keyring = keyring
+        self.storage = storage
+        self.writer = ParquetWriter(storage)
+        self.layout = Layout(cfg.parquet_row_group_size, cfg.parquet_zstd_level)
+        # Builds the compactor (own catalog connection and DuckDB) in the worker thread; None: no schedule.
+        self.compactor = compactor
+        self.compaction = Report()
+        self.compaction_errors = 0
         self.quarantine = Quarantine(cfg.quarantine_dir)
         self.dedup = Dedup(catalog.source_marks(source.topic))
         self.buffers: dict[str, PartitionBuffer] = {}
@@ -71,17 +79,9 @@ class Aggregator:
         self._stopping.set()
 
     def recover(self) -> int:
-        """Remove hot files the catalog does not list: a write that crashed before its commit."""
-        listed = {e.path for e in self.catalog.files()}
-        removed = 0
-        root = self.cfg.data_dir
-        for path in (root / HOT).rglob("*"):
-            if path.is_file() and str(path.relative_to(root)) not in listed:
-                path.unlink()
-                removed += 1
-        if removed:
-            log.warning("removed files left by an interrupted write", extra={"files": removed})
-        return removed
+        """Remove files the catalog does not list (a write that crashed before its commit) and due deletes."""
+        with self.storage.exclusive():
+            return tidy(self.catalog, self.storage, TIERS)
 
     def add(self, msg: Message) -> None:
         buf = self.buffers.get(msg.partition)
@@ -112,20 +112,18 @@ class Aggregator:
         if buf is None:
             return
         topic = self.source.topic
-        entry = None
+        new = None
         if buf.rows:
             rel = hot_file_name(topic, partition, buf.first_offset, buf.last_offset)
             table = pa.concat_tables(buf.tables)
             key = self.keyring.for_scope(key_scope(HOT, pc.min(table.column("time")).value))
-            w = await asyncio.to_thread(self.writer.write, table, self.cfg.data_dir / rel, key)
-            entry = FileEntry(path=rel, tier=HOT, topic=topic, partition=partition,
-                              first_offset=buf.first_offset, last_offset=buf.last_offset,
-                              min_time=w.min_time, max_time=w.max_time, rows=w.rows, bytes=w.bytes,
-                              sha256=w.sha256, key_id=key.key_id, namespaces=w.namespaces,
-                              containers=w.containers, created_at=time.time_ns())
+            w = await asyncio.to_thread(self.writer.write_table, table, self.storage.target(HOT, rel), key,
+                                        self.layout)
+            new = w.new_file(path=rel, tier=HOT, topic=topic, partition=partition, first_offset=buf.first_offset,
+                             last_offset=buf.last_offset, key_id=key.key_id, created_at=time.time_ns())
             self.stats["files_written"] += 1
             self.stats["records_stored"] += w.rows
-        self.catalog.commit(entry, topic, partition, buf.last_offset + 1, self.dedup.take_changed(partition))
+        self.catalog.commit(new, topic, partition, buf.last_offset + 1, self.dedup.take_changed(partition))
         await self.source.commit(partition, buf.last_offset + 1)
         self.last_flush_unix = time.time()
 
@@ -137,10 +135,32 @@ class Aggregator:
         now = time.monotonic()
         await self.flush_partitions([p for p, b in self.buffers.items() if self._due(b, now)])
 
+    async def compact_on_schedule(self, stop: threading.Event) -> None:
+        """Run a compaction pass every ``compact_interval_s``; a failed pass is logged and retried next time."""
+        assert self.compactor is not None
+        compactor: Compactor | None = None
+        while not self._stopping.is_set():
+            try:
+                await asyncio.wait_for(self._stopping.wait(), self.tiers.compact_interval_s)
+                break
+            except TimeoutError:
+                pass
+            try:
+                compactor = compactor or await asyncio.to_thread(self.compactor)
+                self.compaction.add(await asyncio.to_thread(compactor.run, None, stop))
+            except Exception as e:  # noqa: BLE001 - compaction must not stop consumption
+                self.compaction_errors += 1
+                log.error("compaction failed; retrying at the next interval", extra={"error": str(e)})
+        if compactor is not None:
+            compactor.close()
+
     async def run(self, once: bool = False, poll_timeout: float = 0.2) -> None:
         self.recover()
         self.source.on_revoke = self.flush_partitions
         await self.source.start(lambda: self.catalog.positions(self.source.topic))
+        stop_compaction = threading.Event()
+        schedule = (asyncio.create_task(self.compact_on_schedule(stop_compaction))
+                    if self.compactor is not None and self.tiers.compact_interval_s > 0 and not once else None)
         idle_deadline = time.monotonic() + 60
         while not self._stopping.is_set():
             messages = await self.source.poll(poll_timeout)
@@ -157,6 +177,9 @@ class Aggregator:
             if once and not messages and time.monotonic() > idle_deadline:
                 log.warning("nothing to consume for 60 s and not caught up; stopping --once run")
                 break
+        stop_compaction.set()
+        if schedule is not None:
+            await schedule  # a pass in progress finishes its current job (each job is atomic)
         await self.flush_partitions(list(self.buffers))
         await self.source.close()
         log.info("aggregator stopped", extra={**self.stats, "duplicates_dropped": self.dedup.dropped})

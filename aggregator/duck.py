@@ -7,12 +7,17 @@ network access and no extension download at run time.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
 import duckdb_extension_httpfs
 
 from aggregator.errors import StorageError
+
+if TYPE_CHECKING:
+    from aggregator.keys import DataKey
 
 
 def httpfs_path() -> Path:
@@ -31,3 +36,33 @@ def connect(threads: int | None = None) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect(config=config)
     con.execute(f"LOAD '{httpfs_path()}'")
     return con
+
+
+def sql_str(s: str) -> str:
+    return "'" + s.replace("'", "''") + "'"
+
+
+def first_line(e: BaseException) -> str:
+    return str(e).strip().splitlines()[0]
+
+
+class KeyRegistry:
+    """Data keys known to one DuckDB connection (``PRAGMA add_parquet_key``), registered once each."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self.con = con
+        self._ids: set[str] = set()
+
+    def add(self, key: DataKey) -> str:
+        if key.key_id not in self._ids:
+            self.con.execute(f"PRAGMA add_parquet_key('{key.key_id}', '{key.b64}')")
+            self._ids.add(key.key_id)
+        return key.key_id
+
+
+def scan_sql(keys: KeyRegistry, files: Mapping[DataKey, Sequence[str]]) -> str:
+    """One relation over encrypted files: a read_parquet per data key (DuckDB takes one footer key per call)."""
+    parts = [f"SELECT * FROM read_parquet([{', '.join(sql_str(p) for p in paths)}], "
+             f"encryption_config={{footer_key: '{keys.add(key)}'}})"
+             for key, paths in sorted(files.items(), key=lambda kv: kv[0].key_id) if paths]
+    return " UNION ALL ".join(parts)

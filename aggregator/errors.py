@@ -11,3 +11,7 @@ class EncryptionKeyError(LoglakeError):
 
 class StorageError(LoglakeError):
     """Storage cannot be written or read (full disk, missing file, bad permissions)."""
+
+
+class CatalogConflictError(LoglakeError):
+    """Another process changed the catalog entries a job was replacing."""

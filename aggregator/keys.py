@@ -24,6 +24,7 @@ import secrets
 import shlex
 import stat
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,6 +64,11 @@ class DataKey:
 
     def __repr__(self) -> str:
         return f"DataKey({self.key_id})"
+
+
+def key_scope(tier: str, time_ns: int) -> str:
+    """The scope of the data key for data of ``tier`` at ``time_ns``: tier and UTC day."""
+    return f"{tier}_{time.strftime('%Y%m%d', time.gmtime(time_ns // 1_000_000_000))}"
 
 
 def _decode(text: str, source: str) -> MasterKey:

@@ -1,25 +1,27 @@
-"""Arrow tables → encrypted Parquet files, made durable before anyone is told.
+"""Query results → encrypted Parquet files, described and made durable before anyone is told.
 
-DuckDB writes the file (Parquet modular encryption, AES-GCM) under a temporary
-name; the file is fsynced, renamed to its final name and the directory fsynced.
-Only then may the catalog list it.
+Every file of every tier is written the same way: DuckDB runs ``COPY (query
+ORDER BY …)`` with Parquet modular encryption (AES-GCM) to the target's staging
+name; the file is then read back to describe what it really holds (rows, time
+range, namespaces, containers, the trace index entries, sha256), and published
+(fsync, rename, directory fsync). Only then may the catalog list it.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from aggregator import duck
+from aggregator import duck, trace_index
+from aggregator.catalog import FileEntry, NewFile
 from aggregator.errors import StorageError
 from aggregator.keys import DataKey
-from schemas.durable import fsync_path
+from aggregator.storage import Storage, Target
 
 # Rows sorted so a container's lines sit together: better compression and
 # row-group statistics that prune by namespace, container and time.
@@ -27,14 +29,30 @@ SORT_ORDER = "namespace, pod, container, time, source_id, source_offset"
 
 
 @dataclass(frozen=True)
+class Layout:
+    row_group_size: int
+    zstd_level: int
+
+
+@dataclass(frozen=True)
 class Written:
     bytes: int
     sha256: str
     rows: int
+    row_groups: int
     min_time: int
     max_time: int
     namespaces: tuple[str, ...]
     containers: tuple[str, ...]
+    traces: tuple[tuple[int, int], ...]
+
+    def new_file(self, *, path: str, tier: str, topic: str, partition: str, first_offset: int, last_offset: int,
+                 key_id: str, created_at: int) -> NewFile:
+        entry = FileEntry(path=path, tier=tier, topic=topic, partition=partition, first_offset=first_offset,
+                          last_offset=last_offset, min_time=self.min_time, max_time=self.max_time, rows=self.rows,
+                          bytes=self.bytes, row_groups=self.row_groups, sha256=self.sha256, key_id=key_id,
+                          namespaces=self.namespaces, containers=self.containers, created_at=created_at)
+        return NewFile(entry, self.traces)
 
 
 def sha256_file(path: Path) -> str:
@@ -45,47 +63,62 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def describe(table: pa.Table) -> tuple[int, int, tuple[str, ...], tuple[str, ...]]:
-    """min/max event time (ns) and the distinct namespaces and containers of a table."""
-    times = table.column("time").cast(pa.int64())
-    mm = pc.min_max(times)
-    namespaces = tuple(sorted(v for v in pc.unique(table.column("namespace")).to_pylist() if v))
-    triples = pa.Table.from_arrays([table.column(c) for c in ("namespace", "pod", "container")],
-                                   names=["n", "p", "c"]).group_by(["n", "p", "c"]).aggregate([])
-    containers = tuple(sorted(f"{n or ''}/{p or ''}/{c or ''}" for n, p, c in
-                              zip(*(triples.column(x).to_pylist() for x in ("n", "p", "c")))))
-    return mm["min"].as_py(), mm["max"].as_py(), namespaces, containers
-
-
 class ParquetWriter:
-    def __init__(self, *, row_group_size: int, zstd_level: int) -> None:
-        self.row_group_size = row_group_size
-        self.zstd_level = zstd_level
-        self.con = duck.connect()
-        self._registered: set[str] = set()
+    def __init__(self, storage: Storage, threads: int | None = None) -> None:
+        self.con = duck.connect(threads)
+        storage.configure(self.con)
+        self._keys = duck.KeyRegistry(self.con)
 
-    def copy_options(self, key: DataKey) -> str:
-        if key.key_id not in self._registered:
-            self.con.execute(f"PRAGMA add_parquet_key('{key.key_id}', '{key.b64}')")
-            self._registered.add(key.key_id)
-        return (f"FORMAT parquet, ENCRYPTION_CONFIG {{footer_key: '{key.key_id}'}}, COMPRESSION zstd, "
-                f"COMPRESSION_LEVEL {self.zstd_level}, ROW_GROUP_SIZE {self.row_group_size}")
+    def scan(self, files: dict[DataKey, list[str]]) -> str:
+        """SQL reading the given files (grouped by data key) as one relation."""
+        return duck.scan_sql(self._keys, files)
 
-    def write(self, table: pa.Table, dest: Path, key: DataKey) -> Written:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(f".{dest.name}.tmp")
+    def write_table(self, table: pa.Table, target: Target, key: DataKey, layout: Layout) -> Written:
         self.con.register("_batch", table)
         try:
-            self.con.execute(f"COPY (SELECT * FROM _batch ORDER BY {SORT_ORDER}) TO '{tmp}' ({self.copy_options(key)})")
-            fsync_path(tmp)
-            os.rename(tmp, dest)
-            fsync_path(dest.parent)
-        except (duckdb.IOException, OSError) as e:
-            tmp.unlink(missing_ok=True)
-            raise StorageError(f"cannot write {dest}: {e}; free space or fix permissions, "
-                               "consumption resumes from the last committed position") from None
+            return self.write("SELECT * FROM _batch", target, key, layout)
         finally:
             self.con.unregister("_batch")
-        min_time, max_time, namespaces, containers = describe(table)
-        return Written(dest.stat().st_size, sha256_file(dest), table.num_rows, min_time, max_time,
-                       namespaces, containers)
+
+    def write(self, query: str, target: Target, key: DataKey, layout: Layout) -> Written:
+        options = (f"FORMAT parquet, ENCRYPTION_CONFIG {{footer_key: '{self._keys.add(key)}'}}, COMPRESSION zstd, "
+                   f"COMPRESSION_LEVEL {layout.zstd_level}, ROW_GROUP_SIZE {layout.row_group_size}")
+        try:
+            self.con.execute(f"COPY (SELECT * FROM ({query}) ORDER BY {SORT_ORDER}) TO '{target.staging}' ({options})")
+            written = self._describe(target.staging, key, layout)
+            target.publish()
+        except (duckdb.IOException, duckdb.HTTPException, OSError) as e:
+            target.discard()
+            raise StorageError(f"cannot write {target.final}: {duck.first_line(e)}; free space or fix permissions, "
+                               "the work resumes from the last committed state") from None
+        except BaseException:
+            target.discard()
+            raise
+        return written
+
+    def _describe(self, location: str, key: DataKey, layout: Layout) -> Written:
+        scan = f"read_parquet('{location}', encryption_config={{footer_key: '{key.key_id}'}}, file_row_number=true)"
+        rows, min_t, max_t, namespaces, containers = self.con.execute(
+            "SELECT count(*), epoch_ns(min(time)), epoch_ns(max(time)), "
+            "list_sort(list(DISTINCT namespace) FILTER (WHERE namespace IS NOT NULL)), "
+            "list_sort(list(DISTINCT concat_ws('/', coalesce(namespace, ''), coalesce(pod, ''), "
+            f"coalesce(container, '')))) FROM {scan}").fetchone()
+        groups = math.ceil(rows / layout.row_group_size)
+        traces = self.con.execute(
+            f"SELECT trace_id, list(DISTINCT (file_row_number // {layout.row_group_size})::INTEGER) "
+            f"FROM {scan} WHERE trace_id IS NOT NULL GROUP BY trace_id").fetchall()
+        entries = tuple((trace_index.trace_key(t), trace_index.mask_of(g, groups)) for t, g in traces)
+        if "://" in location:
+            size, sha = self.con.execute(f"SELECT size, sha256(content) FROM read_blob('{location}')").fetchone()
+        else:
+            size, sha = Path(location).stat().st_size, sha256_file(Path(location))
+        return Written(size, sha, rows, groups, min_t or 0, max_t or 0, tuple(namespaces or ()),
+                       tuple(containers or ()), _merge_keys(entries))
+
+
+def _merge_keys(entries: tuple[tuple[int, int], ...]) -> tuple[tuple[int, int], ...]:
+    """Two trace ids with one key (a hash collision) share one index row."""
+    merged: dict[int, int] = {}
+    for key, mask in entries:
+        merged[key] = trace_index.ANY if trace_index.ANY in (mask, merged.get(key, 0)) else merged.get(key, 0) | mask
+    return tuple(merged.items())

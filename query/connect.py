@@ -1,68 +1,80 @@
-"""A DuckDB connection with the ``logs`` view over every stored file.
+"""A DuckDB connection with the ``logs`` view over stored files, planned from the catalog.
 
 The file list comes from the catalog, never from a directory listing, so a
-query sees exactly the committed files. Decryption is transparent: the key is
-registered with DuckDB and every file is read with it.
+query sees exactly the committed files of every tier: hot, warm and cold, each
+record once (compaction swaps files atomically in the catalog). Decryption is
+transparent: each data key is registered with DuckDB and its files are read
+with it. ``connect`` views every file; ``Lake.view`` views a planned subset
+(query.plan), which is how a trace lookup opens only the files holding the trace.
 """
 
 from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
 
 import duckdb
 import pyarrow as pa
 
 from aggregator import config as agg_config
 from aggregator import duck
-from aggregator.catalog import Catalog
-from aggregator.keys import KeyRing, master_for
+from aggregator.catalog import Catalog, FileEntry, open_catalog
 from aggregator.errors import EncryptionKeyError
+from aggregator.keys import DataKey, KeyRing, master_for
+from aggregator.storage import Storage
 from query.errors import QueryError
 from schemas.record import LOG_SCHEMA, RECORD_ID_SQL
 
 
-def _sql_str(s: str) -> str:
-    return "'" + s.replace("'", "''") + "'"
+class Lake:
+    """The catalog, keys and storage roots a query plans and reads with."""
+
+    def __init__(self, config_path: str | None = None, env: dict[str, str] | None = None) -> None:
+        settings = agg_config.load(config_path, env)
+        self.catalog: Catalog = open_catalog(settings.aggregator)
+        try:
+            self.keyring = KeyRing(self.catalog, master_for(settings.aggregator))
+        except BaseException:
+            self.catalog.close()
+            raise
+        self.storage = Storage(settings.aggregator, settings.tiers)
+
+    def close(self) -> None:
+        self.catalog.close()
+
+    def view(self, files: Sequence[FileEntry], name: str = "logs") -> duckdb.DuckDBPyConnection:
+        """A connection whose view ``name`` reads exactly ``files``."""
+        by_key: dict[DataKey, list[str]] = defaultdict(list)
+        for f in files:
+            by_key[self.keyring.get(f.key_id)].append(self.storage.location(f.tier, f.path))
+        con = duck.connect()
+        con.execute("SET TimeZone = 'UTC'")
+        self.storage.configure(con)
+        scan = duck.scan_sql(duck.KeyRegistry(con), by_key)
+        if not scan:
+            con.register("_no_files", LOG_SCHEMA.empty_table())
+            scan = "SELECT * FROM _no_files"
+        con.execute(f"CREATE VIEW {name} AS SELECT *, {RECORD_ID_SQL} AS record_id FROM ({scan})")
+        return con
 
 
 def connect(config_path: str | None = None, env: dict[str, str] | None = None) -> duckdb.DuckDBPyConnection:
-    settings = agg_config.load(config_path, env)
-    cfg = settings.aggregator
-    catalog = Catalog(cfg.catalog_path)
+    """A DuckDB connection with the view ``logs`` over every stored file of every tier."""
+    lake = Lake(config_path, env)
     try:
-        ring = KeyRing(catalog, master_for(cfg))
-        files = catalog.files()
-        by_key: dict[str, list[str]] = {}
-        for f in files:
-            by_key.setdefault(f.key_id, []).append(str(cfg.data_dir / f.path))
-        data_keys = [ring.get(key_id) for key_id in sorted(by_key)]
+        return lake.view(lake.catalog.files())
     finally:
-        catalog.close()
-    con = duck.connect()
-    con.execute("SET TimeZone = 'UTC'")
-    # One read_parquet per data key (DuckDB takes one footer key per call).
-    sources = []
-    for key in data_keys:
-        con.execute(f"PRAGMA add_parquet_key('{key.key_id}', '{key.b64}')")
-        paths = ", ".join(_sql_str(p) for p in by_key[key.key_id])
-        sources.append(f"SELECT * FROM read_parquet([{paths}], encryption_config={{footer_key: '{key.key_id}'}})")
-    if not sources:
-        con.register("_no_files", LOG_SCHEMA.empty_table())
-        sources = ["SELECT * FROM _no_files"]
-    con.execute(f"CREATE VIEW logs AS SELECT *, {RECORD_ID_SQL} AS record_id FROM ({' UNION ALL '.join(sources)})")
-    return con
+        lake.close()
 
 
-def run_sql(con: duckdb.DuckDBPyConnection, sql: str) -> pa.Table:
+def run_sql(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[object] = ()) -> pa.Table:
     """Run SQL and fetch the result as Arrow, turning DuckDB's errors into one actionable sentence."""
     try:
-        return con.execute(sql).to_arrow_table()
+        return con.execute(sql, params).to_arrow_table()
     except duckdb.InvalidInputException as e:
         if "AES tag" in str(e) or "encrypted" in str(e):
             raise EncryptionKeyError("stored files cannot be decrypted with the configured key; "
                                      "point [aggregator] key_file at the key they were written with") from None
-        raise QueryError(f"query failed: {_first_line(e)}") from None
+        raise QueryError(f"query failed: {duck.first_line(e)}") from None
     except duckdb.Error as e:
-        raise QueryError(f"query failed: {_first_line(e)}") from None
-
-
-def _first_line(e: Exception) -> str:
-    return str(e).strip().splitlines()[0]
+        raise QueryError(f"query failed: {duck.first_line(e)}") from None

@@ -17,11 +17,13 @@ import types
 import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NewType, TypeVar
 
 from schemas.errors import ConfigError
 
 T = TypeVar("T")
+# A local directory (resolved like a Path) or a URL such as s3://bucket/prefix (kept as is).
+Location = NewType("Location", str)
 ENV_PREFIX = "LOGLAKE_"
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -89,11 +91,14 @@ def _coerce(value: Any, tp: Any, where: str, base_dir: Path) -> Any:
             if not isinstance(value, str):
                 raise ValueError
             return value
-        if tp is Path:
+        if tp is Path or tp is Location:
             if not isinstance(value, str):
                 raise ValueError
+            if tp is Location and "://" in value:
+                return value.rstrip("/")
             p = Path(value).expanduser()
-            return p if p.is_absolute() else (base_dir / p)
+            p = p if p.is_absolute() else (base_dir / p)
+            return p if tp is Path else str(p)
         if origin is tuple:
             (item,) = {a for a in typing.get_args(tp) if a is not Ellipsis}
             if isinstance(value, str):

@@ -10,7 +10,7 @@ import sys
 import time
 import urllib.request
 
-from aggregator.catalog import Catalog
+from aggregator.catalog_sqlite import SqliteCatalog as Catalog
 from aggregator.cli import main as aggregator
 from shipper.cli import main as shipper
 from tests.conftest import (cri, free_port, pod_log, stored_rows, wait_for_metrics, write_config,

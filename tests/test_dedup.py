@@ -6,7 +6,7 @@ import shutil
 
 import pyarrow as pa
 
-from aggregator.catalog import Catalog
+from aggregator.catalog_sqlite import SqliteCatalog as Catalog
 from aggregator.cli import main as aggregator
 from aggregator.dedup import Dedup
 from schemas.record import LOG_SCHEMA

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from aggregator.catalog import Catalog
+from aggregator.catalog_sqlite import SqliteCatalog as Catalog
 from aggregator.cli import main as aggregator
 from shipper.cli import main as shipper
 from tests.conftest import cri, pod_log, write_config

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from aggregator import certs
-from aggregator.catalog import Catalog
+from aggregator.catalog_sqlite import SqliteCatalog as Catalog
 from aggregator.cli import main as aggregator
 from shipper.cli import main as shipper
 from tests.conftest import stored_rows, write_config, write_sample_logs

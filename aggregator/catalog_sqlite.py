@@ -1,0 +1,226 @@
+"""The default catalog: one SQLite database (WAL, synchronous=FULL) beside the data.
+
+See aggregator.catalog for what a catalog promises. Every change is one
+``BEGIN IMMEDIATE`` transaction, so concurrent writers (the consumer, a
+compaction) serialise and a reader always sees a committed state.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import orjson
+
+from aggregator.catalog import FileEntry, Mark, NewFile
+from aggregator.errors import CatalogConflictError
+
+SCHEMA_VERSION = 2
+_DDL = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS files (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused: trace_index rows name it
+    path         TEXT NOT NULL UNIQUE,
+    tier         TEXT NOT NULL,
+    topic        TEXT NOT NULL,
+    partition    TEXT NOT NULL,
+    first_offset INTEGER NOT NULL,
+    last_offset  INTEGER NOT NULL,
+    min_time     INTEGER NOT NULL,
+    max_time     INTEGER NOT NULL,
+    rows         INTEGER NOT NULL,
+    bytes        INTEGER NOT NULL,
+    row_groups   INTEGER NOT NULL,
+    sha256       TEXT NOT NULL,
+    key_id       TEXT NOT NULL,
+    namespaces   TEXT NOT NULL,      -- JSON array
+    containers   TEXT NOT NULL,      -- JSON array of namespace/pod/container
+    created_at   INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS files_time ON files (min_time, max_time);
+CREATE TABLE IF NOT EXISTS trace_index (
+    trace_key  INTEGER NOT NULL,     -- aggregator.trace_index.trace_key
+    file_id    INTEGER NOT NULL,
+    row_groups INTEGER NOT NULL,     -- bit i: row group i holds the trace; -1: any
+    PRIMARY KEY (trace_key, file_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS trace_index_file ON trace_index (file_id);
+CREATE TABLE IF NOT EXISTS pending_deletes (
+    tier   TEXT NOT NULL,
+    path   TEXT NOT NULL,
+    due_at INTEGER NOT NULL,
+    PRIMARY KEY (tier, path)
+);
+CREATE TABLE IF NOT EXISTS data_keys (
+    key_id       TEXT PRIMARY KEY,
+    scope        TEXT NOT NULL,      -- tier_YYYYMMDD
+    wrapped      BLOB NOT NULL,      -- AES-GCM under the master key; empty once destroyed
+    master_id    TEXT NOT NULL,      -- id (hash prefix) of the master key that wraps it
+    created_at   INTEGER NOT NULL,
+    destroyed_at INTEGER
+);
+CREATE TABLE IF NOT EXISTS source_marks (
+    topic       TEXT NOT NULL,
+    partition   TEXT NOT NULL,
+    source_id   TEXT NOT NULL,
+    stream      TEXT NOT NULL,
+    max_offset  INTEGER NOT NULL,
+    PRIMARY KEY (topic, partition, source_id, stream)
+);
+CREATE TABLE IF NOT EXISTS positions (
+    topic       TEXT NOT NULL,
+    partition   TEXT NOT NULL,
+    next_offset INTEGER NOT NULL,
+    PRIMARY KEY (topic, partition)
+);
+"""
+
+_COLUMNS = tuple(FileEntry.__dataclass_fields__)
+_SELECT_FILES = f"SELECT {', '.join('f.' + c for c in _COLUMNS)} FROM files f"
+_JSON_COLUMNS = ("namespaces", "containers")
+
+
+def _entry(row: Sequence[object]) -> FileEntry:
+    d = dict(zip(_COLUMNS, row))
+    for c in _JSON_COLUMNS:
+        d[c] = tuple(orjson.loads(d[c]))  # type: ignore[arg-type]
+    return FileEntry(**d)  # type: ignore[arg-type]
+
+
+class SqliteCatalog:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=60)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        # Destroyed data keys must not linger in free pages.
+        self._db.execute("PRAGMA secure_delete=ON")
+        self._db.executescript(_DDL)
+        self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _tx(self) -> _Transaction:
+        return _Transaction(self._db)
+
+    # consumption -----------------------------------------------------------
+
+    def positions(self, topic: str) -> dict[str, int]:
+        rows = self._db.execute("SELECT partition, next_offset FROM positions WHERE topic = ?", (topic,))
+        return dict(rows.fetchall())
+
+    def source_marks(self, topic: str) -> dict[str, dict[Mark, int]]:
+        out: dict[str, dict[Mark, int]] = {}
+        for partition, sid, stream, offset in self._db.execute(
+                "SELECT partition, source_id, stream, max_offset FROM source_marks WHERE topic = ?", (topic,)):
+            out.setdefault(partition, {})[(sid, stream)] = offset
+        return out
+
+    def commit(self, new: NewFile | None, topic: str, partition: str, next_offset: int,
+               marks: dict[Mark, int] | None = None) -> None:
+        db = self._db
+        with self._tx():
+            if marks:
+                db.executemany("INSERT INTO source_marks VALUES (?, ?, ?, ?, ?) ON CONFLICT DO UPDATE "
+                               "SET max_offset = max(max_offset, excluded.max_offset)",
+                               [(topic, partition, sid, stream, off) for (sid, stream), off in marks.items()])
+            if new is not None:
+                self._insert(new)
+            db.execute("INSERT INTO positions VALUES (?, ?, ?) ON CONFLICT (topic, partition) "
+                       "DO UPDATE SET next_offset = excluded.next_offset", (topic, partition, next_offset))
+
+    # files -----------------------------------------------------------------
+
+    def _insert(self, new: NewFile) -> None:
+        values = [getattr(new.entry, c) for c in _COLUMNS]
+        for c in _JSON_COLUMNS:
+            values[_COLUMNS.index(c)] = orjson.dumps(list(getattr(new.entry, c))).decode()
+        cur = self._db.execute(f"INSERT INTO files ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})",
+                               values)
+        self._db.executemany("INSERT INTO trace_index VALUES (?, ?, ?)",
+                             [(key, cur.lastrowid, mask) for key, mask in new.traces])
+
+    def files(self, tier: str | None = None) -> list[FileEntry]:
+        sql = _SELECT_FILES + (" WHERE f.tier = ?" if tier else "") + " ORDER BY f.tier, f.path"
+        return [_entry(r) for r in self._db.execute(sql, (tier,) if tier else ())]
+
+    def totals(self) -> tuple[int, int]:
+        files, groups = self._db.execute("SELECT count(*), coalesce(sum(row_groups), 0) FROM files").fetchone()
+        return files, groups
+
+    def replace(self, removed: Sequence[FileEntry], added: Sequence[NewFile], delete_at_ns: int) -> None:
+        db = self._db
+        with self._tx():
+            for e in removed:
+                row = db.execute("SELECT id FROM files WHERE path = ?", (e.path,)).fetchone()
+                if row is None:
+                    raise CatalogConflictError(f"{e.path} left the catalog while being replaced; "
+                                               "another compaction or retention ran at the same time, retry")
+                db.execute("DELETE FROM trace_index WHERE file_id = ?", row)
+                db.execute("DELETE FROM files WHERE id = ?", row)
+                db.execute("INSERT OR REPLACE INTO pending_deletes VALUES (?, ?, ?)", (e.tier, e.path, delete_at_ns))
+            for new in added:
+                self._insert(new)
+
+    def pending_deletes(self, due_by_ns: int | None = None) -> list[tuple[str, str]]:
+        sql = "SELECT tier, path FROM pending_deletes" + (" WHERE due_at <= ?" if due_by_ns is not None else "")
+        return self._db.execute(sql, (due_by_ns,) if due_by_ns is not None else ()).fetchall()
+
+    def forget_pending(self, paths: Sequence[tuple[str, str]]) -> None:
+        with self._tx():
+            self._db.executemany("DELETE FROM pending_deletes WHERE tier = ? AND path = ?", paths)
+
+    def trace_files(self, trace_key: int) -> list[tuple[FileEntry, int]]:
+        rows = self._db.execute(_SELECT_FILES.replace(" FROM files f", ", t.row_groups FROM trace_index t "
+                                                      "JOIN files f ON f.id = t.file_id WHERE t.trace_key = ? "
+                                                      "ORDER BY f.min_time"), (trace_key,))
+        return [(_entry(r[:-1]), r[-1]) for r in rows]
+
+    # data keys -------------------------------------------------------------
+
+    def live_data_key(self, scope: str) -> tuple[str] | None:
+        return self._db.execute("SELECT key_id FROM data_keys WHERE scope = ? AND destroyed_at IS NULL "
+                                "ORDER BY created_at DESC LIMIT 1", (scope,)).fetchone()
+
+    def add_data_key(self, key_id: str, scope: str, wrapped: bytes, master_id: str) -> None:
+        self._db.execute("INSERT INTO data_keys VALUES (?, ?, ?, ?, ?, NULL)",
+                         (key_id, scope, wrapped, master_id, time.time_ns()))
+
+    def data_key(self, key_id: str) -> tuple[bytes, int | None] | None:
+        return self._db.execute("SELECT wrapped, destroyed_at FROM data_keys WHERE key_id = ?", (key_id,)).fetchone()
+
+    def live_data_keys(self) -> list[tuple[str, bytes]]:
+        return self._db.execute("SELECT key_id, wrapped FROM data_keys WHERE destroyed_at IS NULL").fetchall()
+
+    def data_key_list(self) -> list[tuple[str, str, str, bool]]:
+        return [(k, s, m, d is not None) for k, s, m, d in self._db.execute(
+            "SELECT key_id, scope, master_id, destroyed_at FROM data_keys ORDER BY scope, created_at")]
+
+    def rewrap_data_keys(self, wrapped: dict[str, bytes], master_id: str) -> None:
+        with self._tx():
+            self._db.executemany("UPDATE data_keys SET wrapped = ?, master_id = ? WHERE key_id = ?",
+                                 [(w, master_id, k) for k, w in wrapped.items()])
+
+    def destroy_data_key(self, key_id: str) -> None:
+        with self._tx():
+            self._db.execute("UPDATE data_keys SET wrapped = x'', destroyed_at = ? WHERE key_id = ?",
+                             (time.time_ns(), key_id))
+        # old page images of the wrapped key leave the WAL too
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE … COMMIT, or ROLLBACK on any exception."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> None:
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type, exc, tb) -> None:  # type: ignore[no-untyped-def]
+        self.db.execute("ROLLBACK" if exc_type else "COMMIT")

@@ -1,0 +1,218 @@
+"""Compaction: hot files → warm files per partition and hour, warm → cold per partition and day.
+
+Hot files are small (one per partition per flush). Once ``warm_after_s`` old
+they are merged, with any warm file of the same hours still below
+``warm_file_max_bytes``, into one warm file per partition and hour of event
+time: sorted by namespace, container and time, in large row groups. Warm files
+of a UTC day that ended ``cold_after_s`` ago become one cold file per partition
+and day, compressed harder, on the cold root (local or ``s3://``).
+
+A job writes all its outputs, checks that they hold exactly as many rows as its
+inputs, and swaps inputs for outputs in one catalog transaction: a reader
+planning from the catalog sees either the inputs or the outputs, never both and
+never neither. Inputs stay on storage for ``delete_grace_s`` so a query planned
+before the swap still finds them; ``tidy`` deletes them when due and removes
+files an interrupted job left behind that the catalog never listed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from aggregator.catalog import Catalog, FileEntry, NewFile, open_catalog
+from aggregator.config import Settings, TiersConfig
+from aggregator.errors import StorageError
+from aggregator.keys import DataKey, KeyRing, MasterKey, key_scope
+from aggregator.storage import Storage
+from aggregator.writer import Layout, ParquetWriter
+from schemas.transport import safe_name
+
+log = logging.getLogger("loglake.compaction")
+HOUR_NS = 3600 * 1_000_000_000
+DAY_NS = 24 * HOUR_NS
+_SECOND = 1_000_000_000
+
+
+@dataclass(frozen=True)
+class Job:
+    tier: str                      # the tier written
+    topic: str
+    partition: str
+    period_ns: int                 # HOUR_NS or DAY_NS
+    inputs: tuple[FileEntry, ...]
+
+    def periods(self) -> list[int]:
+        """Start of every period any input may hold rows of."""
+        first = min(f.min_time for f in self.inputs) // self.period_ns
+        last = max(f.max_time for f in self.inputs) // self.period_ns
+        return [p * self.period_ns for p in range(first, last + 1)]
+
+    def inputs_for(self, start: int) -> list[FileEntry]:
+        return [f for f in self.inputs if f.min_time < start + self.period_ns and f.max_time >= start]
+
+
+@dataclass
+class Report:
+    jobs: int = 0
+    files_in: int = 0
+    files_out: int = 0
+    rows: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    deleted: int = 0
+    seconds: float = 0.0
+    by_tier: dict[str, int] = field(default_factory=dict)  # files written per tier
+
+    def add(self, other: Report) -> None:
+        for name in ("jobs", "files_in", "files_out", "rows", "bytes_in", "bytes_out", "deleted", "seconds"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for tier, n in other.by_tier.items():
+            self.by_tier[tier] = self.by_tier.get(tier, 0) + n
+
+
+def _stamp(start_ns: int, period_ns: int) -> str:
+    return time.strftime("%Y%m%d%H" if period_ns == HOUR_NS else "%Y%m%d", time.gmtime(start_ns // _SECOND))
+
+
+def _timestamp_sql(ns: int) -> str:
+    secs, frac = divmod(ns, _SECOND)
+    return f"'{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(secs))}.{frac:09d}'::TIMESTAMP_NS"
+
+
+def output_name(job: Job, start: int, inputs: Sequence[FileEntry]) -> str:
+    """Named after what it holds: period, offset range, and (to tell apart reruns with other inputs) the inputs."""
+    digest = hashlib.sha256("\n".join(sorted(f.path for f in inputs)).encode()).hexdigest()[:8]
+    first, last = min(f.first_offset for f in inputs), max(f.last_offset for f in inputs)
+    return (f"{job.tier}/{safe_name(job.topic)}/{safe_name(job.partition)}/"
+            f"{_stamp(start, job.period_ns)}-{first:020d}-{last:020d}-{digest}.parquet")
+
+
+def tidy(catalog: Catalog, storage: Storage, tiers: Iterable[str], now_ns: int | None = None) -> int:
+    """Delete replaced files that are due, and files of ``tiers`` the catalog never listed. Call under
+    ``storage.exclusive()``; only name tiers no other process is writing."""
+    due = catalog.pending_deletes(time.time_ns() if now_ns is None else now_ns)
+    for tier, path in due:
+        storage.unlink(tier, path)
+    catalog.forget_pending(due)
+    listed = {f.path for f in catalog.files()} | {p for _, p in catalog.pending_deletes()}
+    orphans = [(t, rel) for t in tiers for rel in storage.local_files(t) if rel not in listed]
+    for tier, rel in orphans:
+        storage.unlink(tier, rel)
+    if orphans:
+        log.warning("removed files an interrupted write left behind", extra={"files": len(orphans)})
+    return len(due) + len(orphans)
+
+
+class Compactor:
+    def __init__(self, tiers: TiersConfig, catalog: Catalog, keyring: KeyRing, storage: Storage,
+                 writer: ParquetWriter) -> None:
+        self.tiers = tiers
+        self.catalog = catalog
+        self.keyring = keyring
+        self.storage = storage
+        self.writer = writer
+        self.layouts = {"warm": Layout(tiers.warm_row_group_size, tiers.warm_zstd_level),
+                        "cold": Layout(tiers.cold_row_group_size, tiers.cold_zstd_level)}
+
+    @classmethod
+    def open(cls, settings: Settings, master: MasterKey) -> Compactor:
+        """A compactor with its own catalog connection and DuckDB, for use beside a running consumer."""
+        catalog = open_catalog(settings.aggregator)
+        storage = Storage(settings.aggregator, settings.tiers)
+        return cls(settings.tiers, catalog, KeyRing(catalog, master), storage, ParquetWriter(storage))
+
+    def close(self) -> None:
+        self.catalog.close()
+
+    def run(self, now_ns: int | None = None, stop: threading.Event | None = None) -> Report:
+        """One pass: tidy, hot → warm, warm → cold. ``now_ns`` lets tests and backfills move the clock."""
+        now = time.time_ns() if now_ns is None else now_ns
+        report = Report()
+        started = time.monotonic()
+        with self.storage.exclusive():
+            # Hot files are the consumer's: a running aggregator may be writing one right now.
+            report.deleted += tidy(self.catalog, self.storage, ("warm", "cold"), now)
+            for job in [*self.plan_warm(now), *self.plan_cold(now)]:
+                if stop is not None and stop.is_set():
+                    break
+                report.add(self.execute(job, now))
+            if self.tiers.delete_grace_s == 0:
+                report.deleted += tidy(self.catalog, self.storage, (), now)
+        report.seconds = time.monotonic() - started
+        return report
+
+    def plan_warm(self, now: int) -> list[Job]:
+        ripe = [f for f in self.catalog.files("hot") if f.created_at <= now - self.tiers.warm_after_s * _SECOND]
+        warm_by_hour: dict[tuple[str, str, int], list[FileEntry]] = defaultdict(list)
+        for f in self.catalog.files("warm"):
+            if f.bytes < self.tiers.warm_file_max_bytes:
+                warm_by_hour[(f.topic, f.partition, f.min_time // HOUR_NS)].append(f)
+        jobs = []
+        for (topic, partition), files in _by_partition(ripe).items():
+            hours = {h for f in files for h in range(f.min_time // HOUR_NS, f.max_time // HOUR_NS + 1)}
+            merge = [w for h in sorted(hours) for w in warm_by_hour.get((topic, partition, h), ())]
+            jobs.append(Job("warm", topic, partition, HOUR_NS, (*files, *merge)))
+        return jobs
+
+    def plan_cold(self, now: int) -> list[Job]:
+        cutoff = now - self.tiers.cold_after_s * _SECOND
+        ripe = [f for f in self.catalog.files("warm") if (f.min_time // DAY_NS + 1) * DAY_NS <= cutoff]
+        by_day: dict[tuple[str, str, int], list[FileEntry]] = defaultdict(list)
+        for f in ripe:
+            by_day[(f.topic, f.partition, f.min_time // DAY_NS)].append(f)
+        return [Job("cold", t, p, DAY_NS, tuple(files)) for (t, p, _), files in sorted(by_day.items())]
+
+    def execute(self, job: Job, now: int) -> Report:
+        layout = self.layouts[job.tier]
+        outputs: list[NewFile] = []
+        try:
+            for start in job.periods():
+                inputs = job.inputs_for(start)
+                if inputs:
+                    new = self._write_period(job, start, inputs, layout)
+                    if new is not None:
+                        outputs.append(new)
+            rows_in, rows_out = sum(f.rows for f in job.inputs), sum(n.entry.rows for n in outputs)
+            if rows_in != rows_out:
+                raise StorageError(f"compaction of {job.tier} {job.topic}/{job.partition} read {rows_in} rows "
+                                   f"but wrote {rows_out}; inputs left in place")
+            self.catalog.replace(job.inputs, outputs, now + self.tiers.delete_grace_s * _SECOND)
+        except BaseException:
+            for new in outputs:
+                self.storage.unlink(job.tier, new.entry.path)
+            raise
+        log.info("compacted", extra={"tier": job.tier, "partition": job.partition, "files_in": len(job.inputs),
+                                     "files_out": len(outputs), "rows": rows_out})
+        return Report(jobs=1, files_in=len(job.inputs), files_out=len(outputs), rows=rows_out,
+                      bytes_in=sum(f.bytes for f in job.inputs), bytes_out=sum(n.entry.bytes for n in outputs),
+                      by_tier={job.tier: len(outputs)})
+
+    def _write_period(self, job: Job, start: int, inputs: list[FileEntry], layout: Layout) -> NewFile | None:
+        files: dict[DataKey, list[str]] = defaultdict(list)
+        for f in inputs:
+            files[self.keyring.get(f.key_id)].append(self.storage.location(f.tier, f.path))
+        query = (f"SELECT * FROM ({self.writer.scan(files)}) WHERE time >= {_timestamp_sql(start)} "
+                 f"AND time < {_timestamp_sql(start + job.period_ns)}")
+        rel = output_name(job, start, inputs)
+        key = self.keyring.for_scope(key_scope(job.tier, start))
+        written = self.writer.write(query, self.storage.target(job.tier, rel), key, layout)
+        if not written.rows:  # an input spanned this period without a row in it
+            self.storage.unlink(job.tier, rel)
+            return None
+        return written.new_file(path=rel, tier=job.tier, topic=job.topic, partition=job.partition,
+                                first_offset=min(f.first_offset for f in inputs),
+                                last_offset=max(f.last_offset for f in inputs), key_id=key.key_id,
+                                created_at=time.time_ns())
+
+
+def _by_partition(files: Iterable[FileEntry]) -> dict[tuple[str, str], list[FileEntry]]:
+    out: dict[tuple[str, str], list[FileEntry]] = defaultdict(list)
+    for f in files:
+        out[(f.topic, f.partition)].append(f)
+    return out

@@ -1,0 +1,105 @@
+"""Where each tier's files live, and how a file becomes durable there.
+
+Catalog paths start with their tier (``hot/…``, ``warm/…``, ``cold/…``) and are
+relative to the tier's root: hot and warm live under ``data_dir``; cold under
+``[tiers] cold_dir``, a local directory or ``s3://bucket/prefix`` reached through
+DuckDB's httpfs. A local file is written under a temporary name, fsynced and
+renamed; an S3 object appears only once its upload completes, so it is written
+in place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+
+from aggregator.config import AggregatorConfig, TiersConfig
+from aggregator.errors import StorageError
+from schemas.durable import fsync_path
+
+
+def _is_remote(root: str) -> bool:
+    return "://" in root
+
+
+@dataclass(frozen=True)
+class Target:
+    """One file being written: DuckDB writes ``staging``; ``publish`` makes it ``final``."""
+    final: str
+    staging: str
+
+    def publish(self) -> None:
+        if self.staging == self.final:
+            return
+        fsync_path(Path(self.staging))
+        os.rename(self.staging, self.final)
+        fsync_path(Path(self.final).parent)
+
+    def discard(self) -> None:
+        if self.staging != self.final:
+            Path(self.staging).unlink(missing_ok=True)
+
+
+class Storage:
+    def __init__(self, cfg: AggregatorConfig, tiers: TiersConfig) -> None:
+        self.data_dir = cfg.data_dir
+        self.tiers = tiers
+        data = str(cfg.data_dir)
+        self.roots = {"hot": data, "warm": data, "cold": tiers.cold_dir or data}
+
+    def location(self, tier: str, rel: str) -> str:
+        return f"{self.roots[tier]}/{rel}"
+
+    def target(self, tier: str, rel: str) -> Target:
+        final = self.location(tier, rel)
+        if _is_remote(final):
+            return Target(final, final)
+        Path(final).parent.mkdir(parents=True, exist_ok=True)
+        return Target(final, str(Path(final).with_name(f".{Path(final).name}.tmp")))
+
+    def unlink(self, tier: str, rel: str) -> None:
+        where = self.location(tier, rel)
+        if _is_remote(where):
+            raise StorageError(f"cannot delete {where}: deleting from object storage is not supported yet; "
+                               "remove it with your bucket's tools or a lifecycle rule")
+        Path(where).unlink(missing_ok=True)
+
+    def local_files(self, tier: str) -> Iterator[str]:
+        """Every file under a local tier directory (temporary ones too), as catalog-style paths."""
+        root = self.roots[tier]
+        if _is_remote(root):
+            return
+        base = Path(root)
+        for path in (base / tier).rglob("*"):
+            if path.is_file():
+                yield str(path.relative_to(base))
+
+    def configure(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Give a DuckDB connection the S3 credentials remote roots need."""
+        if not any(_is_remote(r) for r in self.roots.values()):
+            return
+        t = self.tiers
+        params = {"KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", ""),
+                  "SECRET": os.environ.get("AWS_SECRET_ACCESS_KEY", ""), "REGION": t.s3_region,
+                  "URL_STYLE": t.s3_url_style}
+        if t.s3_endpoint:
+            params["ENDPOINT"] = t.s3_endpoint
+        options = ", ".join(f"{k} '{v.replace(chr(39), chr(39) * 2)}'" for k, v in params.items())
+        con.execute(f"CREATE OR REPLACE SECRET loglake_s3 (TYPE s3, {options}, USE_SSL {str(t.s3_use_ssl).lower()})")
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Held while compacting or cleaning up, so only one process moves files at a time."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.data_dir / ".files.lock", "w") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
