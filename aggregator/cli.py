@@ -16,6 +16,7 @@ from aggregator.consume import Aggregator
 from aggregator.source import Source
 from aggregator.spool import SpoolSource
 from aggregator.storage import Storage
+from aggregator.verify import check_files
 from schemas import jsonlog
 from schemas.errors import ConfigError, LoglakeError
 from schemas.metrics import Registry, serve
@@ -118,6 +119,19 @@ def _keys(args: argparse.Namespace) -> None:
         catalog.close()
 
 
+def _verify(args: argparse.Namespace) -> int:
+    settings = config.load(args.config)
+    catalog = open_catalog(settings.aggregator)
+    try:
+        checked, findings = check_files(catalog, Storage(settings.aggregator, settings.tiers))
+    finally:
+        catalog.close()
+    for finding in findings:
+        print(finding)
+    print(f"verify: {checked} files checked, {len(findings)} problems")
+    return 1 if findings else 0
+
+
 def _certs(args: argparse.Namespace) -> None:
     issued = certs.generate(args.out, force=args.force)
     for name, files in issued.items():
@@ -147,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--out", type=Path, required=True)
     c.add_argument("--force", action="store_true", help="replace existing certificates")
     sub.add_parser("compact", parents=[common], help="compact hot files into warm and warm into cold, now")
+    sub.add_parser("verify", parents=[common], help="check every catalog file exists with its sha256, "
+                                                    "and that no file is unlisted")
     t = sub.add_parser("topics", parents=[common], help="create the Kafka topic")
     t.add_argument("action", choices=["create"])
     k = sub.add_parser("keys", parents=[common], help="list, rotate the master key, destroy a data key")
@@ -164,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
             _keys(args)
         elif args.command == "compact":
             _compact(args)
+        elif args.command == "verify":
+            return _verify(args)
         else:
             asyncio.run(_run(args))
     except LoglakeError as e:

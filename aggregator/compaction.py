@@ -93,10 +93,10 @@ def output_name(job: Job, start: int, inputs: Sequence[FileEntry]) -> str:
             f"{_stamp(start, job.period_ns)}-{first:020d}-{last:020d}-{digest}.parquet")
 
 
-def tidy(catalog: Catalog, storage: Storage, tiers: Iterable[str], now_ns: int | None = None) -> int:
+def tidy(catalog: Catalog, storage: Storage, tiers: Iterable[str]) -> int:
     """Delete replaced files that are due, and files of ``tiers`` the catalog never listed. Call under
     ``storage.exclusive()``; only name tiers no other process is writing."""
-    due = catalog.pending_deletes(time.time_ns() if now_ns is None else now_ns)
+    due = catalog.pending_deletes(time.time_ns())
     for tier, path in due:
         storage.unlink(tier, path)
     catalog.forget_pending(due)
@@ -131,19 +131,21 @@ class Compactor:
         self.catalog.close()
 
     def run(self, now_ns: int | None = None, stop: threading.Event | None = None) -> Report:
-        """One pass: tidy, hot → warm, warm → cold. ``now_ns`` lets tests and backfills move the clock."""
+        """One pass: tidy, hot → warm, warm → cold. ``now_ns`` moves the clock that ages data (tests,
+        backfills); deletions of replaced files always follow the real clock."""
         now = time.time_ns() if now_ns is None else now_ns
         report = Report()
         started = time.monotonic()
         with self.storage.exclusive():
             # Hot files are the consumer's: a running aggregator may be writing one right now.
-            report.deleted += tidy(self.catalog, self.storage, ("warm", "cold"), now)
-            for job in [*self.plan_warm(now), *self.plan_cold(now)]:
-                if stop is not None and stop.is_set():
-                    break
-                report.add(self.execute(job, now))
+            report.deleted += tidy(self.catalog, self.storage, ("warm", "cold"))
+            for plan in (self.plan_warm, self.plan_cold):  # cold is planned from the warm files just written
+                for job in plan(now):
+                    if stop is not None and stop.is_set():
+                        break
+                    report.add(self.execute(job))
             if self.tiers.delete_grace_s == 0:
-                report.deleted += tidy(self.catalog, self.storage, (), now)
+                report.deleted += tidy(self.catalog, self.storage, ())
         report.seconds = time.monotonic() - started
         return report
 
@@ -168,7 +170,7 @@ class Compactor:
             by_day[(f.topic, f.partition, f.min_time // DAY_NS)].append(f)
         return [Job("cold", t, p, DAY_NS, tuple(files)) for (t, p, _), files in sorted(by_day.items())]
 
-    def execute(self, job: Job, now: int) -> Report:
+    def execute(self, job: Job) -> Report:
         layout = self.layouts[job.tier]
         outputs: list[NewFile] = []
         try:
@@ -182,7 +184,7 @@ class Compactor:
             if rows_in != rows_out:
                 raise StorageError(f"compaction of {job.tier} {job.topic}/{job.partition} read {rows_in} rows "
                                    f"but wrote {rows_out}; inputs left in place")
-            self.catalog.replace(job.inputs, outputs, now + self.tiers.delete_grace_s * _SECOND)
+            self.catalog.replace(job.inputs, outputs, time.time_ns() + self.tiers.delete_grace_s * _SECOND)
         except BaseException:
             for new in outputs:
                 self.storage.unlink(job.tier, new.entry.path)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -44,6 +45,20 @@ class Target:
     def discard(self) -> None:
         if self.staging != self.final:
             Path(self.staging).unlink(missing_ok=True)
+
+
+def digest(location: str, con: duckdb.DuckDBPyConnection) -> tuple[int, str]:
+    """(size, sha256 hex) of a stored file; object storage is read through DuckDB (``con`` configured)."""
+    if _is_remote(location):
+        row = con.execute("SELECT size, sha256(content) FROM read_blob(?)", [location]).fetchone()
+        return int(row[0]), str(row[1])
+    h = hashlib.sha256()
+    size = 0
+    with open(location, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+            size += len(block)
+    return size, h.hexdigest()
 
 
 class Storage:

@@ -9,10 +9,8 @@ range, namespaces, containers, the trace index entries, sha256), and published
 
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import duckdb
 import pyarrow as pa
@@ -21,7 +19,7 @@ from aggregator import duck, trace_index
 from aggregator.catalog import FileEntry, NewFile
 from aggregator.errors import StorageError
 from aggregator.keys import DataKey
-from aggregator.storage import Storage, Target
+from aggregator.storage import Storage, Target, digest
 
 # Rows sorted so a container's lines sit together: better compression and
 # row-group statistics that prune by namespace, container and time.
@@ -53,14 +51,6 @@ class Written:
                           bytes=self.bytes, row_groups=self.row_groups, sha256=self.sha256, key_id=key_id,
                           namespaces=self.namespaces, containers=self.containers, created_at=created_at)
         return NewFile(entry, self.traces)
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 class ParquetWriter:
@@ -108,10 +98,7 @@ class ParquetWriter:
             f"SELECT trace_id, list(DISTINCT (file_row_number // {layout.row_group_size})::INTEGER) "
             f"FROM {scan} WHERE trace_id IS NOT NULL GROUP BY trace_id").fetchall()
         entries = tuple((trace_index.trace_key(t), trace_index.mask_of(g, groups)) for t, g in traces)
-        if "://" in location:
-            size, sha = self.con.execute(f"SELECT size, sha256(content) FROM read_blob('{location}')").fetchone()
-        else:
-            size, sha = Path(location).stat().st_size, sha256_file(Path(location))
+        size, sha = digest(location, self.con)
         return Written(size, sha, rows, groups, min_t or 0, max_t or 0, tuple(namespaces or ()),
                        tuple(containers or ()), _merge_keys(entries))
 

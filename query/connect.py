@@ -19,7 +19,7 @@ import pyarrow as pa
 from aggregator import config as agg_config
 from aggregator import duck
 from aggregator.catalog import Catalog, FileEntry, open_catalog
-from aggregator.errors import EncryptionKeyError
+from aggregator.errors import EncryptionKeyError, StorageError
 from aggregator.keys import DataKey, KeyRing, master_for
 from aggregator.storage import Storage
 from query.errors import QueryError
@@ -54,7 +54,7 @@ class Lake:
         if not scan:
             con.register("_no_files", LOG_SCHEMA.empty_table())
             scan = "SELECT * FROM _no_files"
-        con.execute(f"CREATE VIEW {name} AS SELECT *, {RECORD_ID_SQL} AS record_id FROM ({scan})")
+        run_sql(con, f"CREATE VIEW {name} AS SELECT *, {RECORD_ID_SQL} AS record_id FROM ({scan})")
         return con
 
 
@@ -70,11 +70,19 @@ def connect(config_path: str | None = None, env: dict[str, str] | None = None) -
 def run_sql(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[object] = ()) -> pa.Table:
     """Run SQL and fetch the result as Arrow, turning DuckDB's errors into one actionable sentence."""
     try:
-        return con.execute(sql, params).to_arrow_table()
+        result = con.execute(sql, params)
+        return result.to_arrow_table() if result.description else pa.table({})
     except duckdb.InvalidInputException as e:
-        if "AES tag" in str(e) or "encrypted" in str(e):
+        text = str(e)
+        if "AES tag" in text or "encrypted" in text:
             raise EncryptionKeyError("stored files cannot be decrypted with the configured key; "
                                      "point [aggregator] key_file at the key they were written with") from None
+        if "Parquet file" in text or "magic bytes" in text:
+            raise StorageError(f"a stored file is unreadable ({duck.first_line(e)}); "
+                               "run 'loglake-aggregator verify' and restore it from backup") from None
         raise QueryError(f"query failed: {duck.first_line(e)}") from None
+    except duckdb.IOException as e:
+        raise StorageError(f"a stored file cannot be read ({duck.first_line(e)}); "
+                           "run 'loglake-aggregator verify' and restore it from backup") from None
     except duckdb.Error as e:
         raise QueryError(f"query failed: {duck.first_line(e)}") from None

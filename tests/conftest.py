@@ -9,6 +9,7 @@ laptop without Java still runs everything else.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import time
@@ -55,9 +56,10 @@ def toml_value(v: object) -> str:
 
 def write_config(tmp: Path, *, broker: Broker | None = None, topic: str | None = None,
                  shipper_cert: str | None = "shipper", aggregator_cert: str | None = "aggregator",
-                 shipper: dict | None = None, kafka: dict | None = None, aggregator: dict | None = None) -> Path:
+                 shipper: dict | None = None, kafka: dict | None = None, aggregator: dict | None = None,
+                 tiers: dict | None = None) -> Path:
     """A loglake.toml under ``tmp``: spool transport unless ``broker`` is given.
-    ``shipper``, ``kafka`` and ``aggregator`` override keys of those sections."""
+    ``shipper``, ``kafka``, ``aggregator`` and ``tiers`` override keys of those sections."""
     opts = {"node_name": "node-a", "include": [str(tmp / "logs" / "**" / "*.log")],
             "data_dir": str(tmp / "shipper"), "batch_max_wait_ms": 50, **(shipper or {})}
     lines = ["[shipper]", *(f"{k} = {toml_value(v)}" for k, v in opts.items()), "",
@@ -74,6 +76,8 @@ def write_config(tmp: Path, *, broker: Broker | None = None, topic: str | None =
                   f'topic = "{topic or "t-" + uuid.uuid4().hex[:12]}"', "partitions = 2",
                   f"ca_file = {toml_str(broker.certs / 'ca.crt')}",
                   *(f"{k} = {toml_value(v)}" for k, v in {"request_timeout_ms": 10000, **(kafka or {})}.items())]
+    if tiers:
+        lines += ["", "[tiers]", *(f"{k} = {toml_value(v)}" for k, v in tiers.items())]
     path = tmp / "loglake.toml"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -154,3 +158,56 @@ def wait_for_metrics(port: int, needle: str, what: str, timeout: float = 10) -> 
             pass
         assert time.monotonic() < deadline, what
         time.sleep(0.1)
+
+
+# A lake with several hot files per partition whose records span hours and a UTC midnight.
+LAKE_START = 1_795_215_600  # 2026-11-20T23:00:00Z
+LAKE_NODES = ("node-a", "node-b")
+
+
+def lake_trace(i: int) -> str:
+    return f"{i % 40 + 1:032x}"
+
+
+def fill_lake(tmp: Path, config: Path, *, rounds: int = 3, lines: int = 60, step_s: int = 30) -> int:
+    """Ship CRI lines from two nodes (two spool partitions) in ``rounds`` rounds, each consumed by
+    ``loglake-aggregator --once`` (one hot file per partition per round). Per node, two containers write
+    ``lines`` lines each per round, ``step_s`` apart; every second line carries one of 40 trace ids.
+    Returns the number of records stored."""
+    from aggregator.cli import main as aggregator
+    from shipper.cli import main as shipper
+    n = 0
+    for r in range(rounds):
+        for node in LAKE_NODES:
+            for c, (ns, pod, container) in enumerate((("shop", f"web-{node}", "nginx"),
+                                                      ("pay", f"api-{node}", "app"))):
+                path = pod_log(tmp / node, ns, pod, container, uid=f"00000000-0000-4000-8000-{c:012d}")
+                with path.open("a") as f:
+                    for i in range(lines):
+                        t = LAKE_START + (r * lines + i) * step_s
+                        ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{c * 1000 + i:09d}Z"
+                        doc = {"level": "error" if i % 7 == 0 else "info", "msg": f"{node} {container} r{r} i{i}"}
+                        if i % 2 == 0:
+                            doc["trace_id"] = lake_trace(i + r)
+                        f.write(cri(ts, orjson.dumps(doc).decode()))
+                        n += 1
+            env = {"LOGLAKE_SHIPPER_NODE_NAME": node, "LOGLAKE_SHIPPER_DATA_DIR": str(tmp / node / "state"),
+                   "LOGLAKE_SHIPPER_INCLUDE": str(tmp / node / "logs" / "**" / "*.log")}
+            with _environ(env):
+                assert shipper(["--config", str(config), "--once", "--log-level", "WARNING"]) == 0
+        assert aggregator(["--config", str(config), "--once", "--log-level", "WARNING"]) == 0
+    return n
+
+
+@contextlib.contextmanager
+def _environ(values: dict[str, str]):
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
