@@ -47,9 +47,11 @@ class Target:
             Path(self.staging).unlink(missing_ok=True)
 
 
-def digest(location: str, con: duckdb.DuckDBPyConnection) -> tuple[int, str]:
+def digest(location: str, con: duckdb.DuckDBPyConnection | None = None) -> tuple[int, str]:
     """(size, sha256 hex) of a stored file; object storage is read through DuckDB (``con`` configured)."""
     if _is_remote(location):
+        if con is None:
+            raise StorageError(f"reading {location} needs a DuckDB connection with S3 credentials")
         row = con.execute("SELECT size, sha256(content) FROM read_blob(?)", [location]).fetchone()
         return int(row[0]), str(row[1])
     h = hashlib.sha256()

@@ -13,7 +13,7 @@ import pytest
 
 from aggregator.cli import main as aggregator
 from aggregator.errors import EncryptionKeyError
-from aggregator.writer import sha256_file
+from aggregator.storage import digest
 from query.cli import main as query_cli
 from shipper.cli import main as shipper
 from tests.conftest import stored_rows, write_config, write_sample_logs
@@ -44,11 +44,11 @@ def test_data_keys_are_per_day_and_tier_and_stored_wrapped(stored):
 def test_rotation_rewraps_without_rewriting_data(stored, capsys):
     tmp_path, config, expected = stored
     parquet = next((tmp_path / "lake" / "hot").rglob("*.parquet"))
-    before = sha256_file(parquet), catalog_rows(tmp_path, "SELECT wrapped FROM data_keys")
+    before = digest(str(parquet), None)[1], catalog_rows(tmp_path, "SELECT wrapped FROM data_keys")
     new_key = tmp_path / "new-master.key"
     assert aggregator(["--config", str(config), "keys", "rotate", "--new-key-file", str(new_key)]) == 0
     assert "rewrapped 1 data keys" in capsys.readouterr().out
-    assert sha256_file(parquet) == before[0]                   # no file rewritten
+    assert digest(str(parquet), None)[1] == before[0]                   # no file rewritten
     assert catalog_rows(tmp_path, "SELECT wrapped FROM data_keys") != before[1]
     # the old master no longer opens the keys; the new one does
     assert query_cli(["--config", str(config), "sql", "SELECT 1 FROM logs"]) == 1
