@@ -15,6 +15,7 @@ import fnmatch
 import glob
 import logging
 import os
+import stat
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -96,8 +97,21 @@ class Agent:
         return any(fnmatch.fnmatch(path, ex) for ex in self.cfg.exclude)
 
     def _matching_paths(self) -> set[str]:
+        """Included files, each once: /var/log/containers/*.log symlinks and the /var/log/pods files they
+        point to are one file, tailed under its real path when the globs match both."""
         paths = {p for pattern in self.cfg.include for p in glob.glob(str(pattern), recursive=True)}
-        return {p for p in paths if not self._excluded(p) and os.path.isfile(p)}
+        chosen: dict[tuple[int, int], str] = {}
+        for p in sorted(paths):
+            try:
+                st = os.stat(p)
+            except OSError:
+                continue
+            if self._excluded(p) or not stat.S_ISREG(st.st_mode):
+                continue
+            seen = chosen.get((st.st_dev, st.st_ino))
+            if seen is None or (os.path.islink(seen) and not os.path.islink(p)):
+                chosen[(st.st_dev, st.st_ino)] = p
+        return set(chosen.values())
 
     def _open(self, path: str, now: float) -> Source | None:
         try:

@@ -189,3 +189,19 @@ def test_docker_json_file_and_plain_files(tmp_path):
     ).fetchall()
     assert rows == [(None, None, 13, "2026-11-24 10:00:02 WARN plain text"),
                     (cid, "stdout", 0, "part one and two"), (cid, "stderr", 17, "json inside")]
+
+
+def test_symlink_and_its_target_are_read_once(tmp_path):
+    """The usual DaemonSet globs match /var/log/containers/*.log symlinks and the /var/log/pods files."""
+    from tests.conftest import pod_log
+    real = pod_log(tmp_path, "shop", "web-1", "nginx")
+    real.write_text("".join(line(i) for i in range(3)))
+    links = tmp_path / "logs" / "containers"
+    links.mkdir()
+    (links / "web-1_shop_nginx-0123abcd.log").symlink_to(real)
+    config = write_config(tmp_path)
+    assert shipper(["--config", str(config), "--once"]) == 0
+    assert bodies(config) == ["line 0", "line 1", "line 2"]
+    import query
+    assert query.connect(str(config)).execute("SELECT DISTINCT namespace, pod FROM logs").fetchall() == [
+        ("shop", "web-1")]
