@@ -71,8 +71,9 @@ class ParquetWriter:
             self.con.unregister("_batch")
 
     def write(self, query: str, target: Target, key: DataKey, layout: Layout) -> Written:
+        # Parquet V2 pages: delta encodings store the sorted timestamps and offsets about 4x smaller.
         options = (f"FORMAT parquet, ENCRYPTION_CONFIG {{footer_key: '{self._keys.add(key)}'}}, COMPRESSION zstd, "
-                   f"COMPRESSION_LEVEL {layout.zstd_level}, ROW_GROUP_SIZE {layout.row_group_size}")
+                   f"COMPRESSION_LEVEL {layout.zstd_level}, ROW_GROUP_SIZE {layout.row_group_size}, PARQUET_VERSION V2")
         try:
             self.con.execute(f"COPY (SELECT * FROM ({query}) ORDER BY {SORT_ORDER}) TO '{target.staging}' ({options})")
             written = self._describe(target.staging, key, layout)
@@ -94,18 +95,10 @@ class ParquetWriter:
             "list_sort(list(DISTINCT concat_ws('/', coalesce(namespace, ''), coalesce(pod, ''), "
             f"coalesce(container, '')))) FROM {scan}").fetchone()
         groups = math.ceil(rows / layout.row_group_size)
+        key = trace_index.key_sql("trace_id")
         traces = self.con.execute(
-            f"SELECT trace_id, list(DISTINCT (file_row_number // {layout.row_group_size})::INTEGER) "
-            f"FROM {scan} WHERE trace_id IS NOT NULL GROUP BY trace_id").fetchall()
-        entries = tuple((trace_index.trace_key(t), trace_index.mask_of(g, groups)) for t, g in traces)
+            f"SELECT {key} AS k, {trace_index.mask_sql('file_row_number', layout.row_group_size, groups)} "
+            f"FROM {scan} WHERE trace_id IS NOT NULL GROUP BY k").fetchall()
         size, sha = digest(location, self.con)
         return Written(size, sha, rows, groups, min_t or 0, max_t or 0, tuple(namespaces or ()),
-                       tuple(containers or ()), _merge_keys(entries))
-
-
-def _merge_keys(entries: tuple[tuple[int, int], ...]) -> tuple[tuple[int, int], ...]:
-    """Two trace ids with one key (a hash collision) share one index row."""
-    merged: dict[int, int] = {}
-    for key, mask in entries:
-        merged[key] = trace_index.ANY if trace_index.ANY in (mask, merged.get(key, 0)) else merged.get(key, 0) | mask
-    return tuple(merged.items())
+                       tuple(containers or ()), tuple(traces))
