@@ -62,7 +62,9 @@ class Catalog(Protocol):
         """Record a file (if any), the position after it and the partition's moved dedup marks, atomically."""
 
     # files -----------------------------------------------------------------
-    def files(self, tier: str | None = None) -> list[FileEntry]: ...
+    def files(self, tier: str | None = None, since_ns: int | None = None,
+              until_ns: int | None = None) -> list[FileEntry]:
+        """Files of a tier (or all), those whose time range overlaps [since_ns, until_ns) if given."""
     def totals(self) -> tuple[int, int]:
         """(files, row groups) in the catalog."""
     def replace(self, removed: Sequence[FileEntry], added: Sequence[NewFile], delete_at_ns: int) -> None:

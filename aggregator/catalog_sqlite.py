@@ -144,9 +144,15 @@ class SqliteCatalog:
         self._db.executemany("INSERT INTO trace_index VALUES (?, ?, ?)",
                              [(key, cur.lastrowid, mask) for key, mask in new.traces])
 
-    def files(self, tier: str | None = None) -> list[FileEntry]:
-        sql = _SELECT_FILES + (" WHERE f.tier = ?" if tier else "") + " ORDER BY f.tier, f.path"
-        return [_entry(r) for r in self._db.execute(sql, (tier,) if tier else ())]
+    def files(self, tier: str | None = None, since_ns: int | None = None,
+              until_ns: int | None = None) -> list[FileEntry]:
+        where, params = [], []
+        for clause, value in (("f.tier = ?", tier), ("f.max_time >= ?", since_ns), ("f.min_time < ?", until_ns)):
+            if value is not None:
+                where.append(clause)
+                params.append(value)
+        sql = _SELECT_FILES + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY f.tier, f.path"
+        return [_entry(r) for r in self._db.execute(sql, params)]
 
     def totals(self) -> tuple[int, int]:
         files, groups = self._db.execute("SELECT count(*), coalesce(sum(row_groups), 0) FROM files").fetchone()

@@ -1,60 +1,243 @@
-"""loglake-query: ask the stored logs: SQL, or a trace across every service."""
+"""loglake-query: the stored logs of every tier, by trace, container, time, level or text; or any SQL.
+
+    loglake-query trace 4bf92f3577b34da6a3ce929d0e0e4736
+    loglake-query logs -n shop --pod 'checkout-*' --level warn+ --since 15m --grep timeout
+    loglake-query tail -f -n shop --container nginx
+    loglake-query stats --since 24h --by namespace,level
+    loglake-query sql "SELECT container, count(*) FROM logs GROUP BY ALL"
+    loglake-query export --trace 4bf9… --out case.zip && loglake-query verify-export case.zip
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 import time
+from pathlib import Path
 
-from query import output, plan
-from query.connect import Lake, connect, run_sql
+import pyarrow as pa
+
+from query import export, output, plan
+from query import config as query_config
+from query.connect import Lake, run_sql
+from query.errors import QueryError
+from query.filters import Filters, parse_levels, parse_time
+from query.follow import follow
 from schemas.errors import LoglakeError
 
+LINE_COLUMNS = "time, namespace, pod, container, stream, severity_text AS level, trace_id, body"
 TRACE_COLUMNS = "time, namespace, pod, container, severity_text AS level, span_id, body"
+LEVEL_NAME = ("CASE WHEN severity_number = 0 THEN 'unknown' WHEN severity_number <= 4 THEN 'trace' "
+              "WHEN severity_number <= 8 THEN 'debug' WHEN severity_number <= 12 THEN 'info' "
+              "WHEN severity_number <= 16 THEN 'warn' WHEN severity_number <= 20 THEN 'error' ELSE 'fatal' END")
+STATS_DIMENSIONS = {"namespace": "namespace", "pod": "pod", "container": "container", "level": LEVEL_NAME,
+                    "hour": "date_trunc('hour', time)", "day": "date_trunc('day', time)"}
 
 
-def _sql(args: argparse.Namespace) -> None:
-    output.write(run_sql(connect(args.config), args.query), args.format)
+class Session:
+    """One command's lake, plan and output settings, and its --explain report."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.started = time.perf_counter()
+        self.lake = Lake(args.config)
+        cfg = query_config.load(args.config)
+        self.tz = output.check_tz(args.tz or cfg.tz)
+        self.cfg = cfg
+
+    def close(self) -> None:
+        self.lake.close()
+
+    def run(self, chosen: plan.Plan, sql: str, params: list[object]) -> pa.Table:
+        result = run_sql(self.lake.view(chosen.files), sql, params)
+        if self.args.explain:
+            ms = (time.perf_counter() - self.started) * 1000
+            print(f"plan: {chosen.describe()}; {result.num_rows} rows in {ms:.1f} ms", file=sys.stderr)
+            for f in chosen.files[:50]:
+                print(f"  {f.tier} {f.path} row groups {chosen.row_groups[f.path]}", file=sys.stderr)
+            if len(chosen.files) > 50:
+                print(f"  … and {len(chosen.files) - 50} more files", file=sys.stderr)
+        return result
+
+    def emit(self, table: pa.Table) -> None:
+        if self.args.output:
+            output.write_parquet(table, self.args.output)
+            print(f"wrote {table.num_rows} rows to {self.args.output}", file=sys.stderr)
+        else:
+            output.write(table, self.args.format, tz=self.tz)
 
 
-def _trace(args: argparse.Namespace) -> None:
-    started = time.perf_counter()
-    lake = Lake(args.config)
-    try:
-        chosen = plan.trace(lake.catalog, args.trace_id)
-        con = lake.view(chosen.files)
-    finally:
-        lake.close()
-    result = run_sql(con, f"SELECT {TRACE_COLUMNS} FROM logs WHERE trace_id = ? ORDER BY time, record_id",
-                     [args.trace_id])
-    output.write(result, args.format)
-    if args.explain:
-        print(f"plan: trace index chose {chosen.describe()}; {result.num_rows} rows in "
-              f"{(time.perf_counter() - started) * 1000:.1f} ms", file=sys.stderr)
-        for f in chosen.files:
-            print(f"  {f.tier} {f.path} row groups {chosen.row_groups[f.path]}", file=sys.stderr)
+def filters_of(args: argparse.Namespace, default_since: str | None = None) -> Filters:
+    since = args.since if args.since is not None else default_since
+    return Filters(namespace=args.namespace, pod=args.pod, container=args.container,
+                   levels=tuple(parse_levels(args.level)) if args.level else (),
+                   since_ns=None if since in (None, "all") else parse_time(since),
+                   until_ns=parse_time(args.until) if args.until else None,
+                   grep=args.grep, regex=args.regex, trace_id=getattr(args, "trace", None))
+
+
+def _sql(s: Session) -> None:
+    s.lake.require_data()
+    s.emit(s.run(plan.everything(s.lake.catalog), s.args.query, []))
+
+
+def _trace(s: Session) -> None:
+    s.lake.require_data()
+    chosen = plan.trace(s.lake.catalog, s.args.trace_id)
+    columns = "*" if s.args.output else TRACE_COLUMNS
+    s.emit(s.run(chosen, f"SELECT {columns} FROM logs WHERE trace_id = ? ORDER BY time, record_id",
+                 [s.args.trace_id]))
+
+
+def _logs(s: Session) -> None:
+    s.lake.require_data()
+    f = filters_of(s.args, default_since="1h")
+    where, params = f.where()
+    limit = f"LIMIT {s.args.limit}" if s.args.limit else ""
+    columns = "*" if s.args.output else LINE_COLUMNS
+    # the newest --limit lines, shown oldest first (newest first with --reverse), like `tail -n`
+    result = s.run(plan.select(s.lake.catalog, f),
+                   f"SELECT {columns} FROM logs WHERE {where} ORDER BY time DESC, record_id DESC {limit}", params)
+    s.emit(result if s.args.reverse else result.take(list(range(result.num_rows - 1, -1, -1))))
+
+
+def _tail(s: Session) -> None:
+    f = filters_of(s.args)
+    fmt = s.args.format
+
+    def show(rows: pa.Table, first: bool) -> None:
+        output.write(rows, fmt, tz=s.tz, header=first and fmt == "csv")
+
+    follow(s.lake, f, LINE_COLUMNS, s.args.lines, s.args.interval, show, follow_new=s.args.follow)
+
+
+def _stats(s: Session) -> None:
+    s.lake.require_data()
+    f = filters_of(s.args, default_since="24h")
+    dims = [d.strip() for d in s.args.by.split(",") if d.strip()]
+    unknown = [d for d in dims if d not in STATS_DIMENSIONS]
+    if unknown or not dims:
+        raise QueryError(f"--by {s.args.by!r}: choose from {', '.join(STATS_DIMENSIONS)}")
+    where, params = f.where()
+    select = ", ".join(f"{STATS_DIMENSIONS[d]} AS {d}" for d in dims)
+    s.emit(s.run(plan.select(s.lake.catalog, f),
+                 f"SELECT {select}, count(*) AS lines, sum(strlen(body)) AS bytes FROM logs WHERE {where} "
+                 f"GROUP BY ALL ORDER BY ALL", params))
+
+
+def _signing_key_path(s: Session) -> Path:
+    return s.cfg.export_key_file or s.lake.settings.aggregator.data_dir / "keys" / "export-signing.key"
+
+
+def _export(s: Session) -> None:
+    if s.args.trace is None and s.args.since is None:
+        raise QueryError("export needs --trace ID or --since TIME (with any other filters) to say what to export")
+    s.lake.require_data()
+    f = filters_of(s.args)
+    where, params = f.where()
+    sql = f"SELECT * FROM logs WHERE {where} ORDER BY time, record_id"
+    chosen = plan.select(s.lake.catalog, f)
+    table = s.run(chosen, sql, params)
+    key = export.load_signing_key(_signing_key_path(s), create=True)
+    query = {"command": "loglake-query " + " ".join(s.args.argv), "filters": _filters_doc(f), "sql": sql,
+             "parameters": [str(p) for p in params]}
+    manifest = export.write(s.args.out, table, query, list(chosen.files), key)
+    print(f"exported {table.num_rows} records to {s.args.out}, signed by {manifest['signer']['fingerprint']}")
+
+
+def _filters_doc(f: Filters) -> dict[str, object]:
+    return {k: v for k, v in f.__dict__.items() if v not in (None, (), False)}
+
+
+def _verify_export(s: Session) -> int:
+    trusted = None
+    if s.args.public_key:
+        trusted = export.load_public_key(s.args.public_key)
+    elif _signing_key_path(s).exists():
+        trusted = export.load_signing_key(_signing_key_path(s), create=False).public_key()
+    v = export.verify(s.args.archive, trusted)
+    print(f"{s.args.archive}: intact, {v.rows} records, signed by {v.signer}"
+          + ("" if v.trusted else " (checked only against the key inside the archive: pass --public-key to "
+                                  "check who signed it)"))
+    print(f"query: {v.query.get('command')}")
+    return 0
+
+
+def _common(parser: argparse.ArgumentParser, *format_flags: str) -> argparse.ArgumentParser:
+    parser.add_argument("--config", "-c", help="loglake TOML file (LOGLAKE_* variables override it)")
+    parser.add_argument(*format_flags, choices=output.FORMATS, dest="format", help="table (default), json lines, csv")
+    parser.add_argument("--tz", help="show times in this IANA time zone (default UTC, or [query] tz)")
+    parser.add_argument("--output", "-o", help="write the result to this Parquet file instead")
+    parser.add_argument("--explain", action="store_true", help="print the files and row groups chosen (stderr)")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    return parser
+
+
+def _filter_options(p: argparse.ArgumentParser, since_help: str) -> None:
+    p.add_argument("--namespace", "-n", help="namespace glob")
+    p.add_argument("--pod", help="pod glob, e.g. 'checkout-*'")
+    p.add_argument("--container", help="container glob")
+    p.add_argument("--level", help="trace|debug|info|warn|error|fatal, comma-separated; warn+ = warn and above")
+    p.add_argument("--since", help=f"15m, 2h, 7d or an RFC 3339 time; 'all' for no bound ({since_help})")
+    p.add_argument("--until", help="15m, 2h, 7d or an RFC 3339 time (default now)")
+    p.add_argument("--grep", help="only lines whose body contains this text")
+    p.add_argument("--regex", action="store_true", help="--grep is a regular expression (RE2 syntax)")
+
+
+def parser() -> argparse.ArgumentParser:
+    top = _common(argparse.ArgumentParser(prog="loglake-query", description=__doc__,
+                                          formatter_class=argparse.RawDescriptionHelpFormatter), "--format", "-f")
+    top.set_defaults(format="table")
+    # Options may also follow the subcommand; SUPPRESS keeps a subcommand from resetting them.
+    # After the subcommand, -f is tail's --follow; the format is spelled --format there.
+    common = _common(argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS), "--format")
+    sub = top.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("sql", parents=[common], help="run DuckDB SQL against the view 'logs'")
+    p.add_argument("query")
+    p = sub.add_parser("trace", parents=[common], help="every line of a trace, across services, in time order")
+    p.add_argument("trace_id")
+    p = sub.add_parser("logs", parents=[common], help="lines matching filters (newest --limit, oldest first)")
+    _filter_options(p, "default 1h")
+    p.add_argument("--limit", type=int, default=1000, help="at most this many lines, the newest (0: all)")
+    p.add_argument("--reverse", action="store_true", help="newest first")
+    p = sub.add_parser("tail", parents=[common], help="the last lines, and with -f new ones as they land")
+    _filter_options(p, "default: all")
+    p.add_argument("--follow", "-f", action="store_true", help="keep printing new lines until interrupted")
+    p.add_argument("--lines", type=int, default=10, help="how many of the last lines to show first")
+    p.add_argument("--interval", type=float, default=1.0, help="seconds between checks for new data")
+    p = sub.add_parser("stats", parents=[common], help="lines and bytes by namespace, container, level, hour")
+    _filter_options(p, "default 24h")
+    p.add_argument("--by", default="namespace,container,level,hour",
+                   help=f"comma-separated dimensions: {', '.join(STATS_DIMENSIONS)}")
+    p = sub.add_parser("export", parents=[common], help="a signed case archive of matching records")
+    _filter_options(p, "this or --trace is required")
+    p.add_argument("--trace", help="export this trace")
+    p.add_argument("--out", type=Path, required=True, help="the archive to write, e.g. case.zip")
+    p = sub.add_parser("verify-export", parents=[common], help="check a case archive's digests and signature")
+    p.add_argument("archive", type=Path)
+    p.add_argument("--public-key", type=Path, help="the signer's public key (PEM) to trust")
+    return top
+
+
+COMMANDS = {"sql": _sql, "trace": _trace, "logs": _logs, "tail": _tail, "stats": _stats, "export": _export,
+            "verify-export": _verify_export}
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="loglake-query", description=__doc__)
-    parser.add_argument("--config", "-c", help="loglake TOML file (LOGLAKE_* variables override it)")
-    parser.add_argument("--format", "-f", choices=output.FORMATS, default="table")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    sub = parser.add_subparsers(dest="command", required=True)
-    sql = sub.add_parser("sql", help="run DuckDB SQL against the view 'logs'")
-    sql.add_argument("query")
-    tr = sub.add_parser("trace", help="every line of a trace, across services, in time order")
-    tr.add_argument("trace_id")
-    tr.add_argument("--explain", action="store_true", help="print the files and row groups chosen (to stderr)")
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser().parse_args(argv)
+    args.argv = argv
     try:
-        _trace(args) if args.command == "trace" else _sql(args)
+        session = Session(args)
+        try:
+            return COMMANDS[args.command](session) or 0
+        finally:
+            session.close()
     except LoglakeError as e:
         if args.debug:
             raise
         print(f"loglake-query: {e}", file=sys.stderr)
         return 1
-    return 0
 
 
 if __name__ == "__main__":

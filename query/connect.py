@@ -10,6 +10,7 @@ with it. ``connect`` views every file; ``Lake.view`` views a planned subset
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Sequence
 
@@ -31,6 +32,10 @@ class Lake:
 
     def __init__(self, config_path: str | None = None, env: dict[str, str] | None = None) -> None:
         settings = agg_config.load(config_path, env)
+        self.settings = settings
+        if not settings.aggregator.catalog_path.exists():
+            raise QueryError(f"there is no catalog at {settings.aggregator.catalog_path}: point [aggregator] data_dir "
+                             "at the aggregator's data directory, or run loglake-aggregator first")
         self.catalog: Catalog = open_catalog(settings.aggregator)
         try:
             self.keyring = KeyRing(self.catalog, master_for(settings.aggregator))
@@ -41,6 +46,11 @@ class Lake:
 
     def close(self) -> None:
         self.catalog.close()
+
+    def require_data(self) -> None:
+        if self.catalog.totals()[0] == 0:
+            raise QueryError(f"the catalog {self.settings.aggregator.catalog_path} lists no stored files yet: "
+                             "ship some logs and let loglake-aggregator write them first")
 
     def view(self, files: Sequence[FileEntry], name: str = "logs") -> duckdb.DuckDBPyConnection:
         """A connection whose view ``name`` reads exactly ``files``."""
@@ -80,6 +90,12 @@ def run_sql(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[object] =
         if "Parquet file" in text or "magic bytes" in text:
             raise StorageError(f"a stored file is unreadable ({duck.first_line(e)}); "
                                "run 'loglake-aggregator verify' and restore it from backup") from None
+        raise QueryError(f"query failed: {duck.first_line(e)}") from None
+    except duckdb.BinderException as e:
+        missing = re.search(r'Referenced column "([^"]+)" not found', str(e))
+        if missing:
+            raise QueryError(f"unknown column {missing.group(1)!r}: the logs view has "
+                             f"{', '.join(LOG_SCHEMA.names)}, record_id") from None
         raise QueryError(f"query failed: {duck.first_line(e)}") from None
     except duckdb.IOException as e:
         raise StorageError(f"a stored file cannot be read ({duck.first_line(e)}); "

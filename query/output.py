@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import csv
 import sys
+import zoneinfo
 from typing import IO, Any
 
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from query.errors import QueryError
 
 FORMATS = ("table", "json", "csv")
 MAX_CELL = 120
@@ -18,20 +22,33 @@ def _text(v: Any) -> str:
     return "" if v is None else str(v)
 
 
-def _timestamps_as_text(table: pa.Table) -> pa.Table:
-    """Timestamps as RFC 3339 UTC text, nanoseconds kept (Python datetimes stop at microseconds)."""
+def _timestamps_as_text(table: pa.Table, tz: str) -> pa.Table:
+    """Timestamps as RFC 3339 text in ``tz``, nanoseconds kept (Python datetimes stop at microseconds)."""
     for i, field in enumerate(table.schema):
         if pa.types.is_timestamp(field.type):
             col = table.column(i)
             if field.type.tz is not None:
                 col = col.cast(pa.timestamp(field.type.unit))
-            table = table.set_column(i, field.name, pc.strftime(col, format="%Y-%m-%dT%H:%M:%SZ"))
+            if tz == "UTC":
+                text = pc.strftime(col, format="%Y-%m-%dT%H:%M:%SZ")
+            else:
+                local = col.cast(pa.timestamp(field.type.unit, tz="UTC")).cast(pa.timestamp(field.type.unit, tz=tz))
+                text = pc.strftime(local, format="%Y-%m-%dT%H:%M:%S%z")
+            table = table.set_column(i, field.name, text)
     return table
 
 
-def write(table: pa.Table, fmt: str, out: IO[str] | None = None) -> None:
+def check_tz(tz: str) -> str:
+    try:
+        zoneinfo.ZoneInfo(tz)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise QueryError(f"unknown time zone {tz!r}: use an IANA name like Europe/Berlin or UTC") from None
+    return tz
+
+
+def write(table: pa.Table, fmt: str, out: IO[str] | None = None, *, tz: str = "UTC", header: bool = True) -> None:
     out = out or sys.stdout
-    table = _timestamps_as_text(table)
+    table = _timestamps_as_text(table, tz)
     columns = table.column_names
     rows = list(zip(*(table.column(i).to_pylist() for i in range(table.num_columns)))) if columns else []
     if fmt == "json":
@@ -39,13 +56,25 @@ def write(table: pa.Table, fmt: str, out: IO[str] | None = None) -> None:
             out.write(orjson.dumps(dict(zip(columns, row)), default=_text).decode() + "\n")
     elif fmt == "csv":
         w = csv.writer(out, lineterminator="\n")
-        w.writerow(columns)
+        if header:
+            w.writerow(columns)
         w.writerows([_text(v) for v in row] for row in rows)
     else:
         cells = [[_text(v).replace("\n", "\\n")[:MAX_CELL] for v in row] for row in rows]
         widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
-        out.write("  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip() + "\n")
-        out.write("  ".join("-" * w for w in widths) + "\n")
+        if header:
+            out.write("  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip() + "\n")
+            out.write("  ".join("-" * w for w in widths) + "\n")
         for r in cells:
             out.write("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() + "\n")
-        out.write(f"({len(rows)} row{'s' if len(rows) != 1 else ''})\n")
+        if header:
+            out.write(f"({len(rows)} row{'s' if len(rows) != 1 else ''})\n")
+    out.flush()
+
+
+def write_parquet(table: pa.Table, path: str) -> None:
+    """A plain (unencrypted) Parquet file of a result, for large exports."""
+    try:
+        pq.write_table(table, path, compression="zstd")
+    except OSError as e:
+        raise QueryError(f"cannot write {path}: {e}") from None

@@ -1,7 +1,11 @@
 """Choosing the files a query must open, from the catalog alone.
 
 A plan lists the files (and, for a trace, the row groups) that can hold
-matching records; everything else is never opened.
+matching records; every other file is never opened. Time windows prune on
+each file's event-time range, selectors on its namespaces and containers, a
+trace id on the trace index. Inside the chosen files DuckDB prunes row groups
+further with their min/max statistics (files are sorted by namespace, pod,
+container and time).
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from dataclasses import dataclass
 
 from aggregator import trace_index
 from aggregator.catalog import Catalog, FileEntry
+from query.filters import Filters
 
 
 @dataclass(frozen=True)
@@ -18,15 +23,36 @@ class Plan:
     row_groups: dict[str, list[int]]   # path -> row groups that can match
     total_files: int
     total_row_groups: int
+    how: str                           # what pruned: "trace index", "catalog", "none"
 
     def describe(self) -> str:
         chosen = sum(len(g) for g in self.row_groups.values())
-        return (f"{len(self.files)} of {self.total_files} files, {chosen} of {self.total_row_groups} row groups")
+        return (f"{self.how} chose {len(self.files)} of {self.total_files} files, "
+                f"{chosen} of {self.total_row_groups} row groups")
+
+
+def _plan(catalog: Catalog, picked: list[tuple[FileEntry, int]], how: str) -> Plan:
+    total_files, total_groups = catalog.totals()
+    return Plan(files=tuple(f for f, _ in picked),
+                row_groups={f.path: trace_index.groups_of(mask, f.row_groups) for f, mask in picked},
+                total_files=total_files, total_row_groups=total_groups, how=how)
 
 
 def trace(catalog: Catalog, trace_id: str) -> Plan:
-    hits = catalog.trace_files(trace_index.trace_key(trace_id))
-    total_files, total_groups = catalog.totals()
-    return Plan(files=tuple(f for f, _ in hits),
-                row_groups={f.path: trace_index.groups_of(mask, f.row_groups) for f, mask in hits},
-                total_files=total_files, total_row_groups=total_groups)
+    return _plan(catalog, catalog.trace_files(trace_index.trace_key(trace_id)), "trace index")
+
+
+def select(catalog: Catalog, filters: Filters) -> Plan:
+    """The files that can hold records matching ``filters``."""
+    if filters.trace_id is not None:
+        hits = [(f, m) for f, m in catalog.trace_files(trace_index.trace_key(filters.trace_id))
+                if filters.may_match(f.namespaces, f.containers, f.min_time, f.max_time)]
+        return _plan(catalog, hits, "trace index")
+    files = catalog.files(since_ns=filters.since_ns, until_ns=filters.until_ns)
+    picked = [(f, trace_index.ANY) for f in files if filters.may_match(f.namespaces, f.containers, f.min_time,
+                                                                       f.max_time)]
+    return _plan(catalog, picked, "catalog")
+
+
+def everything(catalog: Catalog) -> Plan:
+    return _plan(catalog, [(f, trace_index.ANY) for f in catalog.files()], "none")
