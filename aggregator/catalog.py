@@ -38,6 +38,7 @@ class FileEntry:
     rows: int
     bytes: int
     row_groups: int
+    row_group_rows: int  # rows per row group (the last may hold fewer): group i = rows [i*n, (i+1)*n)
     sha256: str
     key_id: str
     namespaces: tuple[str, ...]

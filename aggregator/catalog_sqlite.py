@@ -33,6 +33,7 @@ CREATE TABLE IF NOT EXISTS files (
     rows         INTEGER NOT NULL,
     bytes        INTEGER NOT NULL,
     row_groups   INTEGER NOT NULL,
+    row_group_rows INTEGER NOT NULL,
     sha256       TEXT NOT NULL,
     key_id       TEXT NOT NULL,
     namespaces   TEXT NOT NULL,      -- JSON array

@@ -60,9 +60,21 @@ class KeyRegistry:
         return key.key_id
 
 
-def scan_sql(keys: KeyRegistry, files: Mapping[DataKey, Sequence[str]]) -> str:
-    """One relation over encrypted files: a read_parquet per data key (DuckDB takes one footer key per call)."""
-    parts = [f"SELECT * FROM read_parquet([{', '.join(sql_str(p) for p in paths)}], "
-             f"encryption_config={{footer_key: '{keys.add(key)}'}})"
-             for key, paths in sorted(files.items(), key=lambda kv: kv[0].key_id) if paths]
+def scan_sql(keys: KeyRegistry, files: Mapping[DataKey, Sequence[str]],
+             rows: Mapping[str, Sequence[tuple[int, int]]] | None = None) -> str:
+    """One relation over encrypted files: a read_parquet per data key (DuckDB takes one footer key per call).
+    A file given row ranges in ``rows`` (inclusive first, last row numbers) is read alone, restricted to
+    them: DuckDB then skips every row group outside the ranges without reading it."""
+    rows = rows or {}
+    parts = []
+    for key, paths in sorted(files.items(), key=lambda kv: kv[0].key_id):
+        enc = f"encryption_config={{footer_key: '{keys.add(key)}'}}"
+        whole = [p for p in paths if p not in rows]
+        if whole:
+            parts.append(f"SELECT * FROM read_parquet([{', '.join(sql_str(p) for p in whole)}], {enc})")
+        for p in paths:
+            if p in rows:
+                ranges = " OR ".join(f"file_row_number BETWEEN {a} AND {b}" for a, b in rows[p])
+                parts.append(f"SELECT * EXCLUDE (file_row_number) FROM read_parquet({sql_str(p)}, {enc}, "
+                             f"file_row_number=true) WHERE {ranges}")
     return " UNION ALL ".join(parts)

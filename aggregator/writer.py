@@ -38,6 +38,7 @@ class Written:
     sha256: str
     rows: int
     row_groups: int
+    row_group_rows: int
     min_time: int
     max_time: int
     namespaces: tuple[str, ...]
@@ -48,7 +49,8 @@ class Written:
                  key_id: str, created_at: int) -> NewFile:
         entry = FileEntry(path=path, tier=tier, topic=topic, partition=partition, first_offset=first_offset,
                           last_offset=last_offset, min_time=self.min_time, max_time=self.max_time, rows=self.rows,
-                          bytes=self.bytes, row_groups=self.row_groups, sha256=self.sha256, key_id=key_id,
+                          bytes=self.bytes, row_groups=self.row_groups,
+                          row_group_rows=self.row_group_rows, sha256=self.sha256, key_id=key_id,
                           namespaces=self.namespaces, containers=self.containers, created_at=created_at)
         return NewFile(entry, self.traces)
 
@@ -100,5 +102,5 @@ class ParquetWriter:
             f"SELECT {key} AS k, {trace_index.mask_sql('file_row_number', layout.row_group_size, groups)} "
             f"FROM {scan} WHERE trace_id IS NOT NULL GROUP BY k").fetchall()
         size, sha = digest(location, self.con)
-        return Written(size, sha, rows, groups, min_t or 0, max_t or 0, tuple(namespaces or ()),
+        return Written(size, sha, rows, groups, layout.row_group_size, min_t or 0, max_t or 0, tuple(namespaces or ()),
                        tuple(containers or ()), tuple(traces))

@@ -49,7 +49,7 @@ class Session:
         self.lake.close()
 
     def run(self, chosen: plan.Plan, sql: str, params: list[object]) -> pa.Table:
-        result = run_sql(self.lake.view(chosen.files), sql, params)
+        result = run_sql(self.lake.view(chosen.files, chosen.row_ranges()), sql, params)
         if self.args.explain:
             ms = (time.perf_counter() - self.started) * 1000
             print(f"plan: {chosen.describe()}; {result.num_rows} rows in {ms:.1f} ms", file=sys.stderr)

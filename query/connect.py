@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import duckdb
 import pyarrow as pa
@@ -43,6 +43,9 @@ class Lake:
             self.catalog.close()
             raise
         self.storage = Storage(settings.aggregator, settings.tiers)
+        # One DuckDB connection per lake: views are replaced, keys registered once.
+        self._con: duckdb.DuckDBPyConnection | None = None
+        self._keys: duck.KeyRegistry | None = None
 
     def close(self) -> None:
         self.catalog.close()
@@ -52,19 +55,28 @@ class Lake:
             raise QueryError(f"the catalog {self.settings.aggregator.catalog_path} lists no stored files yet: "
                              "ship some logs and let loglake-aggregator write them first")
 
-    def view(self, files: Sequence[FileEntry], name: str = "logs") -> duckdb.DuckDBPyConnection:
-        """A connection whose view ``name`` reads exactly ``files``."""
+    def view(self, files: Sequence[FileEntry], rows: Mapping[str, Sequence[tuple[int, int]]] | None = None,
+             name: str = "logs") -> duckdb.DuckDBPyConnection:
+        """A connection whose view ``name`` reads exactly ``files`` (only the row ranges ``rows`` gives
+        for a file's catalog path, when it gives any)."""
         by_key: dict[DataKey, list[str]] = defaultdict(list)
+        ranges = {}
         for f in files:
-            by_key[self.keyring.get(f.key_id)].append(self.storage.location(f.tier, f.path))
-        con = duck.connect()
-        con.execute("SET TimeZone = 'UTC'")
-        self.storage.configure(con)
-        scan = duck.scan_sql(duck.KeyRegistry(con), by_key)
+            where = self.storage.location(f.tier, f.path)
+            by_key[self.keyring.get(f.key_id)].append(where)
+            if rows and f.path in rows:
+                ranges[where] = rows[f.path]
+        if self._con is None:
+            self._con = duck.connect()
+            self._con.execute("SET TimeZone = 'UTC'")
+            self.storage.configure(self._con)
+            self._keys = duck.KeyRegistry(self._con)
+        con = self._con
+        scan = duck.scan_sql(self._keys, by_key, ranges)
         if not scan:
             con.register("_no_files", LOG_SCHEMA.empty_table())
             scan = "SELECT * FROM _no_files"
-        run_sql(con, f"CREATE VIEW {name} AS SELECT *, {RECORD_ID_SQL} AS record_id FROM ({scan})")
+        run_sql(con, f"CREATE OR REPLACE VIEW {name} AS SELECT *, {RECORD_ID_SQL} AS record_id FROM ({scan})")
         return con
 
 

@@ -25,6 +25,23 @@ class Plan:
     total_row_groups: int
     how: str                           # what pruned: "trace index", "catalog", "none"
 
+    def row_ranges(self) -> dict[str, list[tuple[int, int]]]:
+        """For files where only some row groups can match: their row-number ranges (first, last)."""
+        out = {}
+        for f in self.files:
+            groups = self.row_groups[f.path]
+            if len(groups) == f.row_groups:
+                continue
+            ranges: list[tuple[int, int]] = []
+            for g in groups:
+                first, last = g * f.row_group_rows, (g + 1) * f.row_group_rows - 1
+                if ranges and ranges[-1][1] + 1 == first:
+                    ranges[-1] = (ranges[-1][0], last)
+                else:
+                    ranges.append((first, last))
+            out[f.path] = ranges
+        return out
+
     def describe(self) -> str:
         chosen = sum(len(g) for g in self.row_groups.values())
         return (f"{self.how} chose {len(self.files)} of {self.total_files} files, "

@@ -12,6 +12,7 @@ import urllib.request
 from collections import Counter
 from pathlib import Path
 
+import orjson
 import pytest
 
 import query
@@ -21,8 +22,10 @@ from aggregator.catalog_sqlite import SqliteCatalog
 from aggregator.cli import main as aggregator
 from aggregator.compaction import DAY_NS, HOUR_NS, Compactor
 from query import plan
+from query.connect import Lake
 from query.cli import main as query_cli
-from tests.conftest import LAKE_START, fill_lake, free_port, lake_trace, write_config
+from shipper.cli import main as shipper
+from tests.conftest import LAKE_START, cri, fill_lake, free_port, lake_trace, pod_log, write_config
 
 COUNT_SQL = "SELECT count(*), count(DISTINCT record_id) FROM logs"
 COLD_AFTER_S = 30 * 86400
@@ -169,18 +172,34 @@ def test_trace_index_follows_the_data_and_is_exact(lake):
 
 
 def test_index_row_groups_hold_the_trace(tmp_path):
-    """Small row groups: the index's row groups are exactly those whose rows hold the trace."""
+    """Small row groups: the index names exactly the row groups holding a trace, and reading only
+    those finds every line of it."""
     config = write_config(tmp_path, aggregator={"parquet_row_group_size": 2048})
-    fill_lake(tmp_path, config, rounds=1, lines=2500, step_s=1)
+    rare, common = "a" * 32, "b" * 32
+    lines = [cri(f"2026-11-20T23:{i // 600:02d}:{i // 10 % 60:02d}.{i:09d}Z",
+                 orjson.dumps({"msg": f"m{i}", "trace_id": rare if i in (4500, 4501) else common if i % 3 == 0
+                               else None}).decode()) for i in range(6000)]
+    pod_log(tmp_path, "shop", "web-1", "nginx").write_text("".join(lines))
+    assert shipper(["--config", str(config), "--once"]) == 0
+    assert aggregator(["--config", str(config), "--once"]) == 0
     con = query.connect(str(config))
-    for trace in (lake_trace(0), lake_trace(17)):
+    (f,) = catalog(tmp_path).files()
+    assert (f.rows, f.row_groups, f.row_group_rows) == (6000, 3, 2048)
+    for trace, groups in ((rare, [2]), (common, [0, 1, 2])):
         p = plan.trace(catalog(tmp_path), trace)
-        for f in p.files:
-            assert f.row_groups == 3  # 5,000 rows per partition file, 2,048 per group
-            rows = con.execute(f"SELECT DISTINCT file_row_number // 2048 FROM read_parquet(?, encryption_config="
-                               f"{{footer_key: '{f.key_id}'}}, file_row_number=true) WHERE trace_id = ?",
-                               [str(tmp_path / "lake" / f.path), trace]).fetchall()
-            assert sorted(g for (g,) in rows) == p.row_groups[f.path]
+        assert p.row_groups == {f.path: groups}
+        truth = con.execute(f"SELECT DISTINCT file_row_number // 2048 FROM read_parquet(?, encryption_config="
+                            f"{{footer_key: '{f.key_id}'}}, file_row_number=true) WHERE trace_id = ?",
+                            [str(tmp_path / "lake" / f.path), trace]).fetchall()
+        assert sorted(g for (g,) in truth) == groups
+        lake = Lake(str(config))
+        try:
+            found = lake.view(p.files, p.row_ranges()).execute(
+                "SELECT count(*) FROM logs WHERE trace_id = ?", [trace]).fetchone()[0]
+        finally:
+            lake.close()
+        assert found == con.execute("SELECT count(*) FROM logs WHERE trace_id = ?", [trace]).fetchone()[0] > 0
+    assert plan.trace(catalog(tmp_path), rare).row_ranges() == {f.path: [(4096, 6143)]}
     # DuckDB cuts row groups at exactly the configured size (what the index assumes), seen unencrypted
     con.execute(f"COPY (SELECT * FROM range(5000)) TO '{tmp_path}/plain.parquet' (ROW_GROUP_SIZE 2048)")
     assert [r for (r,) in con.execute("SELECT row_group_num_rows FROM parquet_metadata(?) ORDER BY row_group_id",
