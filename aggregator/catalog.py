@@ -16,9 +16,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from aggregator.config import AggregatorConfig
+
+if TYPE_CHECKING:
+    from aggregator.holds import Hold
+    from aggregator.selector import Selector
 
 TIERS = ("hot", "warm", "cold")
 Mark = tuple[str, str]           # (source_id, stream): see aggregator.dedup
@@ -68,13 +72,23 @@ class Catalog(Protocol):
         """Files of a tier (or all), those whose time range overlaps [since_ns, until_ns) if given."""
     def totals(self) -> tuple[int, int]:
         """(files, row groups) in the catalog."""
-    def replace(self, removed: Sequence[FileEntry], added: Sequence[NewFile], delete_at_ns: int) -> None:
-        """Swap ``removed`` for ``added`` atomically; removed files become pending deletes due at ``delete_at_ns``."""
+    def replace(self, removed: Sequence[FileEntry], added: Sequence[NewFile], delete_at_ns: int,
+                deleted: Sequence[tuple[str, int, int, str]] = (), audit_seq: int = 0) -> None:
+        """Swap ``removed`` for ``added`` atomically; removed files become pending deletes due at
+        ``delete_at_ns``. ``deleted`` lists the byte ranges of records policy removed in the swap."""
     def pending_deletes(self, due_by_ns: int | None = None) -> list[tuple[str, str]]:
         """(tier, path) of removed files still on storage, those due by ``due_by_ns`` if given."""
     def forget_pending(self, paths: Sequence[tuple[str, str]]) -> None: ...
     def trace_files(self, trace_key: int) -> list[tuple[FileEntry, int]]:
         """Files that hold a trace, with the row-group mask of each."""
+
+    # compliance: holds, ranges deleted by policy, the audit log's head ----
+    def add_hold(self, selector: Selector, reason: str, by: str) -> int: ...
+    def holds(self, include_released: bool = False) -> list[Hold]: ...
+    def release_hold(self, hold_id: int, by: str, reason: str) -> Hold | None: ...
+    def deleted_ranges(self) -> list[tuple[str, int, int, str]]: ...
+    def audit_head(self) -> tuple[int, str] | None: ...
+    def set_audit_head(self, seq: int, digest: str) -> None: ...
 
     # data keys (aggregator.keys wraps and unwraps; the catalog only stores) ---
     def live_data_key(self, scope: str) -> tuple[str] | None: ...

@@ -15,7 +15,9 @@ from pathlib import Path
 import orjson
 
 from aggregator.catalog import FileEntry, Mark, NewFile
-from aggregator.errors import CatalogConflictError
+from aggregator.holds import Hold
+from aggregator.selector import Selector
+from aggregator.errors import CatalogConflictError, EncryptionKeyError
 
 SCHEMA_VERSION = 2
 _DDL = """
@@ -54,6 +56,19 @@ CREATE TABLE IF NOT EXISTS pending_deletes (
     due_at INTEGER NOT NULL,
     PRIMARY KEY (tier, path)
 );
+CREATE TABLE IF NOT EXISTS holds (
+    id             INTEGER PRIMARY KEY AUTOINCREMENT,
+    namespace      TEXT, pod TEXT, container TEXT,   -- globs; NULL: any
+    since_ns       INTEGER, until_ns INTEGER,         -- NULL: unbounded
+    reason         TEXT NOT NULL,
+    created_at     INTEGER NOT NULL, created_by TEXT NOT NULL,
+    released_at    INTEGER, released_by TEXT, release_reason TEXT
+);
+CREATE TABLE IF NOT EXISTS deleted_ranges (          -- records removed by retention or erasure
+    source_id TEXT NOT NULL, start INTEGER NOT NULL, "end" INTEGER NOT NULL,
+    why TEXT NOT NULL, audit_seq INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS deleted_ranges_source ON deleted_ranges (source_id, start);
 CREATE TABLE IF NOT EXISTS data_keys (
     key_id       TEXT PRIMARY KEY,
     scope        TEXT NOT NULL,      -- tier_YYYYMMDD
@@ -137,6 +152,10 @@ class SqliteCatalog:
     # files -----------------------------------------------------------------
 
     def _insert(self, new: NewFile) -> None:
+        key = self._db.execute("SELECT destroyed_at FROM data_keys WHERE key_id = ?", (new.entry.key_id,)).fetchone()
+        if key is not None and key[0] is not None:
+            raise EncryptionKeyError(f"data key {new.entry.key_id} was destroyed while {new.entry.path} was being "
+                                     "written with it; the write is retried under a new key")
         values = [getattr(new.entry, c) for c in _COLUMNS]
         for c in _JSON_COLUMNS:
             values[_COLUMNS.index(c)] = orjson.dumps(list(getattr(new.entry, c))).decode()
@@ -159,9 +178,11 @@ class SqliteCatalog:
         files, groups = self._db.execute("SELECT count(*), coalesce(sum(row_groups), 0) FROM files").fetchone()
         return files, groups
 
-    def replace(self, removed: Sequence[FileEntry], added: Sequence[NewFile], delete_at_ns: int) -> None:
+    def replace(self, removed: Sequence[FileEntry], added: Sequence[NewFile], delete_at_ns: int,
+                deleted: Sequence[tuple[str, int, int, str]] = (), audit_seq: int = 0) -> None:
         db = self._db
         with self._tx():
+            db.executemany("INSERT INTO deleted_ranges VALUES (?, ?, ?, ?, ?)", [(*r, audit_seq) for r in deleted])
             for e in removed:
                 row = db.execute("SELECT id FROM files WHERE path = ?", (e.path,)).fetchone()
                 if row is None:
@@ -187,11 +208,47 @@ class SqliteCatalog:
                                                       "ORDER BY f.min_time"), (trace_key,))
         return [(_entry(r[:-1]), r[-1]) for r in rows]
 
+    # compliance ------------------------------------------------------------
+
+    def add_hold(self, selector: Selector, reason: str, by: str) -> int:
+        cur = self._db.execute(
+            "INSERT INTO holds (namespace, pod, container, since_ns, until_ns, reason, created_at, created_by) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (selector.namespace, selector.pod, selector.container,
+                                                selector.since_ns, selector.until_ns, reason, time.time_ns(), by))
+        return int(cur.lastrowid or 0)
+
+    def holds(self, include_released: bool = False) -> list[Hold]:
+        sql = ("SELECT id, namespace, pod, container, since_ns, until_ns, reason, created_at, created_by, "
+               "released_at, released_by, release_reason FROM holds"
+               + ("" if include_released else " WHERE released_at IS NULL") + " ORDER BY id")
+        return [Hold(r[0], Selector(*r[1:6]), *r[6:]) for r in self._db.execute(sql)]
+
+    def release_hold(self, hold_id: int, by: str, reason: str) -> Hold | None:
+        with self._tx():
+            self._db.execute("UPDATE holds SET released_at = ?, released_by = ?, release_reason = ? "
+                             "WHERE id = ? AND released_at IS NULL", (time.time_ns(), by, reason, hold_id))
+        return next((h for h in self.holds(include_released=True) if h.id == hold_id), None)
+
+    def deleted_ranges(self) -> list[tuple[str, int, int, str]]:
+        return self._db.execute('SELECT source_id, start, "end", why FROM deleted_ranges '
+                                "ORDER BY source_id, start").fetchall()
+
+    def audit_head(self) -> tuple[int, str] | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'audit_head'").fetchone()
+        if row is None:
+            return None
+        seq, digest = row[0].split(":", 1)
+        return int(seq), digest
+
+    def set_audit_head(self, seq: int, digest: str) -> None:
+        self._db.execute("INSERT INTO meta VALUES ('audit_head', ?) ON CONFLICT (key) DO UPDATE "
+                         "SET value = excluded.value", (f"{seq}:{digest}",))
+
     # data keys -------------------------------------------------------------
 
     def live_data_key(self, scope: str) -> tuple[str] | None:
         return self._db.execute("SELECT key_id FROM data_keys WHERE scope = ? AND destroyed_at IS NULL "
-                                "ORDER BY created_at DESC LIMIT 1", (scope,)).fetchone()
+                                "ORDER BY created_at DESC, rowid DESC LIMIT 1", (scope,)).fetchone()
 
     def add_data_key(self, key_id: str, scope: str, wrapped: bytes, master_id: str) -> None:
         self._db.execute("INSERT INTO data_keys VALUES (?, ?, ?, ?, ?, NULL)",

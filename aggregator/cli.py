@@ -7,16 +7,18 @@ import asyncio
 import logging
 import signal
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
-from aggregator import certs, config, keys
+from aggregator import certs, compliance, config, keys
+from aggregator.audit import AuditLog
 from aggregator.catalog import open_catalog
 from aggregator.compaction import Compactor, Report
-from aggregator.consume import Aggregator
+from aggregator.consume import Aggregator, Periodic
+from aggregator.retention import Remover
 from aggregator.source import Source
 from aggregator.spool import SpoolSource
 from aggregator.storage import Storage
-from aggregator.verify import check_files
 from schemas import jsonlog
 from schemas.errors import ConfigError, LoglakeError
 from schemas.metrics import Registry, serve
@@ -36,12 +38,17 @@ async def _run(args: argparse.Namespace) -> None:
     cfg = settings.aggregator
     catalog = open_catalog(cfg)
     keyring = keys.KeyRing(catalog, keys.master_for(cfg, create=True))
-    agg = Aggregator(cfg, settings.tiers, _source(settings), catalog, keyring, Storage(cfg, settings.tiers),
-                     compactor=lambda: Compactor.open(settings, keyring.master))
+    compaction, retention = Report(), RetentionTotals()
+    jobs = (Periodic("compaction", settings.tiers.compact_interval_s, lambda: Compactor.open(settings, keyring.master),
+                     lambda c, stop: compaction.add(c.run(None, stop)), lambda c: c.close()),
+            Periodic("retention", settings.retention.interval_s, lambda: Remover.open(settings, keyring.master),
+                     lambda r, stop: retention.add(_apply_retention(r)), lambda r: r.close()))
+    agg = Aggregator(cfg, _source(settings), catalog, keyring, Storage(cfg, settings.tiers), jobs)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, agg.stop)
-    server = await serve(cfg.metrics_address, metrics(agg), lambda: (True, "ok")) if cfg.metrics_address else None
+    server = (await serve(cfg.metrics_address, metrics(agg, compaction, retention), lambda: (True, "ok"))
+              if cfg.metrics_address else None)
     log.info("aggregator started", extra={"transport": settings.transport.name, "data_dir": str(cfg.data_dir),
                                           "master_key": keyring.master.key_id})
     try:
@@ -52,7 +59,29 @@ async def _run(args: argparse.Namespace) -> None:
             server.close()
 
 
-def metrics(agg: Aggregator) -> Registry:
+@dataclass
+class RetentionTotals:
+    rows_deleted: int = 0
+    files_deleted: int = 0
+    files_rewritten: int = 0
+    keys_destroyed: int = 0
+
+    def add(self, result: dict | None) -> None:
+        if result:
+            self.rows_deleted += result["rows_deleted"]
+            self.files_deleted += result["files_deleted"]
+            self.files_rewritten += result["files_rewritten"]
+            self.keys_destroyed += len(result["keys_destroyed"])
+
+
+def _apply_retention(remover: Remover) -> dict | None:
+    plan = remover.retention_plan()
+    if not any(d.action in ("delete", "rewrite") for d in plan.decisions):
+        return None
+    return remover.apply(plan)
+
+
+def metrics(agg: Aggregator, compaction: Report, retention: RetentionTotals) -> Registry:
     r = Registry("loglake_aggregator")
     for name, what in (("batches_consumed", "batches consumed"), ("records_stored", "records written to Parquet"),
                        ("files_written", "Parquet files written"), ("batches_quarantined", "batches quarantined")):
@@ -67,8 +96,15 @@ def metrics(agg: Aggregator) -> Registry:
     for name, what in (("jobs", "compaction jobs done"), ("files_in", "files compacted away"),
                        ("files_out", "files written by compaction"), ("rows", "rows compacted"),
                        ("bytes_in", "bytes read by compaction"), ("bytes_out", "bytes written by compaction")):
-        r.value(f"compaction_{name}_total", "counter", what, lambda n=name: getattr(agg.compaction, n))
-    r.value("compaction_errors_total", "counter", "compaction passes that failed", lambda: agg.compaction_errors)
+        r.value(f"compaction_{name}_total", "counter", what, lambda n=name: getattr(compaction, n))
+    for name, what in (("rows_deleted", "records deleted by retention"), ("files_deleted", "files deleted by retention"),
+                       ("files_rewritten", "files rewritten by retention"),
+                       ("keys_destroyed", "data keys destroyed (crypto-shredded) by retention")):
+        r.value(f"retention_{name}_total", "counter", what, lambda n=name: getattr(retention, n))
+    r.add("background_runs_total", "counter", "background passes done, by job",
+          lambda: [({"job": j.name}, j.runs) for j in agg.jobs])
+    r.add("background_errors_total", "counter", "background passes that failed, by job",
+          lambda: [({"job": j.name}, j.errors) for j in agg.jobs])
     return r
 
 
@@ -98,6 +134,7 @@ async def _topics(args: argparse.Namespace) -> None:
 def _keys(args: argparse.Namespace) -> None:
     cfg = config.load(args.config).aggregator
     catalog = open_catalog(cfg)
+    audit = AuditLog(cfg.data_dir)
     try:
         ring = keys.KeyRing(catalog, keys.master_for(cfg))
         if args.action == "rotate":
@@ -105,12 +142,17 @@ def _keys(args: argparse.Namespace) -> None:
                 raise ConfigError("keys rotate needs --new-key-file PATH (a new file for the new master key)")
             new = keys.new_master_file(args.new_key_file)
             count = ring.rotate(new)
+            audit.append("keys-rotate", {"event": "master key rotated", "master_key": new.key_id,
+                                         "previous": keys.master_for(cfg).key_id, "data_keys_rewrapped": count},
+                         catalog.set_audit_head)
             print(f"rewrapped {count} data keys under {new.key_id}; point [aggregator] key_file at {args.new_key_file} "
                   "and keep the old key file until every aggregator and query host uses the new one")
         elif args.action == "destroy":
             if not args.key_id:
                 raise ConfigError("keys destroy needs the KEY_ID to destroy")
             ring.destroy(args.key_id)
+            audit.append("keys-destroy", {"event": "data key destroyed by hand", "key_id": args.key_id},
+                         catalog.set_audit_head)
             print(f"destroyed data key {args.key_id}: files written with it can no longer be read anywhere")
         else:
             for key_id, scope, master_id, destroyed in catalog.data_key_list():
@@ -119,23 +161,18 @@ def _keys(args: argparse.Namespace) -> None:
         catalog.close()
 
 
-def _verify(args: argparse.Namespace) -> int:
-    settings = config.load(args.config)
-    catalog = open_catalog(settings.aggregator)
-    try:
-        checked, findings = check_files(catalog, Storage(settings.aggregator, settings.tiers))
-    finally:
-        catalog.close()
-    for finding in findings:
-        print(finding)
-    print(f"verify: {checked} files checked, {len(findings)} problems")
-    return 1 if findings else 0
-
-
 def _certs(args: argparse.Namespace) -> None:
     issued = certs.generate(args.out, force=args.force)
     for name, files in issued.items():
         print(f"{name}: {files.cert} {files.key}")
+
+
+def _selector_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--namespace", "-n", help="namespace glob")
+    p.add_argument("--pod", help="pod glob")
+    p.add_argument("--container", help="container glob")
+    p.add_argument("--since", help="from (15m, 7d or an RFC 3339 time)")
+    p.add_argument("--until", help="until (15m, 7d or an RFC 3339 time)")
 
 
 def _common_options(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -161,8 +198,23 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--out", type=Path, required=True)
     c.add_argument("--force", action="store_true", help="replace existing certificates")
     sub.add_parser("compact", parents=[common], help="compact hot files into warm and warm into cold, now")
-    sub.add_parser("verify", parents=[common], help="check every catalog file exists with its sha256, "
-                                                    "and that no file is unlisted")
+    sub.add_parser("verify", parents=[common], help="check files against the catalog, the audit trail, and "
+                                                    "completeness (byte ranges never stored)")
+    r = sub.add_parser("retention", parents=[common], help="apply the retention policy now")
+    r.add_argument("--dry-run", action="store_true", help="list what would go (files, rows, bytes, per rule)")
+    e = sub.add_parser("erase", parents=[common], help="remove matching records from every tier (erasure request)")
+    _selector_options(e)
+    e.add_argument("--reason", required=True, help="why (the request's reference); goes into the audit trail")
+    e.add_argument("--dry-run", action="store_true", help="list what would go")
+    h = sub.add_parser("hold", parents=[common], help="legal holds: add, list, release")
+    h.add_argument("action", choices=["add", "list", "release"])
+    h.add_argument("id", nargs="?", type=int, help="release: the hold's id")
+    _selector_options(h)
+    h.add_argument("--reason", help="add: the case it is for; release: why it ends")
+    h.add_argument("--all", action="store_true", help="list: released holds too")
+    rp = sub.add_parser("report", parents=[common], help="compliance report (Markdown and JSON)")
+    rp.add_argument("--since", default="30d", help="period start: 30d, or an RFC 3339 time")
+    rp.add_argument("--out", type=Path, default=Path("report.md"), help="Markdown file; the JSON goes beside it")
     t = sub.add_parser("topics", parents=[common], help="create the Kafka topic")
     t.add_argument("action", choices=["create"])
     k = sub.add_parser("keys", parents=[common], help="list, rotate the master key, destroy a data key")
@@ -181,7 +233,9 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "compact":
             _compact(args)
         elif args.command == "verify":
-            return _verify(args)
+            return compliance.verify(args)
+        elif args.command in ("retention", "erase", "hold", "report"):
+            getattr(compliance, args.command)(args)
         else:
             asyncio.run(_run(args))
     except LoglakeError as e:

@@ -4,8 +4,9 @@ Per partition, decoded records wait in a buffer until it is big or old enough;
 then one Parquet file is written, named after the offsets it holds, and its
 catalog entry is committed together with the position after its last offset.
 A batch that cannot be decoded is quarantined and its offset counts as consumed.
-Every ``[tiers] compact_interval_s`` a compaction pass runs in a worker thread
-with its own catalog connection (aggregator.compaction).
+Background jobs (compaction every ``[tiers] compact_interval_s``, retention
+every ``[retention] interval_s``) run in worker threads, each with its own
+catalog connection and DuckDB.
 """
 
 from __future__ import annotations
@@ -15,14 +16,15 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 from dataclasses import dataclass, field
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from aggregator.catalog import TIERS, Catalog
-from aggregator.compaction import Compactor, Report, tidy
-from aggregator.config import AggregatorConfig, TiersConfig
+from aggregator.compaction import tidy
+from aggregator.config import AggregatorConfig
 from aggregator.dedup import Dedup
 from aggregator.keys import KeyRing, key_scope
 from aggregator.quarantine import Quarantine
@@ -35,6 +37,18 @@ from schemas.transport import safe_name
 
 log = logging.getLogger("loglake.aggregator")
 HOT = "hot"
+
+
+@dataclass
+class Periodic:
+    """Background work: ``open`` builds the worker in a thread, ``run(worker, stop)`` does one pass."""
+    name: str
+    interval_s: int
+    open: Callable[[], Any]
+    run: Callable[[Any, threading.Event], None]
+    close: Callable[[Any], None]
+    runs: int = 0
+    errors: int = 0
 
 
 @dataclass
@@ -53,20 +67,16 @@ def hot_file_name(topic: str, partition: str, first: int, last: int) -> str:
 
 
 class Aggregator:
-    def __init__(self, cfg: AggregatorConfig, tiers: TiersConfig, source: Source, catalog: Catalog,
-                 keyring: KeyRing, storage: Storage, compactor: Callable[[], Compactor] | None = None) -> None:
+    def __init__(self, cfg: AggregatorConfig, source: Source, catalog: Catalog, keyring: KeyRing,
+                 storage: Storage, jobs: tuple[Periodic, ...] = ()) -> None:
         self.cfg = cfg
-        self.tiers = tiers
         self.source = source
         self.catalog = catalog
         self.keyring = keyring
         self.storage = storage
         self.writer = ParquetWriter(storage)
         self.layout = Layout(cfg.parquet_row_group_size, cfg.parquet_zstd_level)
-        # Builds the compactor (own catalog connection and DuckDB) in the worker thread; None: no schedule.
-        self.compactor = compactor
-        self.compaction = Report()
-        self.compaction_errors = 0
+        self.jobs = jobs
         self.quarantine = Quarantine(cfg.quarantine_dir)
         self.dedup = Dedup(catalog.source_marks(source.topic))
         self.buffers: dict[str, PartitionBuffer] = {}
@@ -135,32 +145,32 @@ class Aggregator:
         now = time.monotonic()
         await self.flush_partitions([p for p, b in self.buffers.items() if self._due(b, now)])
 
-    async def compact_on_schedule(self, stop: threading.Event) -> None:
-        """Run a compaction pass every ``compact_interval_s``; a failed pass is logged and retried next time."""
-        assert self.compactor is not None
-        compactor: Compactor | None = None
+    async def every(self, job: Periodic, stop: threading.Event) -> None:
+        """Run ``job`` every ``interval_s``; a failed pass is logged and retried at the next interval."""
+        worker = None
         while not self._stopping.is_set():
             try:
-                await asyncio.wait_for(self._stopping.wait(), self.tiers.compact_interval_s)
+                await asyncio.wait_for(self._stopping.wait(), job.interval_s)
                 break
             except TimeoutError:
                 pass
             try:
-                compactor = compactor or await asyncio.to_thread(self.compactor)
-                self.compaction.add(await asyncio.to_thread(compactor.run, None, stop))
-            except Exception as e:  # noqa: BLE001 - compaction must not stop consumption
-                self.compaction_errors += 1
-                log.error("compaction failed; retrying at the next interval", extra={"error": str(e)})
-        if compactor is not None:
-            compactor.close()
+                worker = worker or await asyncio.to_thread(job.open)
+                await asyncio.to_thread(job.run, worker, stop)
+                job.runs += 1
+            except Exception as e:  # noqa: BLE001 - background work must not stop consumption
+                job.errors += 1
+                log.error(f"{job.name} failed; retrying at the next interval", extra={"error": str(e)})
+        if worker is not None:
+            job.close(worker)
 
     async def run(self, once: bool = False, poll_timeout: float = 0.2) -> None:
         self.recover()
         self.source.on_revoke = self.flush_partitions
         await self.source.start(lambda: self.catalog.positions(self.source.topic))
-        stop_compaction = threading.Event()
-        schedule = (asyncio.create_task(self.compact_on_schedule(stop_compaction))
-                    if self.compactor is not None and self.tiers.compact_interval_s > 0 and not once else None)
+        stop_jobs = threading.Event()
+        background = [asyncio.create_task(self.every(j, stop_jobs)) for j in self.jobs
+                      if j.interval_s > 0 and not once]
         idle_deadline = time.monotonic() + 60
         while not self._stopping.is_set():
             messages = await self.source.poll(poll_timeout)
@@ -177,9 +187,9 @@ class Aggregator:
             if once and not messages and time.monotonic() > idle_deadline:
                 log.warning("nothing to consume for 60 s and not caught up; stopping --once run")
                 break
-        stop_compaction.set()
-        if schedule is not None:
-            await schedule  # a pass in progress finishes its current job (each job is atomic)
+        stop_jobs.set()
+        for task in background:
+            await task  # a pass in progress finishes its current step (each is atomic)
         await self.flush_partitions(list(self.buffers))
         await self.source.close()
         log.info("aggregator stopped", extra={**self.stats, "duplicates_dropped": self.dedup.dropped})

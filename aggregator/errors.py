@@ -15,3 +15,7 @@ class StorageError(LoglakeError):
 
 class CatalogConflictError(LoglakeError):
     """Another process changed the catalog entries a job was replacing."""
+
+
+class AuditError(LoglakeError):
+    """The audit trail cannot be written or its key cannot be used."""

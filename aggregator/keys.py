@@ -149,8 +149,11 @@ class KeyRing:
     def for_scope(self, scope: str) -> DataKey:
         """The live data key of a scope (e.g. ``hot_20261124``), created on first use."""
         row = self.catalog.live_data_key(scope)
-        if row is not None:
-            return self.get(row[0])
+        return self.get(row[0]) if row is not None else self.new_for_scope(scope)
+
+    def new_for_scope(self, scope: str) -> DataKey:
+        """A new live data key for a scope; later writes use it, so the previous one can be destroyed
+        once its files are gone (retention and erasure re-encrypt under it)."""
         key_id = f"dk_{scope}_{secrets.token_hex(4)}"
         raw = secrets.token_bytes(KEY_BYTES)
         self.catalog.add_data_key(key_id, scope, self._wrap(key_id, raw), self.master.key_id)
@@ -179,5 +182,7 @@ class KeyRing:
 
     def destroy(self, key_id: str) -> None:
         """Crypto-shred: forget the wrapped key for good."""
+        if self.catalog.data_key(key_id) is None:
+            raise EncryptionKeyError(f"there is no data key {key_id}; see 'loglake-aggregator keys list'")
         self.catalog.destroy_data_key(key_id)
         self._cache.pop(key_id, None)

@@ -41,12 +41,14 @@ from aggregator import config as agg_config  # noqa: E402
 from aggregator import keys  # noqa: E402
 from aggregator.catalog import open_catalog  # noqa: E402
 from aggregator.keys import KeyRing, key_scope  # noqa: E402
+from aggregator.selector import Selector  # noqa: E402
 from aggregator.storage import Storage  # noqa: E402
 from aggregator.writer import Layout, ParquetWriter  # noqa: E402
 from query import plan  # noqa: E402
 from query.cli import LINE_COLUMNS, TRACE_COLUMNS  # noqa: E402
 from query.connect import Lake, run_sql  # noqa: E402
-from query.filters import Filters, parse_levels  # noqa: E402
+from aggregator.selector import parse_levels  # noqa: E402
+from query.filters import Filters  # noqa: E402
 
 DAY0 = 1_794_528_000  # 2026-11-13T00:00:00Z: day 0 of the generated archive
 NS = 1_000_000_000
@@ -93,7 +95,7 @@ def rows_sql(day: int, partition: int, per_partition_day: int, first: int, last:
            printf('%064d', c) AS container_id, 'stdout' AS stream,
            'node-{partition}:{day}:' || c AS source_id,
            '/var/log/pods/' || {ns} || '_' || {pod} || '/' || {container} || '/0.log' AS source_path,
-           (j * 200)::BIGINT AS source_offset, 0::INTEGER AS flags
+           (j * 200)::BIGINT AS source_offset, (j * 200 + 200)::BIGINT AS source_end, 0::INTEGER AS flags
     FROM (SELECT range AS j, {c} AS c FROM range({first}, {last}))"""
 
 
@@ -184,12 +186,14 @@ def measure(config: Path, facts: dict, runs: int, scan_runs: int, seed: int) -> 
         day, minute = rng.randrange(days), rng.randrange(24 * 60 - 15)
         c = rng.randrange(CONTAINERS)
         since = (DAY0 + day * 86400 + minute * 60) * NS
-        return Filters(namespace=f"ns-{c // 10:02d}", pod=f"svc-{c // 10:02d}-{(c // 2) % 5}-7d9f8",
-                       container="app" if c % 2 == 0 else "proxy", since_ns=since, until_ns=since + 15 * 60 * NS)
+        return Filters(Selector(namespace=f"ns-{c // 10:02d}", pod=f"svc-{c // 10:02d}-{(c // 2) % 5}-7d9f8",
+                                container="app" if c % 2 == 0 else "proxy", since_ns=since,
+                                until_ns=since + 15 * 60 * NS))
 
     def day_filters(**kw: object) -> Filters:
         day = rng.randrange(days)
-        return Filters(since_ns=(DAY0 + day * 86400) * NS, until_ns=(DAY0 + (day + 1) * 86400) * NS, **kw)
+        return Filters(Selector(since_ns=(DAY0 + day * 86400) * NS, until_ns=(DAY0 + (day + 1) * 86400) * NS),
+                       **kw)  # type: ignore[arg-type]
 
     def run_trace(trace_id: str, scan: bool) -> int:
         chosen = everything if scan else plan.trace(lake.catalog, trace_id)
@@ -209,7 +213,7 @@ def measure(config: Path, facts: dict, runs: int, scan_runs: int, seed: int) -> 
         "grep needle, 1 day": lambda scan, f: run_filtered(f, LINE_COLUMNS, "ORDER BY time DESC LIMIT 1000", scan),
     }
     args = {"trace lookup": trace_args, "container + 15 min": container_args,
-            "level=ERROR count, 1 day": lambda: day_filters(levels=tuple(parse_levels("error"))),
+            "level=ERROR count, 1 day": lambda: day_filters(levels=parse_levels("error")),
             "grep needle, 1 day": lambda: day_filters(grep=NEEDLE)}
     out = {}
     for name, q in queries.items():

@@ -21,7 +21,8 @@ from query import export, output, plan
 from query import config as query_config
 from query.connect import Lake, run_sql
 from query.errors import QueryError
-from query.filters import Filters, parse_levels, parse_time
+from aggregator.selector import Selector, parse_levels, parse_time
+from query.filters import Filters
 from query.follow import follow
 from schemas.errors import LoglakeError
 
@@ -50,6 +51,8 @@ class Session:
 
     def run(self, chosen: plan.Plan, sql: str, params: list[object]) -> pa.Table:
         result = run_sql(self.lake.view(chosen.files, chosen.row_ranges()), sql, params)
+        self.lake.audit("query", {"command": "loglake-query " + " ".join(self.args.argv), "sql": sql,
+                                  "parameters": [str(p) for p in params], "rows": result.num_rows})
         if self.args.explain:
             ms = (time.perf_counter() - self.started) * 1000
             print(f"plan: {chosen.describe()}; {result.num_rows} rows in {ms:.1f} ms", file=sys.stderr)
@@ -69,10 +72,10 @@ class Session:
 
 def filters_of(args: argparse.Namespace, default_since: str | None = None) -> Filters:
     since = args.since if args.since is not None else default_since
-    return Filters(namespace=args.namespace, pod=args.pod, container=args.container,
-                   levels=tuple(parse_levels(args.level)) if args.level else (),
-                   since_ns=None if since in (None, "all") else parse_time(since),
-                   until_ns=parse_time(args.until) if args.until else None,
+    selector = Selector(namespace=args.namespace, pod=args.pod, container=args.container,
+                        since_ns=None if since in (None, "all") else parse_time(since),
+                        until_ns=parse_time(args.until) if args.until else None)
+    return Filters(selector, levels=parse_levels(args.level) if args.level else (),
                    grep=args.grep, regex=args.regex, trace_id=getattr(args, "trace", None))
 
 
@@ -108,6 +111,10 @@ def _tail(s: Session) -> None:
     def show(rows: pa.Table, first: bool) -> None:
         output.write(rows, fmt, tz=s.tz, header=first and fmt == "csv")
 
+    where, params = f.where()
+    s.lake.audit("query", {"command": "loglake-query " + " ".join(s.args.argv),
+                           "sql": f"SELECT {LINE_COLUMNS} FROM logs WHERE {where}",
+                           "parameters": [str(p) for p in params]})
     follow(s.lake, f, LINE_COLUMNS, s.args.lines, s.args.interval, show, follow_new=s.args.follow)
 
 
@@ -146,7 +153,8 @@ def _export(s: Session) -> None:
 
 
 def _filters_doc(f: Filters) -> dict[str, object]:
-    return {k: v for k, v in f.__dict__.items() if v not in (None, (), False)}
+    fields = {**f.selector.__dict__, **{k: v for k, v in f.__dict__.items() if k != "selector"}}
+    return {k: v for k, v in fields.items() if v not in (None, (), False)}
 
 
 def _verify_export(s: Session) -> int:

@@ -19,6 +19,7 @@ import pyarrow as pa
 
 from aggregator import config as agg_config
 from aggregator import duck
+from aggregator.audit import AuditLog
 from aggregator.catalog import Catalog, FileEntry, open_catalog
 from aggregator.errors import EncryptionKeyError, StorageError
 from aggregator.keys import DataKey, KeyRing, master_for
@@ -49,6 +50,10 @@ class Lake:
 
     def close(self) -> None:
         self.catalog.close()
+
+    def audit(self, action: str, details: dict[str, object]) -> None:
+        """Every query is in the audit trail: who, when, the command and the SQL."""
+        AuditLog(self.settings.aggregator.data_dir).append(action, details, self.catalog.set_audit_head)
 
     def require_data(self) -> None:
         if self.catalog.totals()[0] == 0:
@@ -84,6 +89,7 @@ def connect(config_path: str | None = None, env: dict[str, str] | None = None) -
     """A DuckDB connection with the view ``logs`` over every stored file of every tier."""
     lake = Lake(config_path, env)
     try:
+        lake.audit("query", {"command": "query.connect (Python API: the SQL run on it is not recorded)"})
         return lake.view(lake.catalog.files())
     finally:
         lake.close()

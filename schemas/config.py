@@ -101,6 +101,10 @@ def _coerce(value: Any, tp: Any, where: str, base_dir: Path) -> Any:
             return p if tp is Path else str(p)
         if origin is tuple:
             (item,) = {a for a in typing.get_args(tp) if a is not Ellipsis}
+            if dataclasses.is_dataclass(item):  # an array of tables, e.g. [[retention.rules]]
+                if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+                    raise ValueError
+                return tuple(_build(item, v, f"{where}[{i}]", base_dir) for i, v in enumerate(value))
             if isinstance(value, str):
                 value = [v.strip() for v in value.split(",") if v.strip()]
             if not isinstance(value, list):
@@ -115,6 +119,18 @@ def _coerce(value: Any, tp: Any, where: str, base_dir: Path) -> Any:
     except (ValueError, TypeError):
         raise ConfigError(f"{where} has an invalid value {value!r}; expected {getattr(tp, '__name__', tp)}") from None
     raise ConfigError(f"{where}: unsupported field type {tp}")  # a programming error, caught by tests
+
+
+def _build(cls: type[T], raw: Mapping[str, Any], where: str, base_dir: Path) -> T:
+    fields = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(raw) - fields)
+    if unknown:
+        raise ConfigError(f"unknown key(s) {', '.join(unknown)} in {where}; known keys are {', '.join(sorted(fields))}")
+    hints = typing.get_type_hints(cls)
+    try:
+        return cls(**{k: _coerce(v, hints[k], f"{where} {k}", base_dir) for k, v in raw.items()})
+    except TypeError as e:
+        raise ConfigError(f"{where} is incomplete: {e}") from None
 
 
 def load_section(cls: type[T], cfg: ConfigFile, section: str) -> T:

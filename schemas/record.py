@@ -23,6 +23,7 @@ the Kubernetes resource fields and the record's provenance:
     source_id        string             identity of the source file: node, device, inode, first-line checksum
     source_path      string             path the file was read from
     source_offset    int64              byte offset of the record's first line in the source file
+    source_end       int64              offset just past the record's last line (for completeness checks)
     flags            int32              bit set of FLAG_* below
 
 A record's stable unique id is the pair (source_id, source_offset): the same bytes
@@ -75,6 +76,7 @@ _FIELDS: tuple[tuple[str, pa.DataType, bool], ...] = (
     ("source_id", pa.string(), False),
     ("source_path", pa.string(), False),
     ("source_offset", pa.int64(), False),
+    ("source_end", pa.int64(), False),
     ("flags", pa.int32(), False),
 )
 

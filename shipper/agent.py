@@ -207,7 +207,7 @@ class Agent:
             if chunk.at_eof and src.tail.size() < start:
                 self._truncated(src)
             return 0
-        records = src.builder.build(chunk.lines, chunk.offsets, chunk.cut) if chunk.lines else []
+        records = src.builder.build(chunk.lines, chunk.offsets, chunk.end, chunk.cut) if chunk.lines else []
         self.stats["lines_read"] += len(chunk.lines)
         self.stats["bytes_read"] += read
         self._add(src, records, chunk.end)

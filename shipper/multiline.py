@@ -28,6 +28,7 @@ PRESETS: dict[str, str] = {
 @dataclass(slots=True)
 class Event:
     offset: int
+    end: int          # just past the last line joined in
     time_ns: int
     stream: str | None
     parts: list[bytes] = field(default_factory=list)
@@ -54,7 +55,7 @@ class MultilineJoiner:
     def oldest_offset(self) -> int | None:
         return min((e.offset for e in self._open.values()), default=None)
 
-    def feed(self, offset: int, time_ns: int, stream: str | None, text: bytes,
+    def feed(self, offset: int, end: int, time_ns: int, stream: str | None, text: bytes,
              truncated: bool = False) -> Event | None:
         """Add one line; returns the event it completed, if any."""
         now = time.monotonic()
@@ -68,8 +69,9 @@ class MultilineJoiner:
             ev.size += len(piece)
             ev.truncated |= truncated
             ev.last_seen = now
+            ev.end = end
             return None
-        self._open[stream] = Event(offset, time_ns, stream, [text], len(text), truncated, now)
+        self._open[stream] = Event(offset, end, time_ns, stream, [text], len(text), truncated, now)
         return ev
 
     def expired(self, now: float | None = None) -> list[Event]:

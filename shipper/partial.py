@@ -22,9 +22,11 @@ class RuntimeLine:
 
 @dataclass(slots=True)
 class Joined:
-    """One complete container line: its first piece's offset and time, its text."""
+    """One complete container line: its first piece's offset and time, its text, and the offset
+    just past its last piece (pieces of the other stream may sit in between)."""
 
     offset: int
+    end: int
     time_ns: int
     stream: str
     text: bytes
@@ -34,6 +36,7 @@ class Joined:
 @dataclass(slots=True)
 class _Pending:
     offset: int
+    end: int
     time_ns: int
     pieces: list[bytes] = field(default_factory=list)
     size: int = 0
@@ -61,22 +64,24 @@ class PartialJoiner:
             p.pieces.append(text)
             p.size += len(text)
 
-    def feed(self, offset: int, line: RuntimeLine) -> Joined | None:
+    def feed(self, offset: int, end: int, line: RuntimeLine) -> Joined | None:
+        """One runtime line occupying bytes [offset, end) of the file."""
         p = self._pending.get(line.stream)
         if p is None:
             if not line.partial and len(line.text) <= self.max_bytes:
-                return Joined(offset, line.time_ns, line.stream, line.text)
-            p = _Pending(offset, line.time_ns)
+                return Joined(offset, end, line.time_ns, line.stream, line.text)
+            p = _Pending(offset, end, line.time_ns)
         self._append(p, line.text)
+        p.end = end
         if line.partial:
             self._pending[line.stream] = p
             return None
         self._pending.pop(line.stream, None)
-        return Joined(p.offset, p.time_ns, line.stream, b"".join(p.pieces), p.truncated)
+        return Joined(p.offset, p.end, p.time_ns, line.stream, b"".join(p.pieces), p.truncated)
 
     def drain(self) -> list[Joined]:
         """Give up on unfinished records (the file ended for good): emit what we have."""
-        out = [Joined(p.offset, p.time_ns, s, b"".join(p.pieces), p.truncated)
+        out = [Joined(p.offset, p.end, p.time_ns, s, b"".join(p.pieces), p.truncated)
                for s, p in sorted(self._pending.items(), key=lambda kv: kv[1].offset)]
         self._pending.clear()
         return out

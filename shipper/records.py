@@ -80,37 +80,40 @@ class RecordBuilder:
         floors = [self.joiner.oldest_pending_offset(), self.multiline.oldest_offset() if self.multiline else None]
         return min((f for f in floors if f is not None), default=None)
 
-    def build(self, lines: list[bytes], offsets: list[int], cut: bool = False) -> list[bytes]:
+    def build(self, lines: list[bytes], offsets: list[int], end: int, cut: bool = False) -> list[bytes]:
+        """Records from complete lines starting at ``offsets``; ``end`` is just past the last one."""
         out: list[bytes] = []
         observed = time.time_ns()
         runtime = self._runtime
-        for line, off in zip(lines, offsets):
+        ends = offsets[1:] + [end]
+        for line, off, line_end in zip(lines, offsets, ends):
             if line.endswith(b"\r"):
                 line = line[:-1]
             if runtime is None:
-                self._emit(out, line, off, observed, None, FLAG_TRUNCATED if cut else 0)
+                self._emit(out, line, off, line_end, observed, None, FLAG_TRUNCATED if cut else 0)
                 continue
             parsed = runtime(line)
             if parsed is None:
                 self.counts["bad_prefix"] += 1
-                self._emit(out, line, off, observed, None, FLAG_BAD_PREFIX | (FLAG_TRUNCATED if cut else 0))
+                self._emit(out, line, off, line_end, observed, None,
+                           FLAG_BAD_PREFIX | (FLAG_TRUNCATED if cut else 0))
                 continue
             if cut:
                 parsed.partial = False
-            joined = self.joiner.feed(off, parsed)
+            joined = self.joiner.feed(off, line_end, parsed)
             if joined is not None:
-                self._emit(out, joined.text, joined.offset, joined.time_ns, joined.stream,
+                self._emit(out, joined.text, joined.offset, joined.end, joined.time_ns, joined.stream,
                            FLAG_TRUNCATED if (joined.truncated or cut) else 0)
         return out
 
-    def _emit(self, out: list[bytes], text: bytes, offset: int, time_ns: int, stream: str | None,
+    def _emit(self, out: list[bytes], text: bytes, offset: int, end: int, time_ns: int, stream: str | None,
               flags: int) -> None:
         if self.multiline is None:
-            self._append(out, text, offset, time_ns, stream, flags)
+            self._append(out, text, offset, end, time_ns, stream, flags)
             return
-        ev = self.multiline.feed(offset, time_ns, stream, text, bool(flags & FLAG_TRUNCATED))
+        ev = self.multiline.feed(offset, end, time_ns, stream, text, bool(flags & FLAG_TRUNCATED))
         if ev is not None:
-            self._append(out, b"".join(ev.parts), ev.offset, ev.time_ns, ev.stream,
+            self._append(out, b"".join(ev.parts), ev.offset, ev.end, ev.time_ns, ev.stream,
                          flags & ~FLAG_TRUNCATED | (FLAG_TRUNCATED if ev.truncated else 0))
 
     def expired(self) -> list[bytes]:
@@ -118,7 +121,7 @@ class RecordBuilder:
         out: list[bytes] = []
         if self.multiline is not None:
             for ev in self.multiline.expired():
-                self._append(out, b"".join(ev.parts), ev.offset, ev.time_ns, ev.stream,
+                self._append(out, b"".join(ev.parts), ev.offset, ev.end, ev.time_ns, ev.stream,
                              FLAG_TRUNCATED if ev.truncated else 0)
         return out
 
@@ -126,19 +129,19 @@ class RecordBuilder:
         """The file is finished: emit records whose end never came, flagged partial."""
         out: list[bytes] = []
         for j in self.joiner.drain():
-            self._emit(out, j.text, j.offset, j.time_ns, j.stream,
+            self._emit(out, j.text, j.offset, j.end, j.time_ns, j.stream,
                        FLAG_PARTIAL | (FLAG_TRUNCATED if j.truncated else 0))
         if self.multiline is not None:
             for ev in self.multiline.drain():
-                self._append(out, b"".join(ev.parts), ev.offset, ev.time_ns, ev.stream,
+                self._append(out, b"".join(ev.parts), ev.offset, ev.end, ev.time_ns, ev.stream,
                              FLAG_TRUNCATED if ev.truncated else 0)
         return out
 
-    def _append(self, out: list[bytes], raw: bytes, offset: int, time_ns: int, stream: str | None,
+    def _append(self, out: list[bytes], raw: bytes, offset: int, end: int, time_ns: int, stream: str | None,
                 flags: int) -> None:
         if not raw:
+            # Kept (an empty body) so every byte of the source is accounted for; counted for metrics.
             self.counts["empty_line"] += 1
-            return
         if len(raw) > self.proc.max_record_bytes:
             raw, flags = raw[:self.proc.max_record_bytes], flags | FLAG_TRUNCATED
         text, text_flags = decode_text(raw)
@@ -156,7 +159,8 @@ class RecordBuilder:
                 if flags & bit:
                     self.counts[kind] += 1
         rec: dict = {"time": p.time_ns or time_ns, "observed_time": time_ns,
-                     "severity_number": p.severity_number, "body": p.body, "source_offset": offset, "flags": flags}
+                     "severity_number": p.severity_number, "body": p.body, "source_offset": offset,
+                     "source_end": end, "flags": flags}
         if stream:
             rec["stream"] = stream
         if p.severity_text is not None:

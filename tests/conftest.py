@@ -51,13 +51,15 @@ def toml_value(v: object) -> str:
     """TOML for a str, number, bool, list or table of those (JSON's spelling is valid TOML for them)."""
     if isinstance(v, dict):
         return "{ " + ", ".join(f"{k} = {toml_value(x)}" for k, x in v.items()) + " }"
+    if isinstance(v, list):
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
     return orjson.dumps(v).decode()
 
 
 def write_config(tmp: Path, *, broker: Broker | None = None, topic: str | None = None,
                  shipper_cert: str | None = "shipper", aggregator_cert: str | None = "aggregator",
                  shipper: dict | None = None, kafka: dict | None = None, aggregator: dict | None = None,
-                 tiers: dict | None = None) -> Path:
+                 tiers: dict | None = None, retention: dict | None = None) -> Path:
     """A loglake.toml under ``tmp``: spool transport unless ``broker`` is given.
     ``shipper``, ``kafka``, ``aggregator`` and ``tiers`` override keys of those sections."""
     opts = {"node_name": "node-a", "include": [str(tmp / "logs" / "**" / "*.log")],
@@ -76,8 +78,9 @@ def write_config(tmp: Path, *, broker: Broker | None = None, topic: str | None =
                   f'topic = "{topic or "t-" + uuid.uuid4().hex[:12]}"', "partitions = 2",
                   f"ca_file = {toml_str(broker.certs / 'ca.crt')}",
                   *(f"{k} = {toml_value(v)}" for k, v in {"request_timeout_ms": 10000, **(kafka or {})}.items())]
-    if tiers:
-        lines += ["", "[tiers]", *(f"{k} = {toml_value(v)}" for k, v in tiers.items())]
+    for name, section in (("tiers", tiers), ("retention", retention)):
+        if section:
+            lines += ["", f"[{name}]", *(f"{k} = {toml_value(v)}" for k, v in section.items())]
     path = tmp / "loglake.toml"
     path.write_text("\n".join(lines) + "\n")
     return path

@@ -19,7 +19,7 @@ def run(lines: list[bytes], presets: tuple[str, ...], custom: tuple[str, ...] = 
     j = MultilineJoiner(compile_rules(presets, custom), max_bytes=10_000, flush_ms=1000)
     out = []
     for i, ln in enumerate(lines):
-        ev = j.feed(i * 100, i, "stdout", ln)
+        ev = j.feed(i * 100, i * 100 + 100, i, "stdout", ln)
         if ev:
             out.append(b"".join(ev.parts))
     out += [b"".join(e.parts) for e in j.drain()]
@@ -46,9 +46,9 @@ def test_custom_pattern_and_unknown_preset():
 
 def test_flush_timeout_and_streams_apart():
     j = MultilineJoiner(compile_rules(("java",), ()), max_bytes=10_000, flush_ms=500)
-    assert j.feed(0, 1, "stdout", b"Exception in thread main") is None
-    assert j.feed(10, 1, "stderr", b"\tat stderr.is.Separate(X.java:1)") is None
-    assert j.feed(20, 1, "stdout", b"\tat a.b.C(C.java:1)") is None
+    assert j.feed(0, 10, 1, "stdout", b"Exception in thread main") is None
+    assert j.feed(10, 20, 1, "stderr", b"\tat stderr.is.Separate(X.java:1)") is None
+    assert j.feed(20, 30, 1, "stdout", b"\tat a.b.C(C.java:1)") is None
     assert j.oldest_offset() == 0
     assert j.expired() == []
     done = j.expired(now=10**9)
@@ -59,8 +59,8 @@ def test_flush_timeout_and_streams_apart():
 
 def test_size_cap_truncates():
     j = MultilineJoiner(compile_rules(("java",), ()), max_bytes=30, flush_ms=500)
-    j.feed(0, 1, "stdout", b"Exception: x")
+    j.feed(0, 1, 1, "stdout", b"Exception: x")
     for i in range(10):
-        j.feed(i + 1, 1, "stdout", b"\tat some.long.Frame(F.java:1)")
+        j.feed(i + 1, i + 2, 1, "stdout", b"\tat some.long.Frame(F.java:1)")
     (ev,) = j.drain()
     assert ev.truncated and sum(len(p) for p in ev.parts) == 30

@@ -12,21 +12,22 @@ def test_partials_join_per_stream():
     out = []
     for off, raw in feed:
         ts, stream, tag, text = raw.split(b" ", 3)
-        r = j.feed(off, RuntimeLine(1, stream.decode(), tag == b"P", text))
+        r = j.feed(off, off + 10, RuntimeLine(1, stream.decode(), tag == b"P", text))
         if r:
-            out.append((r.offset, r.stream, r.text))
+            out.append((r.offset, r.end, r.stream, r.text))
         if off == 20:
             assert j.oldest_pending_offset() == 0
-    assert out == [(10, "stderr", b"err"), (0, "stdout", b"abcdef")]
+    # a joined record spans from its first piece to its last, over the other stream's line in between
+    assert out == [(10, 20, "stderr", b"err"), (0, 40, "stdout", b"abcdef")]
     assert j.oldest_pending_offset() is None
 
 
 def test_overlong_record_is_truncated_and_flagged():
     j = PartialJoiner(max_bytes=5)
-    assert j.feed(0, RuntimeLine(1, "stdout", True, b"abcd")) is None
-    assert j.feed(9, RuntimeLine(1, "stdout", True, b"efgh")) is None
-    r = j.feed(18, RuntimeLine(1, "stdout", False, b"ijkl"))
-    assert (r.offset, r.text, r.truncated) == (0, b"abcde", True)
+    assert j.feed(0, 9, RuntimeLine(1, "stdout", True, b"abcd")) is None
+    assert j.feed(9, 18, RuntimeLine(1, "stdout", True, b"efgh")) is None
+    r = j.feed(18, 27, RuntimeLine(1, "stdout", False, b"ijkl"))
+    assert (r.offset, r.end, r.text, r.truncated) == (0, 27, b"abcde", True)
 
 
 def test_docker_partial_records_join():
@@ -37,7 +38,7 @@ def test_docker_partial_records_join():
     out = []
     off = 0
     for raw in recs:
-        r = j.feed(off, docker_line(raw))
+        r = j.feed(off, off + len(raw) + 1, docker_line(raw))
         off += len(raw) + 1
         if r:
             out.append((r.offset, r.stream, r.text, r.time_ns))

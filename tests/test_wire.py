@@ -15,10 +15,10 @@ RECORDS = [
      "severity_text": "error", "body": "payment failed: card declined", "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736",
      "span_id": "00f067aa0ba902b7", "attributes": '{"order":42}', "node": "n1", "namespace": "shop", "pod": "pay-1",
      "container": "api", "stream": "stderr", "source_id": "n1:1:2:3", "source_path": "/x/0.log",
-     "source_offset": 0, "flags": 0},
+     "source_offset": 0, "source_end": 120, "flags": 0},
     {"time": 1_700_000_001_000_000_000, "observed_time": 1_700_000_001_000_000_000, "severity_number": 0,
      "body": "plain ünïcode line", "node": "n1", "source_id": "n1:1:2:3", "source_path": "/x/0.log",
-     "source_offset": 120, "flags": record.FLAG_INVALID_UTF8},
+     "source_offset": 120, "source_end": 170, "flags": record.FLAG_INVALID_UTF8},
 ]
 
 

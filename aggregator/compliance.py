@@ -1,0 +1,153 @@
+"""The compliance commands of loglake-aggregator: retention, erase, hold, verify, report.
+
+Every change they make (and every key rotation or destruction, see cli) is in
+the audit trail; ``verify`` checks the files, the trail and completeness, and
+``report`` puts it all in a document an auditor can read without the tool.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+from aggregator import config, keys
+from aggregator.audit import AuditLog, actor
+from aggregator.catalog import Catalog, open_catalog
+from aggregator.retention import Plan, Remover
+from aggregator.selector import Selector, format_time, parse_time
+from aggregator.storage import Storage
+from aggregator.verify import Finding, Gap, check_files, gaps
+from schemas.errors import ConfigError
+
+
+@dataclass
+class Verification:
+    files_checked: int
+    file_problems: list[Finding]
+    audit_entries: int
+    audit_problems: list[str]
+    sources: int
+    gaps: list[Gap]
+
+    @property
+    def missing(self) -> list[Gap]:
+        return [g for g in self.gaps if g.kind == "missing"]
+
+    @property
+    def ok(self) -> bool:
+        return not (self.file_problems or self.audit_problems or self.missing)
+
+    def lines(self) -> list[str]:
+        truncated = [g for g in self.gaps if g.kind == "truncated"]
+        out = [f"files: {self.files_checked} checked, {len(self.file_problems)} problems"]
+        out += [f"  {p}" for p in self.file_problems]
+        out.append(f"audit trail: {self.audit_entries} entries checked, {len(self.audit_problems)} problems")
+        out += [f"  {p}" for p in self.audit_problems]
+        out.append(f"completeness: {self.sources} source files, {len(self.missing)} gaps "
+                   f"({sum(g.end - g.start for g in self.missing)} bytes never stored), "
+                   f"{len(truncated)} truncated lines ({sum(g.end - g.start for g in truncated)} bytes cut "
+                   "by the shipper, flagged)")
+        out += [f"  {g}" for g in self.gaps[:200]]
+        if len(self.gaps) > 200:
+            out.append(f"  … and {len(self.gaps) - 200} more")
+        out.append("verify: OK" if self.ok else "verify: FAILED")
+        return out
+
+
+@contextmanager
+def opened(args: argparse.Namespace, create_key: bool = False) -> Iterator[tuple[config.Settings, Remover]]:
+    settings = config.load(args.config)
+    remover = Remover.open(settings, keys.master_for(settings.aggregator, create=create_key))
+    try:
+        yield settings, remover
+    finally:
+        remover.close()
+
+
+def _selector(args: argparse.Namespace) -> Selector:
+    return Selector(namespace=args.namespace, pod=args.pod, container=args.container,
+                    since_ns=parse_time(args.since) if args.since else None,
+                    until_ns=parse_time(args.until) if args.until else None)
+
+
+def _apply_or_show(remover: Remover, plan: Plan, dry_run: bool) -> None:
+    for line in plan.lines():
+        print(line)
+    if dry_run:
+        print("dry run: nothing was changed")
+        return
+    result = remover.apply(plan)
+    print(f"done: {result['rows_deleted']} records deleted; {result['files_deleted']} files deleted, "
+          f"{result['files_rewritten']} rewritten, {result['files_reencrypted']} re-encrypted; "
+          f"keys destroyed: {', '.join(result['keys_destroyed']) or 'none'}")
+
+
+def retention(args: argparse.Namespace) -> None:
+    with opened(args) as (_, remover):
+        _apply_or_show(remover, remover.retention_plan(), args.dry_run)
+
+
+def erase(args: argparse.Namespace) -> None:
+    selector = _selector(args)
+    if selector == Selector():
+        raise ConfigError("erase needs a selector: --namespace, --pod, --container, --since or --until")
+    with opened(args) as (_, remover):
+        _apply_or_show(remover, remover.erasure_plan(selector, args.reason), args.dry_run)
+
+
+def hold(args: argparse.Namespace) -> None:
+    with opened(args) as (_, remover):
+        catalog, audit = remover.catalog, remover.audit
+        if args.action == "add":
+            selector = _selector(args)
+            if not args.reason:
+                raise ConfigError("hold add needs --reason (the case or matter it is for)")
+            hold_id = catalog.add_hold(selector, args.reason, actor())
+            audit.append("hold-add", {"hold": hold_id, "selector": selector.describe(), "reason": args.reason},
+                         catalog.set_audit_head)
+            print(f"hold {hold_id} placed on {selector.describe()}")
+        elif args.action == "release":
+            if args.id is None or not args.reason:
+                raise ConfigError("hold release needs the hold ID and --reason")
+            released = catalog.release_hold(args.id, actor(), args.reason)
+            if released is None:
+                raise ConfigError(f"there is no hold {args.id}; see 'loglake-aggregator hold list'")
+            audit.append("hold-release", {"hold": args.id, "selector": released.selector.describe(),
+                                          "reason": args.reason}, catalog.set_audit_head)
+            print(released.describe())
+        else:
+            for h in catalog.holds(include_released=args.all):
+                print(h.describe())
+
+
+def verification(settings: config.Settings, catalog: Catalog, remover: Remover) -> Verification:
+    storage = Storage(settings.aggregator, settings.tiers)
+    checked, problems = check_files(catalog, storage)
+    entries, audit_problems = AuditLog(settings.aggregator.data_dir).verify(catalog.audit_head())
+    unreadable = {p.path for p in problems if p.kind in ("missing", "altered")}
+    sources, found = gaps(catalog, storage, remover.keyring, unreadable)
+    return Verification(checked, problems, entries, [str(p) for p in audit_problems], sources, found)
+
+
+def verify(args: argparse.Namespace) -> int:
+    with opened(args) as (settings, remover):
+        v = verification(settings, remover.catalog, remover)
+    for line in v.lines():
+        print(line)
+    return 0 if v.ok else 1
+
+
+def report(args: argparse.Namespace) -> None:
+    from aggregator.report import build, to_markdown
+    with opened(args) as (settings, remover):
+        since = parse_time(args.since)
+        doc = build(settings, remover, verification(settings, remover.catalog, remover), since)
+    out: Path = args.out
+    out.write_text(to_markdown(doc))
+    out.with_suffix(".json").write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
+    print(f"wrote {out} and {out.with_suffix('.json')} (period from {format_time(since)})")

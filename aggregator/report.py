@@ -1,0 +1,120 @@
+"""The compliance report: what is kept, what was deleted and why, what is held, and whether it all checks out.
+
+Built from the catalog, the stored files and the audit trail; written as
+Markdown for people and JSON (the same content) for tools.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from typing import Any
+
+from aggregator.audit import AuditLog
+from aggregator.compliance import Verification
+from aggregator.config import Settings
+from aggregator.retention import Remover
+from aggregator.selector import format_time
+
+_NS = 1_000_000_000
+
+
+def _iso(ns: int) -> str:
+    return format_time(ns)[:19] + "Z"
+
+
+def build(settings: Settings, remover: Remover, v: Verification, since_ns: int) -> dict[str, Any]:
+    catalog = remover.catalog
+    files = catalog.files()
+    volume: dict[str, dict[str, int]] = defaultdict(dict)
+    bytes_by_tier: dict[str, int] = defaultdict(int)
+    for tier in ("hot", "warm", "cold"):
+        tier_files = [f for f in files if f.tier == tier]
+        bytes_by_tier[tier] = sum(f.bytes for f in tier_files)
+        if tier_files:
+            by_key: dict = defaultdict(list)
+            for f in tier_files:
+                by_key[remover.keyring.get(f.key_id)].append(remover.storage.location(f.tier, f.path))
+            for ns, n in remover.writer.con.execute(
+                    f"SELECT coalesce(namespace, '(none)'), count(*) FROM ({remover.writer.scan(by_key)}) "
+                    "GROUP BY ALL ORDER BY 1").fetchall():
+                volume[ns][tier] = n
+    events: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    queries: dict[str, int] = defaultdict(int)
+    since_text = _iso(since_ns)
+    for e in AuditLog(settings.aggregator.data_dir).entries():
+        if e["time"] < since_text:
+            continue
+        if e["action"] == "query":
+            queries[e["actor"]] += 1
+        elif e["action"] in ("retention", "erasure") and e["details"].get("status") == "started":
+            continue  # the "done" entry carries the counts
+        else:
+            events[e["action"]].append({"seq": e["seq"], "time": e["time"], "actor": e["actor"], **e["details"]})
+    return {
+        "generated_at": _iso(time.time_ns()),
+        "period": {"from": since_text, "to": _iso(time.time_ns())},
+        "retention_policy": {"floor_days": settings.retention.floor_days,
+                             "default_days": settings.retention.default_days,
+                             "rules": [r.__dict__ for r in settings.retention.ordered()]},
+        "kept": {"records_by_namespace_and_tier": volume, "bytes_by_tier": dict(bytes_by_tier),
+                 "files": len(files), "records": sum(f.rows for f in files),
+                 "oldest": _iso(min(f.min_time for f in files)) if files else None,
+                 "newest": _iso(max(f.max_time for f in files)) if files else None},
+        "actions": {k: v for k, v in events.items() if k in ("retention", "erasure")},
+        "holds": {"active": [h.describe() for h in catalog.holds()],
+                  "changes": events.get("hold-add", []) + events.get("hold-release", [])},
+        "key_events": events.get("keys-rotate", []) + events.get("keys-destroy", []),
+        "queries_by_actor": dict(queries),
+        "verify": {"ok": v.ok, "files_checked": v.files_checked, "file_problems": [str(p) for p in v.file_problems],
+                   "audit_entries": v.audit_entries, "audit_problems": v.audit_problems, "sources": v.sources,
+                   "gaps": [g.__dict__ for g in v.gaps]},
+    }
+
+
+def to_markdown(doc: dict[str, Any]) -> str:
+    kept, p = doc["kept"], doc["retention_policy"]
+    out = [f"# loglake compliance report", "",
+           f"Period: {doc['period']['from']} to {doc['period']['to']} (generated {doc['generated_at']}).", "",
+           "## Data kept", "",
+           f"{kept['records']:,} records in {kept['files']} files; oldest {kept['oldest'] or '-'}, "
+           f"newest {kept['newest'] or '-'}.", "",
+           "| namespace | hot | warm | cold |", "|---|---:|---:|---:|"]
+    for ns, tiers in sorted(kept["records_by_namespace_and_tier"].items()):
+        out.append(f"| {ns} | {tiers.get('hot', 0):,} | {tiers.get('warm', 0):,} | {tiers.get('cold', 0):,} |")
+    b = kept["bytes_by_tier"]
+    out += [f"| **bytes on storage** | {b.get('hot', 0):,} | {b.get('warm', 0):,} | {b.get('cold', 0):,} |", "",
+            "## Retention policy", "",
+            f"Compliance floor {p['floor_days']} days; default {p['default_days']} days. Rules, most specific first:", ""]
+    for r in p["rules"]:
+        sel = ", ".join(f"{k}={r[k]}" for k in ("namespace", "pod", "container", "level") if r[k]) or "everything"
+        out.append(f"- **{r['name']}**: {sel} kept {r['days']} days" + (" (erasure rule)" if r["erasure"] else ""))
+    out += ["", "## Retention and erasure actions", ""]
+    actions = [(kind, a) for kind, items in doc["actions"].items() for a in items]
+    if not actions:
+        out.append("None in this period.")
+    for kind, a in sorted(actions, key=lambda x: x[1]["seq"]):
+        out.append(f"- {a['time']} {kind} by {a['actor']} (audit #{a['seq']}): {a['rows_deleted']:,} records "
+                   f"deleted, {a['files_deleted']} files deleted, {a['files_rewritten']} rewritten, "
+                   f"{a['files_reencrypted']} re-encrypted; keys destroyed: {', '.join(a['keys_destroyed']) or 'none'}"
+                   + (f"; kept by holds: {a['kept_by_hold']}" if a.get("kept_by_hold") else ""))
+    out += ["", "## Legal holds", ""]
+    out += [f"- {h}" for h in doc["holds"]["active"]] or ["No active holds."]
+    for c in doc["holds"]["changes"]:
+        out.append(f"- {c['time']} hold {c['hold']} {'placed' if 'selector' in c and c.get('reason') else 'changed'}"
+                   f" by {c['actor']}: {c.get('selector', '')} — {c.get('reason', '')} (audit #{c['seq']})")
+    out += ["", "## Key events", ""]
+    out += [f"- {k['time']} {k.get('event', '')} by {k['actor']}: {k.get('key_id') or k.get('master_key', '')} "
+            f"(audit #{k['seq']})" for k in doc["key_events"]] or ["None in this period."]
+    out += ["", "## Queries", ""]
+    out += [f"- {who}: {n} queries" for who, n in sorted(doc["queries_by_actor"].items())] or ["None in this period."]
+    v = doc["verify"]
+    missing = [g for g in v["gaps"] if g["kind"] == "missing"]
+    out += ["", "## Verification", "",
+            f"**{'PASSED' if v['ok'] else 'FAILED'}**: {v['files_checked']} files checked against their sha256 "
+            f"({len(v['file_problems'])} problems); audit trail of {v['audit_entries']} entries "
+            f"({len(v['audit_problems'])} problems); {v['sources']} source files checked for completeness "
+            f"({len(missing)} gaps never stored).", ""]
+    out += [f"- {p}" for p in v["file_problems"] + v["audit_problems"]]
+    out += [f"- {g['kind']} bytes [{g['start']}, {g['end']}) of {g['source_id']} ({g['path']})" for g in v["gaps"]]
+    return "\n".join(out) + "\n"

@@ -1,0 +1,239 @@
+"""Retention and erasure: deleting what policy says must go, and proving it.
+
+Both work the same way. A per-row SQL expression names why a record must go
+(the retention rule that expired it, or ``erasure``) or is NULL. Each candidate
+file (chosen from its catalog entry) is counted with it, then:
+
+- a file under an active legal hold is left exactly as it is (reported as kept);
+- a file whose every row goes is removed;
+- a file where some rows go is rewritten without them;
+- every other file encrypted with the same data key as a removed or rewritten
+  one is re-encrypted, so that the old key is needed by no file and is
+  **destroyed** (crypto-shredding): copies of the old files anywhere, backups
+  included, can no longer be read.
+
+Rewrites use a new data key of the same scope. The catalog swaps old files for
+new ones in one transaction that also records the byte ranges of every deleted
+record (``deleted_ranges``), so ``verify`` can tell deletions by policy from
+loss. Each run is in the audit trail twice: the plan when it starts, the result
+when it ends.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from aggregator.audit import AuditLog
+from aggregator.catalog import Catalog, FileEntry, NewFile, open_catalog
+from aggregator.compaction import tidy
+from aggregator.config import RetentionConfig, Settings
+from aggregator.holds import holding
+from aggregator.keys import DataKey, KeyRing, MasterKey
+from aggregator.selector import Selector, levels_sql, parse_levels
+from aggregator.storage import Storage
+from aggregator.writer import Layout, ParquetWriter
+
+DAY_NS = 86400 * 1_000_000_000
+WHY = "_loglake_why"
+
+
+@dataclass
+class Decision:
+    entry: FileEntry
+    by_reason: dict[str, int]
+    held_by: tuple[int, ...]
+
+    @property
+    def rows(self) -> int:
+        return sum(self.by_reason.values())
+
+    @property
+    def action(self) -> str:
+        if not self.rows:
+            return "keep"
+        if self.held_by:
+            return "held"
+        return "delete" if self.rows == self.entry.rows else "rewrite"
+
+
+@dataclass
+class Plan:
+    what: str                       # retention | erasure
+    why_sql: str
+    decisions: list[Decision]
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        reasons: dict[str, dict[str, int]] = defaultdict(lambda: {"files": 0, "rows": 0, "bytes": 0})
+        held: dict[str, dict[str, int]] = defaultdict(lambda: {"files": 0, "rows": 0})
+        actions: dict[str, int] = defaultdict(int)
+        for d in self.decisions:
+            actions[d.action] += 1
+            for why, n in d.by_reason.items():
+                if d.action == "held":
+                    for h in d.held_by:
+                        held[str(h)]["files"] += 1
+                        held[str(h)]["rows"] += n
+                    continue
+                r = reasons[why]
+                r["files"] += 1
+                r["rows"] += n
+                r["bytes"] += d.entry.bytes * n // max(d.entry.rows, 1)
+        return {"what": self.what, **self.details, "by_reason": dict(reasons), "kept_by_hold": dict(held),
+                "files": dict(actions)}
+
+    def lines(self) -> list[str]:
+        s = self.summary()
+        out = [f"{self.what}: {s['files'].get('delete', 0)} files to delete, {s['files'].get('rewrite', 0)} to "
+               f"rewrite, {s['files'].get('held', 0)} kept by legal holds"]
+        for why, r in sorted(s["by_reason"].items()):
+            out.append(f"  {why}: {r['rows']} rows in {r['files']} files, about {r['bytes']} bytes")
+        for hold, r in sorted(s["kept_by_hold"].items()):
+            out.append(f"  hold {hold} keeps {r['rows']} rows in {r['files']} files that policy would delete")
+        return out
+
+
+def retention_sql(cfg: RetentionConfig, now_ns: int) -> str:
+    """The rule (most specific first) that expires each row, or NULL."""
+    def expired(name: str, days: int) -> str:
+        return f"CASE WHEN time < make_timestamp_ns({now_ns - days * DAY_NS}) THEN '{name}' END"
+    whens = [f"WHEN {Selector(r.namespace, r.pod, r.container).sql()} AND "
+             f"{levels_sql(parse_levels(r.level) if r.level else ())} THEN {expired(r.name, r.days)}"
+             for r in cfg.ordered()]
+    default = expired("default", cfg.default_days)
+    return f"CASE {' '.join(whens)} ELSE {default} END" if whens else default
+
+
+class Remover:
+    def __init__(self, settings: Settings, catalog: Catalog, keyring: KeyRing, storage: Storage,
+                 writer: ParquetWriter) -> None:
+        self.settings = settings
+        self.catalog = catalog
+        self.keyring = keyring
+        self.storage = storage
+        self.writer = writer
+        self.audit = AuditLog(settings.aggregator.data_dir)
+
+    @classmethod
+    def open(cls, settings: Settings, master: MasterKey) -> Remover:
+        catalog = open_catalog(settings.aggregator)
+        storage = Storage(settings.aggregator, settings.tiers)
+        return cls(settings, catalog, KeyRing(catalog, master), storage, ParquetWriter(storage))
+
+    def close(self) -> None:
+        self.catalog.close()
+
+    # planning --------------------------------------------------------------
+
+    def retention_plan(self, now_ns: int | None = None) -> Plan:
+        now = time.time_ns() if now_ns is None else now_ns
+        cfg = self.settings.retention
+        shortest = min([cfg.default_days, *(r.days for r in cfg.rules)])
+        candidates = [f for f in self.catalog.files() if f.min_time < now - shortest * DAY_NS]
+        return self._plan("retention", retention_sql(cfg, now), candidates,
+                          {"now": now, "rules": [r.__dict__ for r in cfg.ordered()], "default_days": cfg.default_days})
+
+    def erasure_plan(self, selector: Selector, reason: str) -> Plan:
+        candidates = [f for f in self.catalog.files() if selector.may_match(f.namespaces, f.containers, f.min_time,
+                                                                             f.max_time)]
+        return self._plan("erasure", f"CASE WHEN {selector.sql()} THEN 'erasure' END", candidates,
+                          {"selector": selector.describe(), "reason": reason})
+
+    def _plan(self, what: str, why_sql: str, candidates: list[FileEntry], details: dict[str, Any]) -> Plan:
+        holds = self.catalog.holds()
+        decisions = []
+        for f in candidates:
+            counts = dict(self.writer.con.execute(
+                f"SELECT {WHY}, count(*) FROM (SELECT {why_sql} AS {WHY} FROM ({self._scan(f)})) "
+                f"WHERE {WHY} IS NOT NULL GROUP BY ALL").fetchall())
+            decisions.append(Decision(f, counts, tuple(h.id for h in holding(holds, f))))
+        return Plan(what, why_sql, decisions, details)
+
+    def _scan(self, f: FileEntry) -> str:
+        return self.writer.scan({self.keyring.get(f.key_id): [self.storage.location(f.tier, f.path)]})
+
+    # applying --------------------------------------------------------------
+
+    def apply(self, plan: Plan) -> dict[str, Any]:
+        """Carry out a plan; returns what was done (also appended to the audit trail)."""
+        with self.storage.exclusive():
+            start = self.audit.append(plan.what, {"status": "started", **plan.summary()},
+                                      self.catalog.set_audit_head)
+            acting = [d for d in plan.decisions if d.action in ("delete", "rewrite")]
+            touched_keys = {d.entry.key_id for d in acting}
+            held_keys = {d.entry.key_id for d in plan.decisions if d.action == "held"}
+            acting_paths = {d.entry.path for d in acting}
+            others = [f for f in self.catalog.files() if f.key_id in touched_keys and f.path not in acting_paths]
+            held_paths = {d.entry.path for d in plan.decisions if d.action == "held"}
+            rekey = [f for f in others if not holding(self.catalog.holds(), f) and f.path not in held_paths]
+            fresh: dict[str, DataKey] = {}
+            written: list[NewFile] = []
+            try:
+                ranges = [r for d in acting for r in self._deleted_ranges(d, plan.why_sql)]
+                for d in acting:
+                    if d.action == "rewrite":
+                        written.append(self._rewrite(d.entry, f"WHERE {WHY} IS NULL", plan.why_sql, start["seq"],
+                                                     fresh))
+                for f in rekey:
+                    written.append(self._rewrite(f, "", plan.why_sql, start["seq"], fresh))
+                removed = [d.entry for d in acting] + rekey
+                self.catalog.replace(removed, written, 0, ranges, start["seq"])
+            except BaseException:
+                for new in written:
+                    self.storage.unlink(new.entry.tier, new.entry.path)
+                raise
+            tidy(self.catalog, self.storage, ())
+            destroyed = self.shred(touched_keys - held_keys)
+            result = {"status": "done", "started_seq": start["seq"],
+                      "files_deleted": sum(1 for d in acting if d.action == "delete"),
+                      "files_rewritten": sum(1 for d in acting if d.action == "rewrite"),
+                      "files_reencrypted": len(rekey), "rows_deleted": sum(d.rows for d in acting),
+                      "deleted_ranges": len(ranges), "keys_destroyed": destroyed,
+                      "kept_by_hold": plan.summary()["kept_by_hold"]}
+            self.audit.append(plan.what, result, self.catalog.set_audit_head)
+        return result
+
+    def _deleted_ranges(self, d: Decision, why_sql: str) -> list[tuple[str, int, int, str]]:
+        """Byte ranges of the deleted records, adjacent ones merged (gaps and islands)."""
+        return self.writer.con.execute(f"""
+            SELECT source_id, min(source_offset), max(source_end), {WHY} FROM (
+              SELECT *, sum(CASE WHEN source_offset <= prev_end THEN 0 ELSE 1 END)
+                          OVER (PARTITION BY source_id, {WHY} ORDER BY source_offset) AS island FROM (
+                SELECT source_id, source_offset, source_end, {WHY},
+                       max(source_end) OVER (PARTITION BY source_id, {WHY} ORDER BY source_offset
+                                             ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS prev_end
+                FROM (SELECT *, {why_sql} AS {WHY} FROM ({self._scan(d.entry)})) WHERE {WHY} IS NOT NULL))
+            GROUP BY source_id, {WHY}, island ORDER BY 1, 2""").fetchall()
+
+    def _rewrite(self, f: FileEntry, where: str, why_sql: str, seq: int, fresh: dict[str, DataKey]) -> NewFile:
+        scope = self._scope_of(f.key_id)
+        key = fresh.get(scope) or fresh.setdefault(scope, self.keyring.new_for_scope(scope))
+        # named after what it holds: the original's name and the audit entry that rewrote it
+        rel = re.sub(r"(-r\d+)?\.parquet$", f"-r{seq}.parquet", f.path)
+        query = (f"SELECT * EXCLUDE ({WHY}) FROM (SELECT *, {why_sql} AS {WHY} FROM ({self._scan(f)})) {where}")
+        layout = Layout(f.row_group_rows, self._zstd_level(f.tier))
+        w = self.writer.write(query, self.storage.target(f.tier, rel), key, layout)
+        return w.new_file(path=rel, tier=f.tier, topic=f.topic, partition=f.partition, first_offset=f.first_offset,
+                          last_offset=f.last_offset, key_id=key.key_id, created_at=time.time_ns())
+
+    def _zstd_level(self, tier: str) -> int:
+        t = self.settings.tiers
+        return {"hot": self.settings.aggregator.parquet_zstd_level, "warm": t.warm_zstd_level,
+                "cold": t.cold_zstd_level}[tier]
+
+    def _scope_of(self, key_id: str) -> str:
+        return next(s for k, s, _, _ in self.catalog.data_key_list() if k == key_id)
+
+    def shred(self, candidates: set[str]) -> list[str]:
+        """Destroy the keys among ``candidates`` that no file (listed or pending deletion) needs."""
+        in_use = {f.key_id for f in self.catalog.files()}
+        destroyed = []
+        for key_id in sorted(candidates - in_use):
+            self.keyring.destroy(key_id)
+            destroyed.append(key_id)
+        return destroyed
+
