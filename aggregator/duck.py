@@ -73,8 +73,7 @@ def scan_sql(keys: KeyRegistry, files: Mapping[DataKey, Sequence[str]],
         if whole:
             parts.append(f"SELECT * FROM read_parquet([{', '.join(sql_str(p) for p in whole)}], {enc})")
         for p in paths:
-            if p in rows:
-                ranges = " OR ".join(f"file_row_number BETWEEN {a} AND {b}" for a, b in rows[p])
-                parts.append(f"SELECT * EXCLUDE (file_row_number) FROM read_parquet({sql_str(p)}, {enc}, "
-                             f"file_row_number=true) WHERE {ranges}")
+            # one scan per range: DuckDB skips row groups for a single BETWEEN, not for an OR of them
+            parts += [f"SELECT * EXCLUDE (file_row_number) FROM read_parquet({sql_str(p)}, {enc}, "
+                      f"file_row_number=true) WHERE file_row_number BETWEEN {a} AND {b}" for a, b in rows.get(p, ())]
     return " UNION ALL ".join(parts)
