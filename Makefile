@@ -48,6 +48,8 @@ demo: venv
 	@echo; echo "== recent errors"
 	@$(BIN)/loglake-query --config $(DEMO_CONFIG) sql \
 	  "SELECT time, namespace, pod, body FROM logs WHERE severity_number >= 17 ORDER BY time DESC LIMIT 10"
+	@echo; echo "== integrity and completeness (loglake-aggregator verify)"
+	@$(BIN)/loglake-aggregator --config $(DEMO_CONFIG) verify
 
 test: venv certs kafka-fetch
 	@PYTHON=$(BIN)/python LOGLAKE_CERTS=$(CURDIR)/$(CERTS) deploy/kafka/kafka.sh up
