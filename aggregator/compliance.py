@@ -17,7 +17,7 @@ import orjson
 
 from aggregator import config, keys
 from aggregator.audit import AuditLog, actor
-from aggregator.catalog import Catalog, open_catalog
+from aggregator.catalog import Catalog
 from aggregator.retention import Plan, Remover
 from aggregator.selector import Selector, format_time, parse_time
 from aggregator.storage import Storage
