@@ -74,6 +74,10 @@ class Lake:
         if self._con is None:
             self._con = duck.connect()
             self._con.execute("SET TimeZone = 'UTC'")
+            # Files are unioned, so rows have no inherent order; every command sorts what it shows. Not
+            # keeping scan order lets DuckDB finish the per-file scans in parallel (trace lookups at 100M
+            # records: p50 18.7 -> 15.9 ms, measured interleaved).
+            self._con.execute("SET preserve_insertion_order = false")
             self.storage.configure(self._con)
             self._keys = duck.KeyRegistry(self._con)
         con = self._con
