@@ -60,9 +60,9 @@ class Verification:
 
 
 @contextmanager
-def opened(args: argparse.Namespace, create_key: bool = False) -> Iterator[tuple[config.Settings, Remover]]:
+def opened(args: argparse.Namespace) -> Iterator[tuple[config.Settings, Remover]]:
     settings = config.load(args.config)
-    remover = Remover.open(settings, keys.master_for(settings.aggregator, create=create_key))
+    remover = Remover.open(settings, keys.master_for(settings.aggregator))
     try:
         yield settings, remover
     finally:

@@ -169,7 +169,8 @@ class Remover:
             acting_paths = {d.entry.path for d in acting}
             others = [f for f in self.catalog.files() if f.key_id in touched_keys and f.path not in acting_paths]
             held_paths = {d.entry.path for d in plan.decisions if d.action == "held"}
-            rekey = [f for f in others if not holding(self.catalog.holds(), f) and f.path not in held_paths]
+            holds = self.catalog.holds()
+            rekey = [f for f in others if not holding(holds, f) and f.path not in held_paths]
             fresh: dict[str, DataKey] = {}
             written: list[NewFile] = []
             try:
