@@ -25,12 +25,13 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from aggregator.catalog import Catalog, FileEntry, NewFile, open_catalog
+from aggregator.catalog import Catalog, FileEntry, NewFile
 from aggregator.config import Settings, TiersConfig
 from aggregator.errors import StorageError
-from aggregator.keys import DataKey, KeyRing, MasterKey, key_scope
+from aggregator.keys import DataKey, MasterKey, key_scope
 from aggregator.storage import Storage
-from aggregator.writer import Layout, ParquetWriter
+from aggregator.workspace import Workspace
+from aggregator.writer import Layout
 from schemas.transport import safe_name
 
 log = logging.getLogger("loglake.compaction")
@@ -110,22 +111,16 @@ def tidy(catalog: Catalog, storage: Storage, tiers: Iterable[str]) -> int:
 
 
 class Compactor:
-    def __init__(self, tiers: TiersConfig, catalog: Catalog, keyring: KeyRing, storage: Storage,
-                 writer: ParquetWriter) -> None:
+    def __init__(self, tiers: TiersConfig, ws: Workspace) -> None:
         self.tiers = tiers
-        self.catalog = catalog
-        self.keyring = keyring
-        self.storage = storage
-        self.writer = writer
+        self.catalog, self.keyring, self.storage, self.writer = ws.catalog, ws.keyring, ws.storage, ws.writer
         self.layouts = {"warm": Layout(tiers.warm_row_group_size, tiers.warm_zstd_level),
                         "cold": Layout(tiers.cold_row_group_size, tiers.cold_zstd_level)}
 
     @classmethod
     def open(cls, settings: Settings, master: MasterKey) -> Compactor:
         """A compactor with its own catalog connection and DuckDB, for use beside a running consumer."""
-        catalog = open_catalog(settings.aggregator)
-        storage = Storage(settings.aggregator, settings.tiers)
-        return cls(settings.tiers, catalog, KeyRing(catalog, master), storage, ParquetWriter(storage))
+        return cls(settings.tiers, Workspace.open(settings, master))
 
     def close(self) -> None:
         self.catalog.close()

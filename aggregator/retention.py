@@ -28,14 +28,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aggregator.audit import AuditLog
-from aggregator.catalog import Catalog, FileEntry, NewFile, open_catalog
+from aggregator.catalog import FileEntry, NewFile
 from aggregator.compaction import tidy
 from aggregator.config import RetentionConfig, Settings
 from aggregator.holds import holding
-from aggregator.keys import DataKey, KeyRing, MasterKey
+from aggregator.keys import DataKey, MasterKey
 from aggregator.selector import Selector, levels_sql, parse_levels
-from aggregator.storage import Storage
-from aggregator.writer import Layout, ParquetWriter
+from aggregator.workspace import Workspace
+from aggregator.writer import Layout
 
 DAY_NS = 86400 * 1_000_000_000
 WHY = "_loglake_why"
@@ -109,20 +109,14 @@ def retention_sql(cfg: RetentionConfig, now_ns: int) -> str:
 
 
 class Remover:
-    def __init__(self, settings: Settings, catalog: Catalog, keyring: KeyRing, storage: Storage,
-                 writer: ParquetWriter) -> None:
+    def __init__(self, settings: Settings, ws: Workspace) -> None:
         self.settings = settings
-        self.catalog = catalog
-        self.keyring = keyring
-        self.storage = storage
-        self.writer = writer
+        self.catalog, self.keyring, self.storage, self.writer = ws.catalog, ws.keyring, ws.storage, ws.writer
         self.audit = AuditLog(settings.aggregator.data_dir)
 
     @classmethod
     def open(cls, settings: Settings, master: MasterKey) -> Remover:
-        catalog = open_catalog(settings.aggregator)
-        storage = Storage(settings.aggregator, settings.tiers)
-        return cls(settings, catalog, KeyRing(catalog, master), storage, ParquetWriter(storage))
+        return cls(settings, Workspace.open(settings, master))
 
     def close(self) -> None:
         self.catalog.close()
