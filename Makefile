@@ -7,12 +7,16 @@ CERTS  := var/certs
 DEMO   := var/demo
 DEMO_CONFIG := deploy/demo/loglake.toml
 PYTEST_ARGS ?=
+# rustup installs cargo here; the shipper's native core (shipper/lines) is built with it.
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+NATIVE := shipper/lines/Cargo.toml shipper/lines/Cargo.lock $(wildcard shipper/lines/src/*.rs)
 
 .PHONY: all venv certs kafka-fetch kafka-up kafka-down demo test clean
 
 all: venv
 
-$(BIN)/.installed: pyproject.toml
+$(BIN)/.installed: pyproject.toml $(NATIVE)
+	@command -v cargo >/dev/null || { echo "cargo not found: install Rust (https://rustup.rs) to build shipper/lines"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@

@@ -81,6 +81,10 @@ _FIELDS: tuple[tuple[str, pa.DataType, bool], ...] = (
 )
 
 FIELD_NAMES: tuple[str, ...] = tuple(name for name, _, _ in _FIELDS)
+# The same for every record of one source file: on the wire they travel once per batch
+# and source, and the node once per batch (schemas.wire), not in every record.
+SOURCE_FIELDS: tuple[str, ...] = ("namespace", "pod", "pod_uid", "container", "container_id", "source_id",
+                                  "source_path")
 TIME_FIELDS: tuple[str, ...] = ("time", "observed_time")
 
 LOG_SCHEMA = pa.schema([pa.field(n, t, nullable=null) for n, t, null in _FIELDS])

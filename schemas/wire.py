@@ -2,15 +2,22 @@
 
     offset  size  field
     0       4     magic          b"LLKB"
-    4       1     version        1
+    4       1     version        2
     5       1     flags          0 (reserved)
     6       2     node_len       length of the node name in bytes (big-endian, as every integer here)
     8       4     record_count   number of records in the body
     12      4     body_len       length of the compressed body in bytes
     16      4     checksum       CRC-32 of bytes 0..15, the node name and the body
     20      n     node           UTF-8 name of the shipping node
-    20+n    b     body           zstd frame (content size set) of newline-delimited JSON,
-                                 one object per record with the fields of schemas.record.WIRE_SCHEMA
+    20+n    b     body           zstd frame (content size set) of newline-delimited JSON:
+
+The body's first line says where the records come from; the record lines follow,
+one JSON object each, with the fields of schemas.record.WIRE_SCHEMA except the node
+and the SOURCE_FIELDS, which are the same for all records of one file and travel
+once here instead of in every record:
+
+    {"sources": [{"namespace": "shop", "pod": "cart-1", …, "source_id": "…", "source_path": "…"}, …],
+     "runs": [[0, 812], [1, 40]]}       # 812 records of source 0, then 40 of source 1
 
 Decoding checks, in order: magic, version, lengths (truncation), checksum, then
 decompression and the body's schema. Each failure raises WireError with a
@@ -20,26 +27,37 @@ or hostile frame cannot make a reader allocate without limit.
 
 from __future__ import annotations
 
-import io
 import struct
 import zlib
 from dataclasses import dataclass
 
+import orjson
 import pyarrow as pa
 import pyarrow.json as pa_json
 import zstandard
 
 from schemas.errors import WireError
-from schemas.record import WIRE_SCHEMA
+from schemas.record import SOURCE_FIELDS, WIRE_SCHEMA
 
 MAGIC = b"LLKB"
-VERSION = 1
+VERSION = 2
 _HEADER = struct.Struct(">4sBBHIII")
 HEADER_SIZE = _HEADER.size
 MAX_BODY_BYTES = 256 * 1024 * 1024
 DEFAULT_ZSTD_LEVEL = 3
-# Parsed with every field nullable so a missing required field can be named.
-_PARSE_SCHEMA = pa.schema([f.with_nullable(True) for f in WIRE_SCHEMA])
+_PER_BATCH = {"node", *SOURCE_FIELDS}
+# Record lines are parsed with every field nullable so a missing required field can be named.
+_PARSE_SCHEMA = pa.schema([f.with_nullable(True) for f in WIRE_SCHEMA if f.name not in _PER_BATCH])
+_REQUIRED_SOURCE_FIELDS = {f.name for f in WIRE_SCHEMA if f.name in SOURCE_FIELDS and not f.nullable}
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """Consecutive records of one source file."""
+
+    source: bytes   # JSON object of the file's SOURCE_FIELDS
+    records: bytes  # JSON objects, each followed by a newline
+    count: int
 
 
 @dataclass(frozen=True)
@@ -53,11 +71,22 @@ def _checksum(prefix: bytes, node: bytes, body: bytes) -> int:
     return zlib.crc32(body, zlib.crc32(node, zlib.crc32(prefix)))
 
 
-def encode(node: str, lines: list[bytes], *, level: int = DEFAULT_ZSTD_LEVEL) -> bytes:
-    """Frame ``lines`` (one JSON object each, no newline) as one batch."""
-    compressed = zstandard.ZstdCompressor(level=level, write_content_size=True).compress(b"\n".join(lines))
+def encode(node: str, runs: list[Run], *, level: int = DEFAULT_ZSTD_LEVEL) -> bytes:
+    """Frame ``runs`` of records as one batch."""
+    index: dict[bytes, int] = {}
+    spans: list[list[int]] = []
+    for run in runs:
+        i = index.setdefault(run.source, len(index))
+        if spans and spans[-1][0] == i:
+            spans[-1][1] += run.count
+        else:
+            spans.append([i, run.count])
+    head = b'{"sources":[' + b",".join(index) + b'],"runs":' + orjson.dumps(spans) + b"}\n"
+    body = b"".join([head, *(run.records for run in runs)])
+    compressed = zstandard.ZstdCompressor(level=level, write_content_size=True).compress(body)
     node_b = node.encode()
-    prefix = _HEADER.pack(MAGIC, VERSION, 0, len(node_b), len(lines), len(compressed), 0)[:16]
+    count = sum(run.count for run in runs)
+    prefix = _HEADER.pack(MAGIC, VERSION, 0, len(node_b), count, len(compressed), 0)[:16]
     crc = _checksum(prefix, node_b, compressed)
     return prefix + struct.pack(">I", crc) + node_b + compressed
 
@@ -88,22 +117,66 @@ def decode(data: bytes) -> Batch:
     return Batch(node=node, record_count=count, body=body)
 
 
+def _schema_error(what: str) -> WireError:
+    return WireError("schema", f"batch body does not match the record schema: {what}")
+
+
+def _sources(head: bytes, record_count: int) -> tuple[list[dict], list[tuple[int, int]]]:
+    """The body's first line: the sources and the runs of records, checked."""
+    try:
+        value = orjson.loads(head)
+        sources, runs = value["sources"], [(int(i), int(n)) for i, n in value["runs"]]
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        raise _schema_error("the first line is not a sources-and-runs object") from None
+    if set(value) != {"sources", "runs"}:
+        raise _schema_error(f"unknown batch header field(s) {sorted(set(value) - {'sources', 'runs'})}")
+    for src in sources:
+        if not isinstance(src, dict) or not set(src) <= set(SOURCE_FIELDS):
+            raise _schema_error(f"a source with fields outside {', '.join(SOURCE_FIELDS)}")
+        if any(v is not None and not isinstance(v, str) for v in src.values()):
+            raise _schema_error("a source field that is not a string")
+        missing = _REQUIRED_SOURCE_FIELDS - {k for k, v in src.items() if v is not None}
+        if missing:
+            raise WireError("schema", f"batch body has records without the required field {sorted(missing)[0]!r}")
+    if any(not 0 <= i < len(sources) or n < 1 for i, n in runs):
+        raise _schema_error("a run names an unknown source or holds no records")
+    if sum(n for _, n in runs) != record_count:
+        raise WireError("schema", f"batch header announces {record_count} records, "
+                                  f"its runs hold {sum(n for _, n in runs)}")
+    return sources, runs
+
+
+def _repeated(values: list[str | None], runs: list[tuple[int, int]]) -> pa.Array:
+    parts = [pa.repeat(pa.scalar(values[i], pa.string()), n) for i, n in runs]
+    return parts[0] if len(parts) == 1 else pa.concat_arrays(parts)
+
+
 def to_table(batch: Batch) -> pa.Table:
     """Parse the batch body into a WIRE_SCHEMA table; any field outside the schema,
     a missing required field or a wrong type is a WireError('schema')."""
     if batch.record_count == 0:
         return WIRE_SCHEMA.empty_table()
+    nl = batch.body.find(b"\n")
+    sources, runs = _sources(batch.body[:max(nl, 0)], batch.record_count)
+    lines = pa.py_buffer(batch.body)[nl + 1:]
     try:
         table = pa_json.read_json(
-            io.BytesIO(batch.body),
-            read_options=pa_json.ReadOptions(use_threads=False, block_size=max(1 << 20, len(batch.body) + 1)),
+            pa.BufferReader(lines),
+            read_options=pa_json.ReadOptions(use_threads=False, block_size=max(1 << 20, lines.size + 1)),
             parse_options=pa_json.ParseOptions(explicit_schema=_PARSE_SCHEMA, unexpected_field_behavior="error"))
     except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
-        raise WireError("schema", f"batch body does not match the record schema: {e}") from None
+        raise _schema_error(str(e)) from None
     if table.num_rows != batch.record_count:
         raise WireError("schema", f"batch header announces {batch.record_count} records, body holds {table.num_rows}")
-    table = table.select(list(WIRE_SCHEMA.names))
+    columns = []
     for field in WIRE_SCHEMA:
-        if not field.nullable and table.column(field.name).null_count:
-            raise WireError("schema", f"batch body has records without the required field {field.name!r}")
-    return table.cast(WIRE_SCHEMA)
+        if field.name == "node":
+            column = pa.repeat(pa.scalar(batch.node, pa.string()), table.num_rows)
+        elif field.name in SOURCE_FIELDS:
+            column = _repeated([s.get(field.name) for s in sources], runs)
+        else:
+            column = table.column(field.name)
+            if not field.nullable and column.null_count:
+                raise WireError("schema", f"batch body has records without the required field {field.name!r}")
+        columns.append(column.cast(field.type))
+    return pa.Table.from_arrays(columns, schema=WIRE_SCHEMA)

@@ -20,16 +20,14 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 
-from shipper.batch import Batch, Batcher
+from shipper.batch import Batch, Batcher, Records
 from shipper.buffer import DiskBuffer
 from shipper.checkpoint import Checkpoints
 from shipper.config import Settings
 from shipper.delivery import Delivery
 from shipper.enrich import K8sMeta, from_path
 from shipper.fingerprint import identify
-from shipper.multiline import compile_rules
-from shipper.records import Processing, RecordBuilder, detect_format
-from shipper.redact import Redactor
+from shipper.records import RecordBuilder, detect_format, processing
 from shipper.tail import FileTail
 from shipper.transport.base import Transport
 
@@ -70,10 +68,8 @@ class Agent:
                                  max_inflight=cfg.max_inflight_batches, ack_timeout_s=cfg.ack_timeout_ms / 1000)
         self.batcher = Batcher(cfg.batch_max_bytes, cfg.batch_max_wait_ms / 1000)
         self.errors: Counter[str] = Counter()
-        self.proc = Processing(node=cfg.node_name, max_record_bytes=cfg.max_record_bytes,
-                               redactor=Redactor(cfg.redact, cfg.redact_patterns),
-                               multiline=compile_rules(cfg.multiline, cfg.multiline_patterns),
-                               multiline_flush_ms=cfg.multiline_flush_ms, labels=dict(cfg.labels))
+        self.redactions: Counter[str] = Counter()
+        self.proc = processing(cfg)
         self.active: dict[str, Source] = {}   # path -> the file now at that path
         self.retired: list[Source] = []       # renamed or deleted, read to the end then closed
         self._resume = self.delivery.buffered_marks()
@@ -177,7 +173,7 @@ class Agent:
         meta = from_path(src.path)
         src.source_id, src.key = sid, container_key(meta, src.path)
         src.builder = RecordBuilder(self.proc, source_id=sid, path=src.path, meta=meta,
-                                    fmt=detect_format(first_line), counts=self.errors)
+                                    fmt=detect_format(first_line), errors=self.errors, redactions=self.redactions)
         log.info("tailing file", extra={"path": src.path, "source_id": sid, "offset": src.tail.offset,
                                         "format": src.builder.fmt})
         return True
@@ -207,13 +203,13 @@ class Agent:
             if chunk.at_eof and src.tail.size() < start:
                 self._truncated(src)
             return 0
-        records = src.builder.build(chunk.lines, chunk.offsets, chunk.end, chunk.cut) if chunk.lines else []
-        self.stats["lines_read"] += len(chunk.lines)
+        records, lines = src.builder.build(chunk) if chunk.data else (None, 0)
+        self.stats["lines_read"] += lines
         self.stats["bytes_read"] += read
         self._add(src, records, chunk.end)
         return read
 
-    def _add(self, src: Source, records: list[bytes], end: int) -> None:
+    def _add(self, src: Source, records: Records | None, end: int) -> None:
         assert src.builder is not None and src.source_id is not None
         floors = [f for f in (src.builder.commit_floor(), src.tail.cut_from) if f is not None]
         commit = min([end, *floors])

@@ -48,7 +48,7 @@ def metrics(agent: Agent) -> Registry:
             lambda: float(agent.paused))
     r.value("open_files", "gauge", "files held open", lambda: len(agent.active) + len(agent.retired))
     r.add("redactions_total", "counter", "redactions by rule",
-          lambda: [({"rule": k}, v) for k, v in sorted(agent.proc.redactor.counts.items())])
+          lambda: [({"rule": k}, v) for k, v in sorted(agent.redactions.items())])
     r.add("errors_total", "counter", "input problems by kind (flagged or counted, never dropped silently)",
           lambda: [({"kind": k}, v) for k, v in sorted(agent.errors.items())])
     r.add("file_lag_bytes", "gauge", "bytes not read yet, per file", lambda: _lag(agent))

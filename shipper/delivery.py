@@ -77,9 +77,9 @@ class Delivery:
 
     async def send(self, batches: list[Batch]) -> None:
         for batch in batches:
-            p = Pending(batch.key, batch.marks, len(batch.records))
-            if batch.records:
-                value = wire.encode(self.node, batch.records, level=self.zstd_level)
+            p = Pending(batch.key, batch.marks, batch.count)
+            if batch.count:
+                value = wire.encode(self.node, batch.runs, level=self.zstd_level)
                 if self.backlog:
                     self._to_buffer(p, value)
                 else:

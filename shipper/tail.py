@@ -15,11 +15,11 @@ from dataclasses import dataclass
 
 @dataclass(slots=True)
 class Chunk:
-    lines: list[bytes]     # without the newline
-    offsets: list[int]     # byte offset of each line
+    data: bytes            # complete lines, each with its newline (none after the head of a cut line)
+    start: int             # offset of data's first byte
     end: int               # offset just past the last byte consumed
     at_eof: bool           # nothing more to read right now
-    cut: bool = False      # the only line is the head of an overlong line
+    cut: bool = False      # data is the head of an overlong line
 
 
 class FileTail:
@@ -50,7 +50,7 @@ class FileTail:
             nl = data.find(b"\n")
             if nl < 0:
                 self.offset += len(data)
-                return Chunk([], [], self.offset, at_eof)
+                return Chunk(b"", self.offset, self.offset, at_eof)
             self.offset += nl + 1
             data = data[nl + 1:]
             self.cut_from = None
@@ -58,18 +58,12 @@ class FileTail:
         last_nl = data.rfind(b"\n")
         if last_nl < 0:
             if len(data) <= max_line:
-                return Chunk([], [], start, True)  # an incomplete line: wait for its end
+                return Chunk(b"", start, start, True)  # an incomplete line: wait for its end
             self.offset = start + max_line
             self.cut_from = start
-            return Chunk([data[:max_line]], [start], self.offset, False, cut=True)
-        lines = data[:last_nl].split(b"\n")
-        offsets = [0] * len(lines)
-        pos = start
-        for i, line in enumerate(lines):
-            offsets[i] = pos
-            pos += len(line) + 1
+            return Chunk(data[:max_line], start, self.offset, False, cut=True)
         self.offset = start + last_nl + 1
-        return Chunk(lines, offsets, self.offset, at_eof and last_nl == len(data) - 1)
+        return Chunk(data[:last_nl + 1], start, self.offset, at_eof and last_nl == len(data) - 1)
 
     def close(self) -> None:
         if self.fd >= 0:

@@ -214,3 +214,58 @@ def _environ(values: dict[str, str]):
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+@dataclass
+class Built:
+    records: list[dict]
+    errors: dict[str, int]
+    redactions: dict[str, int]
+
+
+def record_builder(fmt: str = "plain", **shipper: object):
+    """The shipper's native per-line core for one file of format ``fmt`` (``shipper`` overrides
+    [shipper] settings), with the counters it reports to: (builder, errors, redactions)."""
+    from collections import Counter
+
+    from shipper.config import ShipperConfig
+    from shipper.enrich import K8sMeta
+    from shipper.records import RecordBuilder, processing
+
+    errors: Counter[str] = Counter()
+    redactions: Counter[str] = Counter()
+    builder = RecordBuilder(processing(ShipperConfig(node_name="n1", **shipper)), source_id="s1", path="/x.log",
+                            meta=K8sMeta(), fmt=fmt, errors=errors, redactions=redactions)
+    return builder, errors, redactions
+
+
+def decode_records(records) -> list[dict]:
+    """shipper.batch.Records → one dict per record."""
+    return [orjson.loads(line) for line in records.data.splitlines()]
+
+
+def line_by_line(fmt: str, **shipper: object):
+    """(builder, feed): feed(line) reads one more line of the file and returns the records it completed."""
+    from shipper.tail import Chunk
+
+    builder = record_builder(fmt, **shipper)[0]
+    pos = 0
+
+    def feed(line: bytes) -> list[dict]:
+        nonlocal pos
+        data, start = line + b"\n", pos
+        pos += len(data)
+        return decode_records(builder.build(Chunk(data, start, pos, False))[0])
+    return builder, feed
+
+
+def build_records(lines: list[bytes], fmt: str = "plain", *, drain: bool = True, **shipper: object) -> Built:
+    """Run ``lines`` (no newlines; laid end to end from offset 0) through the native core as one file."""
+    from shipper.tail import Chunk
+
+    builder, errors, redactions = record_builder(fmt, **shipper)
+    data = b"".join(line + b"\n" for line in lines)
+    out = decode_records(builder.build(Chunk(data, 0, len(data), True))[0]) if data else []
+    if drain:
+        out += decode_records(builder.drain())
+    return Built(out, dict(errors), dict(redactions))

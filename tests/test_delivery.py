@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+import orjson
 import pytest
 
 from schemas import wire
@@ -38,11 +39,12 @@ class FlakyTransport:
 
 
 def batch(i: int) -> Batch:
-    return Batch(b"k", 0.0, [f'{{"n":{i}}}'.encode()], 8, {"src": ("/p", (i + 1) * 100)})
+    return Batch(b"k", 0.0, [wire.Run(b'{"source_id":"src"}', f'{{"n":{i}}}\n'.encode(), 1)], 8, 1,
+                 {"src": ("/p", (i + 1) * 100)})
 
 
 def delivered_numbers(t: FlakyTransport) -> list[int]:
-    return [int(wire.decode(v).body[5:-1]) for v in t.delivered]
+    return [orjson.loads(wire.decode(v).body.splitlines()[1])["n"] for v in t.delivered]
 
 
 def make(tmp_path, transport, max_bytes=10**9) -> Delivery:

@@ -22,8 +22,18 @@ RECORDS = [
 ]
 
 
+def runs(records: list[dict]) -> list[wire.Run]:
+    """Records as the shipper sends them: a source's own fields once per run, the node in the frame."""
+    out = []
+    for r in records:
+        source = {k: r[k] for k in record.SOURCE_FIELDS if k in r}
+        line = {k: v for k, v in r.items() if k not in source and k != "node"}
+        out.append(wire.Run(orjson.dumps(source), orjson.dumps(line) + b"\n", 1))
+    return out
+
+
 def encoded() -> bytes:
-    return wire.encode("node-1", [orjson.dumps(r) for r in RECORDS])
+    return wire.encode("node-1", runs(RECORDS))
 
 
 def test_round_trip_keeps_every_field():
@@ -34,6 +44,7 @@ def test_round_trip_keeps_every_field():
     rows = table.drop_columns(["time", "observed_time"]).to_pylist()
     assert rows[0]["body"] == "payment failed: card declined"
     assert rows[0]["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert [(r["node"], r["namespace"], r["pod"]) for r in rows] == [("node-1", "shop", "pay-1"), ("node-1", None, None)]
     assert table.column("time").cast("int64").to_pylist() == [r["time"] for r in RECORDS]
     assert rows[1]["body"] == "plain ünïcode line"
     assert rows[1]["namespace"] is None and rows[1]["flags"] == record.FLAG_INVALID_UTF8
@@ -80,23 +91,47 @@ def test_header_count_must_match_body():
     struct.pack_into(">I", data, 8, 3)  # claim 3 records
     crc = wire._checksum(bytes(data[:16]), b"node-1", raw[wire.HEADER_SIZE + 6:])
     struct.pack_into(">I", data, 16, crc)
-    with pytest.raises(WireError, match="announces 3 records, body holds 2") as e:
+    with pytest.raises(WireError, match="announces 3 records, its runs hold 2") as e:
         wire.to_table(wire.decode(bytes(data)))
     assert e.value.reason == "schema"
 
 
-@pytest.mark.parametrize("bad, message", [
-    ({"body": 5}, "record schema"),
-    ({"surprise": 1}, "record schema"),
+def test_runs_must_match_the_record_lines():
+    run = runs(RECORDS[:1])[0]
+    with pytest.raises(WireError, match="announces 2 records, body holds 1"):
+        wire.to_table(wire.decode(wire.encode("n", [wire.Run(run.source, run.records, 2)])))
+
+
+def test_records_of_several_sources_keep_their_own_fields():
+    other = dict(RECORDS[1], source_id="n1:9:9:9", pod="cart-2", namespace="shop")
+    table = wire.to_table(wire.decode(wire.encode("n", runs([RECORDS[0], other, RECORDS[0]]))))
+    assert table.column("source_id").to_pylist() == ["n1:1:2:3", "n1:9:9:9", "n1:1:2:3"]
+    assert table.column("pod").to_pylist() == ["pay-1", "cart-2", "pay-1"]
+
+
+@pytest.mark.parametrize("run, message", [
+    (wire.Run(b'{"source_id":"s","source_path":"/p"}', b'{"body":5}\n', 1), "record schema"),
+    (wire.Run(b'{"source_id":"s","source_path":"/p"}', b'{"surprise":1}\n', 1), "record schema"),
+    (wire.Run(b'{"source_id":"s","source_path":"/p"}', b'{"pod":"p"}\n', 1), "record schema"),
+    (wire.Run(b'{"source_id":"s","source_path":"/p","surprise":"x"}', b"{}\n", 1), "fields outside"),
+    (wire.Run(b'{"source_id":"s","source_path":7}', b"{}\n", 1), "not a string"),
+    (wire.Run(b"[1]", b"{}\n", 1), "fields outside"),
 ])
-def test_schema_violation(bad, message):
-    rec = dict(RECORDS[1], **bad)
+def test_schema_violation(run, message):
     with pytest.raises(WireError, match=message) as e:
-        wire.to_table(wire.decode(wire.encode("n", [orjson.dumps(rec)])))
+        wire.to_table(wire.decode(wire.encode("n", [run])))
     assert e.value.reason == "schema"
 
 
 def test_missing_required_field():
     rec = {k: v for k, v in RECORDS[1].items() if k != "source_id"}
     with pytest.raises(WireError, match="source_id"):
-        wire.to_table(wire.decode(wire.encode("n", [orjson.dumps(rec)])))
+        wire.to_table(wire.decode(wire.encode("n", runs([rec]))))
+
+
+def test_body_without_its_sources_line():
+    body_only = wire.encode("n", runs(RECORDS[:1]))
+    batch = wire.decode(body_only)
+    broken = wire.Batch(batch.node, batch.record_count, batch.body.split(b"\n", 1)[1])
+    with pytest.raises(WireError, match="sources-and-runs"):
+        wire.to_table(broken)

@@ -1,0 +1,203 @@
+//! JSON in and out: writing the wire record, and reading an application's JSON
+//! line as its top-level fields without building values (each value is kept as
+//! its validated raw text).
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
+
+/// For each byte: 0 if it stands for itself in a JSON string, else the letter after the backslash.
+static ESCAPES: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut c = 0;
+    while c < 0x20 {
+        t[c] = b'u';
+        c += 1;
+    }
+    t[b'\n' as usize] = b'n';
+    t[b'\r' as usize] = b'r';
+    t[b'\t' as usize] = b't';
+    t[0x08] = b'b';
+    t[0x0c] = b'f';
+    t[b'"' as usize] = b'"';
+    t[b'\\' as usize] = b'\\';
+    t
+};
+
+/// True if one of the 8 bytes of `w` needs escaping: below 0x20, '"' or '\\'.
+#[inline]
+fn word_needs_escape(w: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let zero_in = |x: u64| x.wrapping_sub(ONES) & !x & HIGH != 0;
+    w.wrapping_sub(ONES * 0x20) & !w & HIGH != 0 || zero_in(w ^ (ONES * b'"' as u64)) || zero_in(w ^ (ONES * b'\\' as u64))
+}
+
+/// `s` as a JSON string literal.
+pub fn write_str(out: &mut Vec<u8>, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let b = s.as_bytes();
+    out.reserve(b.len() + 2);
+    out.push(b'"');
+    let mut start = 0;
+    let mut i = 0;
+    while i < b.len() {
+        // Most text needs no escaping: skip it 8 bytes at a time.
+        if i + 8 <= b.len() && !word_needs_escape(u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"))) {
+            i += 8;
+            continue;
+        }
+        let c = b[i];
+        let e = ESCAPES[c as usize];
+        if e != 0 {
+            out.extend_from_slice(&b[start..i]);
+            if e == b'u' {
+                out.extend_from_slice(&[b'\\', b'u', b'0', b'0', HEX[(c >> 4) as usize], HEX[(c & 15) as usize]]);
+            } else {
+                out.extend_from_slice(&[b'\\', e]);
+            }
+            start = i + 1;
+        }
+        i += 1;
+    }
+    out.extend_from_slice(&b[start..]);
+    out.push(b'"');
+}
+
+pub fn write_int(out: &mut Vec<u8>, v: i64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    let mut n = v.unsigned_abs();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    if v < 0 {
+        out.push(b'-');
+    }
+    out.extend_from_slice(&buf[i..]);
+}
+
+/// A field value: an application's raw JSON, or a string (logfmt).
+#[derive(Clone)]
+pub enum Val<'a> {
+    Raw(&'a RawValue),
+    Str(Cow<'a, str>),
+}
+
+impl<'a> Val<'a> {
+    pub fn write(&self, out: &mut Vec<u8>) {
+        match self {
+            Val::Raw(r) => out.extend_from_slice(r.get().as_bytes()),
+            Val::Str(s) => write_str(out, s),
+        }
+    }
+
+    /// The string, if the value is one.
+    pub fn as_str(&self) -> Option<Cow<'a, str>> {
+        match self {
+            Val::Str(s) => Some(s.clone()),
+            Val::Raw(r) => {
+                let raw = r.get();
+                if !raw.starts_with('"') {
+                    None
+                } else if !raw.contains('\\') {
+                    Some(Cow::Borrowed(&raw[1..raw.len() - 1]))
+                } else {
+                    serde_json::from_str::<String>(raw).ok().map(Cow::Owned)
+                }
+            }
+        }
+    }
+
+    /// The raw JSON text of a non-string value ("null", "42", "{…}").
+    pub fn raw(&self) -> Option<&'a str> {
+        match self {
+            Val::Raw(r) if !r.get().starts_with('"') => Some(r.get()),
+            _ => None,
+        }
+    }
+}
+
+pub type Fields<'a> = Vec<(Cow<'a, str>, Val<'a>)>;
+
+/// A JSON text: an object's fields in order, or some other valid JSON value.
+pub enum Top<'a> {
+    Object(Fields<'a>),
+    Other,
+}
+
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for Top<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Top<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("JSON")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Top<'de>, A::Error> {
+                let mut fields = Vec::new();
+                while let Some(Key(k)) = map.next_key()? {
+                    let v: &'de RawValue = map.next_value()?;
+                    fields.push((k, Val::Raw(v)));
+                }
+                Ok(Top::Object(fields))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Top<'de>, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Top::Other)
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Top<'de>, E> {
+                Ok(Top::Other)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Top<'de>, E> {
+                Ok(Top::Other)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Top<'de>, E> {
+                Ok(Top::Other)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Top<'de>, E> {
+                Ok(Top::Other)
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Top<'de>, E> {
+                Ok(Top::Other)
+            }
+            fn visit_unit<E>(self) -> Result<Top<'de>, E> {
+                Ok(Top::Other)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// None if `text` is not valid JSON.
+pub fn read_top(text: &str) -> Option<Top<'_>> {
+    serde_json::from_str(text).ok()
+}

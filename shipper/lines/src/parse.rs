@@ -1,0 +1,298 @@
+//! Structure from a container line's text: JSON objects, logfmt and plain text.
+//!
+//! JSON objects and logfmt lines give time, level, message, trace and span ids
+//! under their common names; every other field is kept as an attribute. Plain
+//! text is scanned for a level word and `trace_id=`-style tokens.
+
+use std::borrow::Cow;
+
+use memchr::memmem;
+use regex::Regex;
+
+use crate::json::{read_top, Fields, Top, Val};
+use crate::timestamp::SecondCache;
+
+const MESSAGE: usize = 0;
+const LEVEL: usize = 1;
+const TIME: usize = 2;
+const TRACE: usize = 3;
+const SPAN: usize = 4;
+
+/// (role, rank): where aliases compete, the earliest name in its list wins.
+fn role(key: &str) -> Option<(usize, u8)> {
+    Some(match key {
+        "message" => (MESSAGE, 0), "msg" => (MESSAGE, 1), "log" => (MESSAGE, 2), "@message" => (MESSAGE, 3),
+        "text" => (MESSAGE, 4),
+        "level" => (LEVEL, 0), "lvl" => (LEVEL, 1), "severity" => (LEVEL, 2), "log.level" => (LEVEL, 3),
+        "levelname" => (LEVEL, 4), "loglevel" => (LEVEL, 5), "severity_text" => (LEVEL, 6),
+        "time" => (TIME, 0), "ts" => (TIME, 1), "timestamp" => (TIME, 2), "@timestamp" => (TIME, 3),
+        "datetime" => (TIME, 4), "t" => (TIME, 5),
+        "trace_id" => (TRACE, 0), "traceId" => (TRACE, 1), "trace.id" => (TRACE, 2), "traceID" => (TRACE, 3),
+        "otelTraceID" => (TRACE, 4), "dd.trace_id" => (TRACE, 5),
+        "span_id" => (SPAN, 0), "spanId" => (SPAN, 1), "span.id" => (SPAN, 2), "spanID" => (SPAN, 3),
+        "otelSpanID" => (SPAN, 4), "dd.span_id" => (SPAN, 5),
+        _ => return None,
+    })
+}
+
+/// Level names (lower case) → index into `Levels` (TRACE, DEBUG, INFO, WARN, ERROR, FATAL).
+fn level_index(lower: &str) -> Option<usize> {
+    Some(match lower {
+        "trace" | "finest" => 0,
+        "debug" | "fine" | "dbug" => 1,
+        "info" | "information" | "informational" | "notice" => 2,
+        "warn" | "warning" | "wrn" => 3,
+        "error" | "err" | "eror" => 4,
+        "critical" | "crit" | "fatal" | "panic" | "alert" | "emerg" | "emergency" => 5,
+        _ => return None,
+    })
+}
+
+/// pino / bunyan numeric levels.
+fn numeric_level_index(n: i64) -> Option<usize> {
+    match n {
+        10 | 20 | 30 | 40 | 50 | 60 => Some((n / 10 - 1) as usize),
+        _ => None,
+    }
+}
+
+const PLAIN_LEVELS: [&str; 11] =
+    ["TRACE", "DEBUG", "INFO", "NOTICE", "WARN", "WARNING", "ERROR", "ERR", "CRITICAL", "FATAL", "PANIC"];
+
+pub struct Parsed<'a> {
+    pub body: Cow<'a, str>,
+    pub severity_text: Option<Cow<'a, str>>,
+    pub severity_number: i32,
+    pub time_ns: Option<i64>,
+    pub trace_id: Option<Cow<'a, str>>,
+    pub span_id: Option<Cow<'a, str>>,
+    pub attributes: Fields<'a>,
+    pub non_object_json: bool,
+}
+
+impl<'a> Parsed<'a> {
+    fn plain(body: &'a str) -> Self {
+        Parsed { body: Cow::Borrowed(body), severity_text: None, severity_number: 0, time_ns: None, trace_id: None,
+                 span_id: None, attributes: Vec::new(), non_object_json: false }
+    }
+}
+
+/// Hex ids are lower-cased; Datadog's decimal 64-bit ids become hex, left-padded.
+pub fn normalize_id<'a>(value: Cow<'a, str>, width: usize) -> Option<Cow<'a, str>> {
+    let b = value.as_bytes();
+    if b.len() == width && b.iter().all(|c| c.is_ascii_hexdigit()) {
+        return Some(if b.iter().any(u8::is_ascii_uppercase) { Cow::Owned(value.to_ascii_lowercase()) } else { value });
+    }
+    if !b.is_empty() && b.len() <= 20 && b.iter().all(u8::is_ascii_digit) {
+        return Some(Cow::Owned(hex_tail(value.parse().ok()?, width)));
+    }
+    None
+}
+
+/// The last `width` hex digits of `n`, zero-padded.
+fn hex_tail(n: u128, width: usize) -> String {
+    let hex = format!("{n:0width$x}");
+    hex[hex.len() - width..].to_string()
+}
+
+fn normalize_val<'a>(v: &Val<'a>, width: usize) -> Option<Cow<'a, str>> {
+    if let Some(s) = v.as_str() {
+        return normalize_id(s, width);
+    }
+    let n: u64 = v.raw()?.parse().ok()?; // a non-negative integer
+    Some(Cow::Owned(hex_tail(u128::from(n), width)))
+}
+
+fn is_integer_literal(raw: &str) -> bool {
+    !raw.contains(['.', 'e', 'E'])
+}
+
+pub struct Parser {
+    severities: [i32; 6],
+    plain_trace: Regex,
+    plain_span: Regex,
+    traceparent: Regex,
+    logfmt_start: Regex,
+    logfmt_pair: Regex,
+    level_pair: Regex,
+}
+
+impl Parser {
+    /// `severities`: OpenTelemetry numbers of TRACE, DEBUG, INFO, WARN, ERROR and FATAL.
+    pub fn new(severities: [i32; 6]) -> Self {
+        let re = |p: &str| Regex::new(p).expect("built-in pattern");
+        Parser {
+            severities,
+            plain_trace: re(r#"(?:trace_?id|traceId|trace\.id|traceID|otelTraceID|dd\.trace_id)[=:]\s*"?([0-9a-fA-F]{32}|[0-9]{1,20})(?-u:\b)"#),
+            plain_span: re(r#"(?:span_?id|spanId|span\.id|spanID|otelSpanID)[=:]\s*"?([0-9a-fA-F]{16}|[0-9]{1,20})(?-u:\b)"#),
+            traceparent: re(r"(?-u:\b)00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}(?-u:\b)"),
+            logfmt_start: re(r"^[A-Za-z_][\w.\-/]*="),
+            logfmt_pair: re(r#"([A-Za-z_][\w.\-/]*)=("(?:[^"\\]|\\.)*"|[^\s"]*)"#),
+            level_pair: re(r#"^level=("(?:[^"\\]|\\.)*"|[^\s"]*)"#),
+        }
+    }
+
+    /// (severity text as written, OpenTelemetry severity number) of a level name.
+    fn severity_of_name<'b>(&self, name: Cow<'b, str>) -> (Option<Cow<'b, str>>, i32) {
+        let number = level_index(&name.to_ascii_lowercase()).map_or(0, |i| self.severities[i]);
+        (Some(name), number)
+    }
+
+    fn severity<'b>(&self, v: &Val<'b>) -> (Option<Cow<'b, str>>, i32) {
+        if let Some(s) = v.as_str() {
+            return self.severity_of_name(s);
+        }
+        match v.raw() {
+            None | Some("null" | "true" | "false") => (None, 0),
+            Some(raw) => {
+                let number = if is_integer_literal(raw) {
+                    raw.parse().ok().and_then(numeric_level_index).map_or(0, |i| self.severities[i])
+                } else {
+                    0
+                };
+                (Some(Cow::Borrowed(raw)), number)
+            }
+        }
+    }
+
+    pub fn parse<'a>(&self, text: &'a str, clock: &mut SecondCache) -> Parsed<'a> {
+        let stripped = text.trim_start();
+        if stripped.starts_with(['{', '[']) {
+            return match read_top(stripped) {
+                Some(Top::Object(fields)) => self.fields(text, fields, clock),
+                Some(Top::Other) => Parsed { non_object_json: true, ..self.plain(text) },
+                None => self.plain(text),
+            };
+        }
+        if memchr::memchr(b'=', text.as_bytes()).is_some() {
+            if let Some(fields) = self.logfmt(text) {
+                return self.fields(text, fields, clock);
+            }
+        }
+        self.plain(text)
+    }
+
+    /// A JSON object's or a logfmt line's fields: the ones with a role are taken out, the rest are attributes.
+    fn fields<'a>(&self, text: &'a str, mut fields: Fields<'a>, clock: &mut SecondCache) -> Parsed<'a> {
+        let mut winner: [Option<(u8, usize)>; 5] = [None; 5];
+        for (i, (k, _)) in fields.iter().enumerate() {
+            if let Some((r, rank)) = role(k) {
+                if winner[r].is_none_or(|(best, _)| rank < best) {
+                    winner[r] = Some((rank, i));
+                }
+            }
+        }
+        let take = |r: usize| winner[r].map(|(_, i)| fields[i].1.clone());
+        let (message, level, time, trace, span) = (take(MESSAGE), take(LEVEL), take(TIME), take(TRACE), take(SPAN));
+        if winner.iter().any(Option::is_some) {
+            let mut i = 0;
+            fields.retain(|_| {
+                let keep = !winner.iter().flatten().any(|&(_, w)| w == i);
+                i += 1;
+                keep
+            });
+        }
+        let body = match &message {
+            None => Cow::Borrowed(text),
+            Some(m) => match (m.as_str(), m.raw()) {
+                (Some(s), _) => s,
+                (None, Some("null")) | (None, None) => Cow::Borrowed(text),
+                (None, Some(raw)) => Cow::Borrowed(raw),
+            },
+        };
+        let (severity_text, severity_number) = level.as_ref().map_or((None, 0), |l| self.severity(l));
+        let mut trace_id = trace.as_ref().and_then(|t| normalize_val(t, 32));
+        let mut span_id = span.as_ref().and_then(|s| normalize_val(s, 16));
+        if trace_id.is_none() {
+            if let Some(i) = fields.iter().position(|(k, _)| k == "traceparent") {
+                let found = fields[i].1.as_str().and_then(|tp| {
+                    self.traceparent.captures(&tp).map(|c| (c[1].to_string(), c[2].to_string()))
+                });
+                if let Some((t, s)) = found {
+                    fields.remove(i);
+                    trace_id = Some(Cow::Owned(t));
+                    span_id = span_id.or(Some(Cow::Owned(s)));
+                }
+            }
+        }
+        Parsed { body, severity_text, severity_number, time_ns: time.as_ref().and_then(|t| time_ns(t, clock)),
+                 trace_id, span_id, attributes: fields, non_object_json: false }
+    }
+
+    /// `key=value key2="quoted value"` → fields, or None if the line is not logfmt.
+    fn logfmt<'a>(&self, text: &'a str) -> Option<Fields<'a>> {
+        if !self.logfmt_start.is_match(text) {
+            return None;
+        }
+        let mut fields: Fields<'a> = Vec::new();
+        for c in self.logfmt_pair.captures_iter(text) {
+            let (key, value) = (c.get(1).expect("group").as_str(), c.get(2).expect("group").as_str());
+            let value = if value.starts_with('"') {
+                serde_json::from_str::<String>(value).map_or(Cow::Borrowed(&value[1..value.len() - 1]), Cow::Owned)
+            } else {
+                Cow::Borrowed(value)
+            };
+            // A repeated key keeps its first place and takes the last value.
+            match fields.iter_mut().find(|(k, _)| k == key) {
+                Some(f) => f.1 = Val::Str(value),
+                None => fields.push((Cow::Borrowed(key), Val::Str(value))),
+            }
+        }
+        (fields.len() >= 2).then_some(fields)
+    }
+
+    /// An upper-case level word among the first tokens ("2026-11-24 10:00:00 [ERROR] …"), or level=…
+    fn plain_level<'a>(&self, text: &'a str) -> Option<&'a str> {
+        let head = text.char_indices().nth(120).map_or(text, |(i, _)| &text[..i]);
+        for token in head.split_whitespace().take(5) {
+            let word = token.trim_matches(|c| "[]():|<>".contains(c));
+            if PLAIN_LEVELS.contains(&word) {
+                return Some(word);
+            }
+        }
+        let i = memmem::find(text.as_bytes(), b"level=")?;
+        let c = self.level_pair.captures(&text[i..])?;
+        Some(c.get(1).expect("group").as_str().trim_matches('"'))
+    }
+
+    fn plain<'a>(&self, text: &'a str) -> Parsed<'a> {
+        let mut p = Parsed::plain(text);
+        if let Some(level) = self.plain_level(text).filter(|l| !l.is_empty()) {
+            (p.severity_text, p.severity_number) = self.severity_of_name(Cow::Borrowed(level));
+        }
+        let b = text.as_bytes();
+        let has_trace = memmem::find(b, b"race").is_some();
+        if !has_trace && memmem::find(b, b"00-").is_none() {
+            return p;
+        }
+        if let Some(t) = if has_trace { self.plain_trace.captures(text) } else { None } {
+            p.trace_id = normalize_id(Cow::Borrowed(t.get(1).expect("group").as_str()), 32);
+            p.span_id = self.plain_span.captures(text)
+                .and_then(|s| normalize_id(Cow::Borrowed(s.get(1).expect("group").as_str()), 16));
+        } else if let Some(tp) = self.traceparent.captures(text) {
+            p.trace_id = Some(Cow::Borrowed(tp.get(1).expect("group").as_str()));
+            p.span_id = Some(Cow::Borrowed(tp.get(2).expect("group").as_str()));
+        }
+        p
+    }
+}
+
+/// Epoch seconds/ms/us/ns by magnitude, or an RFC 3339 string.
+fn time_ns(v: &Val, clock: &mut SecondCache) -> Option<i64> {
+    if let Some(s) = v.as_str() {
+        return clock.parse_ns(s.as_bytes());
+    }
+    let raw = v.raw()?;
+    if matches!(raw, "null" | "true" | "false") || raw.starts_with(['{', '[']) {
+        return None;
+    }
+    const SCALES: [(f64, i64); 3] = [(1e11, 1_000_000_000), (1e14, 1_000_000), (1e17, 1_000)];
+    if is_integer_literal(raw) {
+        let n: i64 = raw.parse().ok()?;
+        let scale = SCALES.iter().find(|(limit, _)| (n.unsigned_abs() as f64) < *limit).map_or(1, |(_, s)| *s);
+        return n.checked_mul(scale);
+    }
+    let f: f64 = raw.parse().ok()?;
+    let scale = SCALES.iter().find(|(limit, _)| f.abs() < *limit).map_or(1, |(_, s)| *s);
+    Some((f * scale as f64) as i64)
+}

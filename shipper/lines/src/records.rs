@@ -1,0 +1,316 @@
+//! One source file's bytes → wire records (JSON objects of schemas.record.WIRE_SCHEMA).
+//!
+//! Per file: the format detected on the first line (CRI, Docker json-file or
+//! plain text), runtime-split lines joined, multi-line events joined, the text
+//! redacted and parsed. The file's own fields (namespace, pod, source id, …) are
+//! not repeated in each record: they travel once per batch (schemas/wire.py).
+
+use std::borrow::Cow;
+
+use memchr::memchr;
+use regex::bytes::Regex;
+
+use std::sync::Arc;
+
+use crate::json::{write_int, write_str, Fields};
+use crate::multiline::{Event, MultilineJoiner};
+use crate::parse::Parser;
+use crate::partial::{Joined, PartialJoiner, Stream};
+use crate::redact::Redactor;
+use crate::timestamp::SecondCache;
+use crate::{cri, docker};
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Cri,
+    Docker,
+    Plain,
+}
+
+impl Format {
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Cri => "cri",
+            Format::Docker => "docker",
+            Format::Plain => "plain",
+        }
+    }
+}
+
+pub fn detect_format(first_line: &[u8]) -> Format {
+    let mut clock = SecondCache::default();
+    if first_line.starts_with(b"{\"log\":") && docker::parse_line(first_line, &mut clock).is_some() {
+        Format::Docker
+    } else if cri::parse_line(first_line, &mut clock).is_some() {
+        Format::Cri
+    } else {
+        Format::Plain
+    }
+}
+
+/// Record flag bits, from schemas.record.
+#[derive(Clone, Copy)]
+pub struct Flags {
+    pub truncated: i32,
+    pub invalid_utf8: i32,
+    pub partial: i32,
+    pub bad_prefix: i32,
+    pub non_object_json: i32,
+    pub redacted: i32,
+}
+
+/// Input problems counted for metrics, by kind.
+pub const KINDS: [&str; 7] =
+    ["bad_prefix", "empty_line", "nul_bytes", "truncated", "invalid_utf8", "partial", "non_object_json"];
+const BAD_PREFIX: usize = 0;
+const EMPTY_LINE: usize = 1;
+const NUL_BYTES: usize = 2;
+
+/// What every file's records go through; one per agent.
+pub struct Processing {
+    pub max_record_bytes: usize,
+    pub redactor: Redactor,
+    pub multiline: Option<Regex>,
+    pub multiline_flush_ms: u64,
+    pub labels: Vec<(String, String)>,
+    pub flags: Flags,
+    pub parser: Parser,
+}
+
+pub struct Builder {
+    proc: Arc<Processing>,
+    pub fmt: Format,
+    joiner: PartialJoiner,
+    multiline: Option<MultilineJoiner>,
+    runtime_clock: SecondCache,
+    text_clock: SecondCache,
+    pub counts: [u64; KINDS.len()],
+    pub redactions: Vec<u64>,
+}
+
+/// Records are appended to one buffer, each followed by a newline; `ends` marks where each one stops
+/// (just past its newline).
+#[derive(Default)]
+pub struct Out {
+    pub buf: Vec<u8>,
+    pub ends: Vec<u32>,
+}
+
+impl Builder {
+    pub fn new(proc: Arc<Processing>, fmt: Format) -> Self {
+        Builder {
+            fmt,
+            joiner: PartialJoiner::new(proc.max_record_bytes),
+            multiline: proc.multiline.clone()
+                .map(|re| MultilineJoiner::new(re, proc.max_record_bytes, proc.multiline_flush_ms)),
+            runtime_clock: SecondCache::default(),
+            text_clock: SecondCache::default(),
+            counts: [0; KINDS.len()],
+            redactions: vec![0; proc.redactor.names().len()],
+            proc,
+        }
+    }
+
+    /// Lowest offset still needed: the start of a record being assembled.
+    pub fn commit_floor(&self) -> Option<i64> {
+        [self.joiner.oldest_pending_offset(), self.multiline.as_ref().and_then(MultilineJoiner::oldest_offset)]
+            .into_iter().flatten().min()
+    }
+
+    /// Records from `data`, complete lines read from offset `start` (each ends with a newline, except
+    /// the head of an overlong line when `cut`). `observed` stands in for the runtime's time (plain files);
+    /// `now` is the monotonic clock for multi-line flushing. Returns the number of lines.
+    pub fn build(&mut self, data: &[u8], start: i64, cut: bool, observed: i64, now: f64, out: &mut Out) -> usize {
+        let (mut pos, mut lines) = (0, 0);
+        let flags = self.proc.flags;
+        // Records come out a little larger than the lines they were made from.
+        out.buf.reserve(data.len() + data.len() / 2 + 4096);
+        let cut_flag = if cut { flags.truncated } else { 0 };
+        while pos < data.len() {
+            let next = memchr(b'\n', &data[pos..]).map_or(data.len(), |i| pos + i + 1);
+            let mut line = &data[pos..next];
+            line = line.strip_suffix(b"\n").unwrap_or(line);
+            line = line.strip_suffix(b"\r").unwrap_or(line);
+            let (off, end) = (start + pos as i64, start + next as i64);
+            pos = next;
+            lines += 1;
+            let parsed = match self.fmt {
+                Format::Plain => {
+                    self.emit(out, Cow::Borrowed(line), off, end, observed, None, cut_flag, now);
+                    continue;
+                }
+                Format::Cri => cri::parse_line(line, &mut self.runtime_clock),
+                Format::Docker => docker::parse_line(line, &mut self.runtime_clock),
+            };
+            let Some(mut parsed) = parsed else {
+                self.counts[BAD_PREFIX] += 1;
+                self.emit(out, Cow::Borrowed(line), off, end, observed, None, flags.bad_prefix | cut_flag, now);
+                continue;
+            };
+            if cut {
+                parsed.partial = false;
+            }
+            if let Some(j) = self.joiner.feed(off, end, parsed) {
+                let f = if j.truncated || cut { flags.truncated } else { 0 };
+                self.emit_joined(out, j, f, now);
+            }
+        }
+        lines
+    }
+
+    fn emit_joined(&mut self, out: &mut Out, j: Joined, flags: i32, now: f64) {
+        self.emit(out, j.text, j.offset, j.end, j.time_ns, Some(j.stream), flags, now);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn emit(&mut self, out: &mut Out, text: Cow<[u8]>, offset: i64, end: i64, time_ns: i64, stream: Option<Stream>,
+            flags: i32, now: f64) {
+        let trunc = self.proc.flags.truncated;
+        let Some(ml) = self.multiline.as_mut() else {
+            return self.append(out, &text, offset, end, time_ns, stream, flags);
+        };
+        if let Some(ev) = ml.feed(offset, end, time_ns, stream, &text, flags & !trunc, flags & trunc != 0, now) {
+            self.append_event(out, ev);
+        }
+    }
+
+    fn append_event(&mut self, out: &mut Out, ev: Event) {
+        let flags = ev.flags | if ev.truncated { self.proc.flags.truncated } else { 0 };
+        self.append(out, &ev.text, ev.offset, ev.end, ev.time_ns, ev.stream, flags);
+    }
+
+    /// Multi-line events with no new line for the flush timeout.
+    pub fn expired(&mut self, now: f64, out: &mut Out) {
+        let events = self.multiline.as_mut().map(|m| m.expired(now)).unwrap_or_default();
+        for ev in events {
+            self.append_event(out, ev);
+        }
+    }
+
+    /// The file is finished: records whose end never came, flagged partial.
+    pub fn drain(&mut self, now: f64, out: &mut Out) {
+        let flags = self.proc.flags;
+        for j in self.joiner.drain() {
+            let f = flags.partial | if j.truncated { flags.truncated } else { 0 };
+            self.emit_joined(out, j, f, now);
+        }
+        let events = self.multiline.as_mut().map(MultilineJoiner::drain).unwrap_or_default();
+        for ev in events {
+            self.append_event(out, ev);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn append(&mut self, out: &mut Out, raw: &[u8], offset: i64, end: i64, time_ns: i64, stream: Option<Stream>,
+              mut flags: i32) {
+        let proc: &Processing = &self.proc;
+        let f = proc.flags;
+        if raw.is_empty() {
+            // Kept (an empty body) so every byte of the source is accounted for; counted for metrics.
+            self.counts[EMPTY_LINE] += 1;
+        }
+        let raw = if raw.len() > proc.max_record_bytes {
+            flags |= f.truncated;
+            &raw[..proc.max_record_bytes]
+        } else {
+            raw
+        };
+        let mut text = match std::str::from_utf8(raw) {
+            Ok(s) => Cow::Borrowed(s),
+            Err(_) => {
+                flags |= f.invalid_utf8;
+                String::from_utf8_lossy(raw)
+            }
+        };
+        if memchr(0, raw).is_some() {
+            self.counts[NUL_BYTES] += 1;
+        }
+        if !proc.redactor.is_empty() {
+            let before = self.redactions.iter().sum::<u64>();
+            text = proc.redactor.apply(text, &mut self.redactions);
+            if self.redactions.iter().sum::<u64>() != before {
+                flags |= f.redacted;
+            }
+        }
+        let p = proc.parser.parse(&text, &mut self.text_clock);
+        if p.non_object_json {
+            flags |= f.non_object_json;
+        }
+        for (i, bit) in [(3, f.truncated), (4, f.invalid_utf8), (5, f.partial), (6, f.non_object_json)] {
+            if flags & bit != 0 {
+                self.counts[i] += 1;
+            }
+        }
+        let b = &mut out.buf;
+        b.extend_from_slice(b"{\"time\":");
+        write_int(b, p.time_ns.filter(|&t| t != 0).unwrap_or(time_ns));
+        b.extend_from_slice(b",\"observed_time\":");
+        write_int(b, time_ns);
+        b.extend_from_slice(b",\"severity_number\":");
+        write_int(b, i64::from(p.severity_number));
+        b.extend_from_slice(b",\"body\":");
+        write_str(b, &p.body);
+        b.extend_from_slice(b",\"source_offset\":");
+        write_int(b, offset);
+        b.extend_from_slice(b",\"source_end\":");
+        write_int(b, end);
+        b.extend_from_slice(b",\"flags\":");
+        write_int(b, i64::from(flags));
+        if let Some(s) = stream {
+            b.extend_from_slice(b",\"stream\":\"");
+            b.extend_from_slice(s.name().as_bytes());
+            b.push(b'"');
+        }
+        if let Some(s) = &p.severity_text {
+            b.extend_from_slice(b",\"severity_text\":");
+            write_str(b, s);
+        }
+        if let Some(t) = &p.trace_id {
+            b.extend_from_slice(b",\"trace_id\":");
+            write_str(b, t);
+        }
+        if let Some(s) = &p.span_id {
+            b.extend_from_slice(b",\"span_id\":");
+            write_str(b, s);
+        }
+        if !p.attributes.is_empty() || !proc.labels.is_empty() {
+            let attrs = attributes_json(&proc.labels, &p.attributes);
+            b.extend_from_slice(b",\"attributes\":");
+            write_str(b, &attrs);
+        }
+        b.extend_from_slice(b"}\n");
+        out.ends.push(u32::try_from(b.len()).expect("a read is far below 4 GiB"));
+    }
+}
+
+/// The attributes object: static labels first, then the line's own fields (which win over a label of the same name).
+fn attributes_json(labels: &[(String, String)], fields: &Fields) -> String {
+    let mut o = Vec::with_capacity(256);
+    o.push(b'{');
+    for (k, v) in labels {
+        write_str(&mut o, k);
+        o.push(b':');
+        match fields.iter().find(|(fk, _)| fk == k) {
+            Some((_, fv)) => fv.write(&mut o),
+            None => write_str(&mut o, v),
+        }
+        o.push(b',');
+    }
+    for (k, v) in fields.iter().filter(|(k, _)| !labels.iter().any(|(l, _)| l == k)) {
+        write_str(&mut o, k);
+        o.push(b':');
+        v.write(&mut o);
+        o.push(b',');
+    }
+    if o.len() > 1 {
+        o.pop();
+    }
+    o.push(b'}');
+    String::from_utf8(o).expect("written from UTF-8 parts")
+}
+
+impl Builder {
+    pub fn redactor_names(&self) -> Vec<String> {
+        self.proc.redactor.names().to_vec()
+    }
+}
