@@ -14,7 +14,8 @@
 The body's first line says where the records come from; the record lines follow,
 one JSON object each, with the fields of schemas.record.WIRE_SCHEMA except the node
 and the SOURCE_FIELDS, which are the same for all records of one file and travel
-once here instead of in every record:
+once here instead of in every record. A record line may leave out a field at its
+default (WIRE_DEFAULTS): flags and severity_number 0, observed_time equal to time.
 
     {"sources": [{"namespace": "shop", "pod": "cart-1", …, "source_id": "…", "source_path": "…"}, …],
      "runs": [[0, 812], [1, 40]]}       # 812 records of source 0, then 40 of source 1
@@ -33,6 +34,7 @@ from dataclasses import dataclass
 
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.json as pa_json
 import zstandard
 
@@ -49,6 +51,8 @@ _PER_BATCH = {"node", *SOURCE_FIELDS}
 # Record lines are parsed with every field nullable so a missing required field can be named.
 _PARSE_SCHEMA = pa.schema([f.with_nullable(True) for f in WIRE_SCHEMA if f.name not in _PER_BATCH])
 _REQUIRED_SOURCE_FIELDS = {f.name for f in WIRE_SCHEMA if f.name in SOURCE_FIELDS and not f.nullable}
+# Value of a record-line field that is left out: a constant, or the name of the field it equals.
+WIRE_DEFAULTS: dict[str, int | str] = {"flags": 0, "severity_number": 0, "observed_time": "time"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +180,9 @@ def to_table(batch: Batch) -> pa.Table:
             column = _repeated([s.get(field.name) for s in sources], runs)
         else:
             column = table.column(field.name)
+            default = WIRE_DEFAULTS.get(field.name)
+            if column.null_count and default is not None:
+                column = pc.coalesce(column, table.column(default) if isinstance(default, str) else default)
             if not field.nullable and column.null_count:
                 raise WireError("schema", f"batch body has records without the required field {field.name!r}")
         columns.append(column.cast(field.type))

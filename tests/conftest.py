@@ -240,8 +240,16 @@ def record_builder(fmt: str = "plain", **shipper: object):
 
 
 def decode_records(records) -> list[dict]:
-    """shipper.batch.Records → one dict per record."""
-    return [orjson.loads(line) for line in records.data.splitlines()]
+    """shipper.batch.Records → one dict per record, with the fields left out at their wire default filled in."""
+    from schemas.wire import WIRE_DEFAULTS
+
+    out = []
+    for line in records.data.splitlines():
+        rec = orjson.loads(line)
+        for name, default in WIRE_DEFAULTS.items():
+            rec.setdefault(name, rec[default] if isinstance(default, str) else default)
+        out.append(rec)
+    return out
 
 
 def line_by_line(fmt: str, **shipper: object):

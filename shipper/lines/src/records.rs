@@ -242,20 +242,29 @@ impl Builder {
             }
         }
         let b = &mut out.buf;
+        // Fields at their wire default are left out (schemas/wire.py): observed_time equal to time,
+        // severity_number 0, flags 0.
+        let time = p.time_ns.filter(|&t| t != 0).unwrap_or(time_ns);
         b.extend_from_slice(b"{\"time\":");
-        write_int(b, p.time_ns.filter(|&t| t != 0).unwrap_or(time_ns));
-        b.extend_from_slice(b",\"observed_time\":");
-        write_int(b, time_ns);
-        b.extend_from_slice(b",\"severity_number\":");
-        write_int(b, i64::from(p.severity_number));
+        write_int(b, time);
+        if time != time_ns {
+            b.extend_from_slice(b",\"observed_time\":");
+            write_int(b, time_ns);
+        }
+        if p.severity_number != 0 {
+            b.extend_from_slice(b",\"severity_number\":");
+            write_int(b, i64::from(p.severity_number));
+        }
         b.extend_from_slice(b",\"body\":");
         write_str(b, &p.body);
         b.extend_from_slice(b",\"source_offset\":");
         write_int(b, offset);
         b.extend_from_slice(b",\"source_end\":");
         write_int(b, end);
-        b.extend_from_slice(b",\"flags\":");
-        write_int(b, i64::from(flags));
+        if flags != 0 {
+            b.extend_from_slice(b",\"flags\":");
+            write_int(b, i64::from(flags));
+        }
         if let Some(s) = stream {
             b.extend_from_slice(b",\"stream\":\"");
             b.extend_from_slice(s.name().as_bytes());
