@@ -11,6 +11,7 @@ rotated away between two polls is still read.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import fnmatch
 import glob
 import logging
@@ -28,7 +29,7 @@ from shipper.delivery import Delivery
 from shipper.enrich import K8sMeta, from_path
 from shipper.fingerprint import identify
 from shipper.records import RecordBuilder, detect_format, processing
-from shipper.tail import FileTail
+from shipper.tail import Chunk, FileTail
 from shipper.transport.base import Transport
 
 log = logging.getLogger("loglake.shipper")
@@ -76,6 +77,7 @@ class Agent:
         self._full: list[Batch] = []                  # batches that filled up during a read pass
         self._deleted: list[str] = []                 # sources whose checkpoint goes once delivered
         self._stopping = asyncio.Event()
+        self._pool = concurrent.futures.ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1)), "loglake-read")
         self.paused = False
         self.stats = Counter({"lines_read": 0, "bytes_read": 0, "files_opened": 0, "files_closed": 0,
                               "rotations": 0, "truncations": 0})
@@ -184,26 +186,37 @@ class Agent:
         return [*self.active.values(), *self.retired]
 
     def read_once(self) -> int:
-        """One pass over every file; returns bytes read."""
-        total = 0
+        """One pass over every file; returns bytes read. Reading a file and building its records release
+        the GIL, so files with data waiting are read in parallel, one per core; what each gives is then
+        taken in turn on this thread. Files that were at their end are looked at here, cheaply."""
+        ready: list[Source] = []
         for src in self._sources():
             if src.builder is None and not self._identify(src):
                 src.at_eof = True
-                continue
-            total += self._read(src)
-        return total
+            else:
+                ready.append(src)
+        busy = [src for src in ready if not src.at_eof]
+        reads = list(self._pool.map(self._read, busy) if len(busy) > 1 else map(self._read, busy))
+        reads += map(self._read, [src for src in ready if src.at_eof])
+        return sum(self._take(*r) for r in reads)
 
-    def _read(self, src: Source) -> int:
-        assert src.builder is not None and src.source_id is not None
+    def _read(self, src: Source) -> tuple[Source, int, Chunk, Records | None, int]:
+        """Touches only this source's own file and builder, so it may run in a worker thread."""
+        assert src.builder is not None
         start = src.tail.offset
         chunk = src.tail.read(self.cfg.read_chunk_bytes, self.cfg.max_record_bytes + RUNTIME_PREFIX_ROOM)
+        records, lines = src.builder.build(chunk) if chunk.data else (None, 0)
+        return src, start, chunk, records, lines
+
+    def _take(self, src: Source, start: int, chunk: Chunk, records: Records | None, lines: int) -> int:
+        assert src.builder is not None
         src.at_eof = chunk.at_eof
         read = chunk.end - start
         if read == 0:
             if chunk.at_eof and src.tail.size() < start:
                 self._truncated(src)
             return 0
-        records, lines = src.builder.build(chunk) if chunk.data else (None, 0)
+        src.builder.count()
         self.stats["lines_read"] += lines
         self.stats["bytes_read"] += read
         self._add(src, records, chunk.end)
@@ -296,6 +309,7 @@ class Agent:
         self._save()
         for src in self._sources():
             src.tail.close()
+        self._pool.shutdown()
         log.info("shipper stopped", extra={**self.stats, **self.delivery.stats})
 
     def _save(self) -> None:

@@ -56,23 +56,27 @@ class RecordBuilder:
         return self._native.commit_floor()
 
     def build(self, chunk: Chunk) -> tuple[Records, int]:
-        """(records, lines) from a chunk of complete lines."""
+        """(records, lines) from a chunk of complete lines. Safe in a worker thread: its counts wait for count()."""
         data, ends, lines = self._native.build(chunk.data, chunk.start, chunk.cut, time.time_ns(), time.monotonic())
         return self._records(data, ends), lines
 
     def expired(self) -> Records:
         """Multi-line events with no new line for the flush timeout."""
-        return self._records(*self._native.expired(time.monotonic()))
+        records = self._records(*self._native.expired(time.monotonic()))
+        self.count()
+        return records
 
     def drain(self) -> Records:
         """The file is finished: records whose end never came, flagged partial."""
-        return self._records(*self._native.drain(time.monotonic()))
+        records = self._records(*self._native.drain(time.monotonic()))
+        self.count()
+        return records
 
     def _records(self, data: bytes, ends: bytes) -> Records:
-        self._count()
         return Records(data, memoryview(ends).cast("I"), self.source)
 
-    def _count(self) -> None:
+    def count(self) -> None:
+        """Add the input problems and redactions seen since the last call to the agent's counters."""
         errors, redactions = self._native.take_counts()
         if errors:
             self._errors.update(dict(errors))

@@ -274,6 +274,7 @@ def build_records(lines: list[bytes], fmt: str = "plain", *, drain: bool = True,
     builder, errors, redactions = record_builder(fmt, **shipper)
     data = b"".join(line + b"\n" for line in lines)
     out = decode_records(builder.build(Chunk(data, 0, len(data), True))[0]) if data else []
+    builder.count()
     if drain:
         out += decode_records(builder.drain())
     return Built(out, dict(errors), dict(redactions))
