@@ -226,9 +226,9 @@ impl Builder {
             self.counts[NUL_BYTES] += 1;
         }
         if !proc.redactor.is_empty() {
-            let before = self.redactions.iter().sum::<u64>();
-            text = proc.redactor.apply(text, &mut self.redactions);
-            if self.redactions.iter().sum::<u64>() != before {
+            let redacted;
+            (text, redacted) = proc.redactor.apply(text, &mut self.redactions);
+            if redacted {
                 flags |= f.redacted;
             }
         }

@@ -165,8 +165,9 @@ impl Redactor {
         self.rules.is_empty()
     }
 
-    /// The redacted text; `hits[i]` grows by rule i's matches.
-    pub fn apply<'a>(&self, mut text: Cow<'a, str>, hits: &mut [u64]) -> Cow<'a, str> {
+    /// The redacted text and whether anything was redacted; `hits[i]` grows by rule i's matches.
+    pub fn apply<'a>(&self, mut text: Cow<'a, str>, hits: &mut [u64]) -> (Cow<'a, str>, bool) {
+        let mut redacted = false;
         for (i, rule) in self.rules.iter().enumerate() {
             if !rule.quick.may_match(&text) || !rule.pattern.is_match(&text) {
                 continue;
@@ -191,9 +192,10 @@ impl Redactor {
             });
             if n > 0 {
                 hits[i] += n;
+                redacted = true;
                 text = Cow::Owned(replaced.into_owned());
             }
         }
-        text
+        (text, redacted)
     }
 }
