@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from aggregator.config import AggregatorConfig
+from schemas.wire import Extent
 
 if TYPE_CHECKING:
     from aggregator.holds import Hold
@@ -63,8 +64,11 @@ class Catalog(Protocol):
     def positions(self, topic: str) -> dict[str, int]: ...
     def source_marks(self, topic: str) -> dict[str, dict[Mark, int]]: ...
     def commit(self, new: NewFile | None, topic: str, partition: str, next_offset: int,
-               marks: dict[Mark, int] | None = None) -> None:
-        """Record a file (if any), the position after it and the partition's moved dedup marks, atomically."""
+               marks: dict[Mark, int] | None = None, extents: Sequence[Extent] = ()) -> None:
+        """Record a file (if any), the position after it, the partition's moved dedup marks and the
+        source lengths its batches reported, atomically."""
+    def source_extents(self) -> list[tuple[str, str, int, bool]]:
+        """(source_id, path, length, sealed): how long each source is known to be."""
 
     # files -----------------------------------------------------------------
     def files(self, tier: str | None = None, since_ns: int | None = None,

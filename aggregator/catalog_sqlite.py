@@ -18,6 +18,7 @@ from aggregator.catalog import FileEntry, Mark, NewFile
 from aggregator.holds import Hold
 from aggregator.selector import Selector
 from aggregator.errors import CatalogConflictError, EncryptionKeyError
+from schemas.wire import Extent
 
 SCHEMA_VERSION = 2
 _DDL = """
@@ -85,6 +86,13 @@ CREATE TABLE IF NOT EXISTS source_marks (
     max_offset  INTEGER NOT NULL,
     PRIMARY KEY (topic, partition, source_id, stream)
 );
+CREATE TABLE IF NOT EXISTS source_extents (          -- how long each source is, as its shipper reported
+    source_id TEXT PRIMARY KEY,
+    path      TEXT NOT NULL,
+    length    INTEGER NOT NULL,
+    sealed    INTEGER NOT NULL,        -- 1: the file was finished, nothing more will come
+    updated_at INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS positions (
     topic       TEXT NOT NULL,
     partition   TEXT NOT NULL,
@@ -137,9 +145,15 @@ class SqliteCatalog:
         return out
 
     def commit(self, new: NewFile | None, topic: str, partition: str, next_offset: int,
-               marks: dict[Mark, int] | None = None) -> None:
+               marks: dict[Mark, int] | None = None, extents: Sequence[Extent] = ()) -> None:
         db = self._db
         with self._tx():
+            if extents:
+                db.executemany("INSERT INTO source_extents VALUES (?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET "
+                               "path = CASE WHEN excluded.length > length THEN excluded.path ELSE path END, "
+                               "length = max(length, excluded.length), sealed = max(sealed, excluded.sealed), "
+                               "updated_at = excluded.updated_at",
+                               [(e.source_id, e.path, e.length, int(e.sealed), time.time_ns()) for e in extents])
             if marks:
                 db.executemany("INSERT INTO source_marks VALUES (?, ?, ?, ?, ?) ON CONFLICT DO UPDATE "
                                "SET max_offset = max(max_offset, excluded.max_offset)",
@@ -148,6 +162,10 @@ class SqliteCatalog:
                 self._insert(new)
             db.execute("INSERT INTO positions VALUES (?, ?, ?) ON CONFLICT (topic, partition) "
                        "DO UPDATE SET next_offset = excluded.next_offset", (topic, partition, next_offset))
+
+    def source_extents(self) -> list[tuple[str, str, int, bool]]:
+        return [(sid, p, n, bool(sealed)) for sid, p, n, sealed in self._db.execute(
+            "SELECT source_id, path, length, sealed FROM source_extents ORDER BY source_id")]
 
     # files -----------------------------------------------------------------
 

@@ -89,6 +89,8 @@ def metrics(agg: Aggregator, compaction: Report, retention: RetentionTotals) -> 
     r.value("duplicates_dropped_total", "counter", "resent records dropped by id", lambda: agg.dedup.dropped)
     r.add("quarantined_total", "counter", "batches quarantined by reason",
           lambda: [({"reason": k}, v) for k, v in sorted(agg.quarantined_by_reason.items())])
+    r.add("spool_rewinds_total", "counter", "times a node's spool sequence went back and was read again",
+          lambda: [({"node": k}, v) for k, v in sorted(getattr(agg.source, "rewinds", {}).items())])
     r.value("buffered_records", "gauge", "records decoded and waiting to be written",
             lambda: sum(b.rows for b in agg.buffers.values()))
     r.value("last_flush_timestamp_seconds", "gauge", "when a partition was last committed",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
@@ -21,7 +21,7 @@ from aggregator.catalog import Catalog
 from aggregator.retention import Plan, Remover
 from aggregator.selector import Selector, format_time, parse_time
 from aggregator.storage import Storage
-from aggregator.verify import Finding, Gap, check_files, gaps
+from aggregator.verify import Duplicate, Finding, Gap, check_files, duplicates, gaps
 from schemas.errors import ConfigError
 
 
@@ -33,6 +33,8 @@ class Verification:
     audit_problems: list[str]
     sources: int
     gaps: list[Gap]
+    duplicated: int = 0
+    duplicates: list[Duplicate] = field(default_factory=list)
 
     @property
     def missing(self) -> list[Gap]:
@@ -40,7 +42,7 @@ class Verification:
 
     @property
     def ok(self) -> bool:
-        return not (self.file_problems or self.audit_problems or self.missing)
+        return not (self.file_problems or self.audit_problems or self.missing or self.duplicated)
 
     def lines(self) -> list[str]:
         truncated = [g for g in self.gaps if g.kind == "truncated"]
@@ -55,6 +57,10 @@ class Verification:
         out += [f"  {g}" for g in self.gaps[:200]]
         if len(self.gaps) > 200:
             out.append(f"  … and {len(self.gaps) - 200} more")
+        out.append(f"duplicates: {self.duplicated} records stored more than once")
+        out += [f"  {d}" for d in self.duplicates[:200]]
+        if self.duplicated and len(self.duplicates) < self.duplicated:
+            out.append(f"  … {len(self.duplicates)} shown")
         out.append("verify: OK" if self.ok else "verify: FAILED")
         return out
 
@@ -131,7 +137,9 @@ def verification(settings: config.Settings, catalog: Catalog, remover: Remover) 
     entries, audit_problems = AuditLog(settings.aggregator.data_dir).verify(catalog.audit_head())
     unreadable = {p.path for p in problems if p.kind in ("missing", "altered")}
     sources, found = gaps(catalog, storage, remover.keyring, unreadable)
-    return Verification(checked, problems, entries, [str(p) for p in audit_problems], sources, found)
+    duplicated, twice = duplicates(catalog, storage, remover.keyring, unreadable)
+    return Verification(checked, problems, entries, [str(p) for p in audit_problems], sources, found,
+                        duplicated, twice)
 
 
 def verify(args: argparse.Namespace) -> int:

@@ -4,6 +4,8 @@ Per partition, decoded records wait in a buffer until it is big or old enough;
 then one Parquet file is written, named after the offsets it holds, and its
 catalog entry is committed together with the position after its last offset.
 A batch that cannot be decoded is quarantined and its offset counts as consumed.
+The source lengths batches report (schemas.wire positions) are committed with
+the file, so ``verify`` knows how long every source is.
 Background jobs (compaction every ``[tiers] compact_interval_s``, retention
 every ``[retention] interval_s``) run in worker threads, each with its own
 catalog connection and DuckDB.
@@ -56,14 +58,24 @@ class PartitionBuffer:
     first_offset: int
     last_offset: int = -1
     created: float = field(default_factory=time.monotonic)
+    tag: str = ""          # the first batch's checksum: tells a rewound offset range from the first one
     tables: list[pa.Table] = field(default_factory=list)
     rows: int = 0
     bytes: int = 0
+    extents: dict[str, wire.Extent] = field(default_factory=dict)
+
+    def reached(self, extents: list[wire.Extent]) -> None:
+        for e in extents:
+            old = self.extents.get(e.source_id)
+            if old is None or e.length > old.length or (e.sealed and not old.sealed):
+                self.extents[e.source_id] = wire.Extent(e.source_id, e.path, max(e.length, old.length if old else 0),
+                                                        e.sealed or bool(old and old.sealed))
 
 
-def hot_file_name(topic: str, partition: str, first: int, last: int) -> str:
-    """Derived from what the file holds: rewriting the same offsets gives the same name."""
-    return f"{HOT}/{safe_name(topic)}/{safe_name(partition)}/{first:020d}-{last:020d}.parquet"
+def hot_file_name(topic: str, partition: str, first: int, last: int, tag: str) -> str:
+    """Derived from what the file holds: rewriting the same batches gives the same name, while a spool
+    whose numbers went back (see aggregator.spool) gives other batches the same offsets, hence ``tag``."""
+    return f"{HOT}/{safe_name(topic)}/{safe_name(partition)}/{first:020d}-{last:020d}-{tag}.parquet"
 
 
 class Aggregator:
@@ -99,11 +111,14 @@ class Aggregator:
     def add(self, msg: Message) -> None:
         buf = self.buffers.get(msg.partition)
         if buf is None:
-            buf = self.buffers[msg.partition] = PartitionBuffer(first_offset=msg.offset)
+            buf = self.buffers[msg.partition] = PartitionBuffer(first_offset=msg.offset,
+                                                                tag=bytes(msg.value[16:20]).hex() or "0")
         buf.last_offset = msg.offset
         self.stats["batches_consumed"] += 1
         try:
-            table = self.dedup.filter(msg.partition, record.from_wire(wire.to_table(wire.decode(msg.value))))
+            batch = wire.decode(msg.value)
+            extents = wire.extents(batch)
+            table = self.dedup.filter(msg.partition, record.from_wire(wire.to_table(batch)))
         except WireError as e:
             self.quarantine.put(self.source.topic, msg.partition, msg.offset, msg.value, e.reason, str(e))
             self.stats["batches_quarantined"] += 1
@@ -111,6 +126,7 @@ class Aggregator:
             log.warning("batch quarantined", extra={"partition": msg.partition, "offset": msg.offset,
                                                     "reason": e.reason, "error": str(e)})
             return
+        buf.reached(extents)
         if not table.num_rows:
             return
         buf.tables.append(table)
@@ -127,7 +143,7 @@ class Aggregator:
         topic = self.source.topic
         new = None
         if buf.rows:
-            rel = hot_file_name(topic, partition, buf.first_offset, buf.last_offset)
+            rel = hot_file_name(topic, partition, buf.first_offset, buf.last_offset, buf.tag)
             table = pa.concat_tables(buf.tables)
             key = self.keyring.for_scope(key_scope(HOT, pc.min(table.column("time")).value))
             w = await asyncio.to_thread(self.writer.write_table, table, self.storage.target(HOT, rel), key,
@@ -136,7 +152,8 @@ class Aggregator:
                              last_offset=buf.last_offset, key_id=key.key_id, created_at=time.time_ns())
             self.stats["files_written"] += 1
             self.stats["records_stored"] += w.rows
-        self.catalog.commit(new, topic, partition, buf.last_offset + 1, self.dedup.take_changed(partition))
+        self.catalog.commit(new, topic, partition, buf.last_offset + 1, self.dedup.take_changed(partition),
+                            list(buf.extents.values()))
         await self.source.commit(partition, buf.last_offset + 1)
         self.last_flush_unix = time.time()
 
@@ -180,6 +197,9 @@ class Aggregator:
             if messages:
                 idle_deadline = time.monotonic() + 60
             for msg in messages:
+                pending = self.buffers.get(msg.partition)
+                if pending is not None and msg.offset <= pending.last_offset:
+                    await self.flush(msg.partition)  # the spool went back (aggregator.spool): a new range
                 self.add(msg)
                 buf = self.buffers[msg.partition]
                 if buf.rows >= self.cfg.flush_max_records or buf.bytes >= self.cfg.flush_max_bytes:

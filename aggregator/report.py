@@ -68,7 +68,8 @@ def build(settings: Settings, remover: Remover, v: Verification, since_ns: int) 
         "queries_by_actor": dict(queries),
         "verify": {"ok": v.ok, "files_checked": v.files_checked, "file_problems": [str(p) for p in v.file_problems],
                    "audit_entries": v.audit_entries, "audit_problems": v.audit_problems, "sources": v.sources,
-                   "gaps": [g.__dict__ for g in v.gaps]},
+                   "gaps": [g.__dict__ for g in v.gaps], "duplicated": v.duplicated,
+                   "duplicates": [str(d) for d in v.duplicates]},
     }
 
 
@@ -114,7 +115,7 @@ def to_markdown(doc: dict[str, Any]) -> str:
             f"**{'PASSED' if v['ok'] else 'FAILED'}**: {v['files_checked']} files checked against their sha256 "
             f"({len(v['file_problems'])} problems); audit trail of {v['audit_entries']} entries "
             f"({len(v['audit_problems'])} problems); {v['sources']} source files checked for completeness "
-            f"({len(missing)} gaps never stored).", ""]
-    out += [f"- {p}" for p in v["file_problems"] + v["audit_problems"]]
+            f"({len(missing)} gaps never stored, {v['duplicated']} records stored more than once).", ""]
+    out += [f"- {p}" for p in v["file_problems"] + v["audit_problems"] + v["duplicates"]]
     out += [f"- {g['kind']} bytes [{g['start']}, {g['end']}) of {g['source_id']} ({g['path']})" for g in v["gaps"]]
     return "\n".join(out) + "\n"

@@ -3,7 +3,11 @@
 - files: every listed file exists with its recorded size and sha256, and no file
   sits in a tier directory that the catalog does not list;
 - completeness: for every source file, the byte ranges no stored record covers
-  and no deletion by policy explains (the proof nothing was lost in transit).
+  and no deletion by policy explains, up to the length its shipper reported
+  (the proof nothing was lost in transit, tails included: a source the shipper
+  sealed and the lake never saw is one gap from 0);
+- duplicates: records stored more than once, under the same id or under another
+  id of the same content (same container, stream, offset, time and body).
 
 The audit trail's own check is aggregator.audit.AuditLog.verify.
 """
@@ -71,10 +75,21 @@ class Gap:
         return f"{self.kind}: {self.source_id} ({self.path or '?'}) bytes [{self.start}, {self.end})"
 
 
-def gaps(catalog: Catalog, storage: Storage, keyring: KeyRing, skip: set[str] = frozenset()) -> tuple[int, list[Gap]]:
-    """(sources checked, gaps): per source file, byte ranges that no stored record covers and no
-    deletion by policy explains. Every record carries [source_offset, source_end) of its source.
-    Files in ``skip`` (missing or altered) are left out; their records then show as gaps."""
+@dataclass(frozen=True)
+class Duplicate:
+    source_ids: tuple[str, ...]
+    path: str
+    offset: int
+    copies: int
+
+    def __str__(self) -> str:
+        ids = self.source_ids[0] if len(self.source_ids) == 1 else f"{len(self.source_ids)} ids ({', '.join(self.source_ids)})"
+        return f"duplicate: {ids} ({self.path}) record at byte {self.offset} stored {self.copies} times"
+
+
+def _stored(catalog: Catalog, storage: Storage, keyring: KeyRing,
+            skip: set[str]) -> tuple[duckdb.DuckDBPyConnection, str | None]:
+    """A connection and the SQL of every stored record (None: nothing stored); ``skip`` files left out."""
     con = duck.connect()
     storage.configure(con)
     files: dict[DataKey, list[str]] = defaultdict(list)
@@ -82,22 +97,60 @@ def gaps(catalog: Catalog, storage: Storage, keyring: KeyRing, skip: set[str] = 
         if f.path in skip:
             continue
         files[keyring.get(f.key_id)].append(storage.location(f.tier, f.path))
-    scan = duck.scan_sql(duck.KeyRegistry(con), files)
+    return con, duck.scan_sql(duck.KeyRegistry(con), files) or None
+
+
+def gaps(catalog: Catalog, storage: Storage, keyring: KeyRing, skip: set[str] = frozenset()) -> tuple[int, list[Gap]]:
+    """(sources checked, gaps): per source file, byte ranges that no stored record covers and no
+    deletion by policy explains, up to the source's reported length. Every record carries
+    [source_offset, source_end) of its source. Files in ``skip`` (missing or altered) are left out;
+    their records then show as gaps."""
+    con, scan = _stored(catalog, storage, keyring, skip)
     schema = pa.schema([("source_id", pa.string()), ("start", pa.int64()), ("end", pa.int64()),
                         ("why", pa.string())])
     deleted = pa.Table.from_pylist([dict(zip(schema.names, r)) for r in catalog.deleted_ranges()], schema=schema)
     con.register("deleted", deleted)
+    extents = pa.Table.from_pylist([{"source_id": sid, "path": p, "length": n} for sid, p, n, _ in
+                                    catalog.source_extents()],
+                                   schema=pa.schema([("source_id", pa.string()), ("path", pa.string()),
+                                                     ("length", pa.int64())]))
+    con.register("extents", extents)
     stored = (f"SELECT source_id, source_path, source_offset AS s, source_end AS e, "
               f"(flags & {FLAG_TRUNCATED}) <> 0 AS cut FROM ({scan})" if scan else
               "SELECT NULL::VARCHAR AS source_id, NULL::VARCHAR AS source_path, 0::BIGINT AS s, 0::BIGINT AS e, "
               "false AS cut WHERE false")
+    # A source's reported length is an empty range at its end: the bytes before it must be covered.
     rows = con.execute(f"""
-        WITH r AS ({stored} UNION ALL SELECT source_id, NULL, start, "end", false FROM deleted),
+        WITH r AS ({stored} UNION ALL SELECT source_id, NULL, start, "end", false FROM deleted
+                   UNION ALL SELECT source_id, path, length, length, false FROM extents),
         o AS (SELECT *, max(e) OVER w AS prev_end, lag(cut) OVER w2 AS prev_cut FROM r
               WINDOW w AS (PARTITION BY source_id ORDER BY s, e ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING),
                      w2 AS (PARTITION BY source_id ORDER BY s, e))
         SELECT source_id, source_path, coalesce(prev_end, 0), s, coalesce(prev_cut, false) FROM o
         WHERE s > coalesce(prev_end, 0) ORDER BY 1, 3""").fetchall()
-    sources = con.execute("SELECT count(DISTINCT source_id) FROM (SELECT source_id FROM deleted"
+    sources = con.execute("SELECT count(DISTINCT source_id) FROM (SELECT source_id FROM deleted "
+                          "UNION ALL SELECT source_id FROM extents"
                           + (f" UNION ALL SELECT source_id FROM ({scan})" if scan else "") + ")").fetchone()[0]
     return sources, [Gap(sid, path, a, b, "truncated" if cut else "missing") for sid, path, a, b, cut in rows]
+
+
+def duplicates(catalog: Catalog, storage: Storage, keyring: KeyRing,
+               skip: set[str] = frozenset(), limit: int = 1000) -> tuple[int, list[Duplicate]]:
+    """(records stored more than once, the first ``limit`` of them): the same record id twice, or the
+    same content at the same offset of the same container under two ids (a file read again as another)."""
+    con, scan = _stored(catalog, storage, keyring, skip)
+    if scan is None:
+        return 0, []
+    rows = con.execute(f"""
+        WITH r AS (SELECT source_id, source_path, source_offset, hash(node, namespace, pod, container, stream,
+                                                                      observed_time, body) AS h FROM ({scan})),
+        same_id AS (SELECT [source_id] AS ids, any_value(source_path) AS path, source_offset, count(*) AS n
+                    FROM r GROUP BY source_id, source_offset HAVING count(*) > 1),
+        other_id AS (SELECT list(DISTINCT source_id ORDER BY source_id) AS ids, any_value(source_path) AS path,
+                            source_offset, count(*) AS n
+                     FROM r GROUP BY h, source_offset HAVING count(DISTINCT source_id) > 1),
+        d AS (SELECT * FROM same_id UNION ALL SELECT * FROM other_id)
+        SELECT ids, path, source_offset, n, sum(n - 1) OVER () FROM d ORDER BY ids, source_offset LIMIT {limit}
+        """).fetchall()
+    extra = int(rows[0][4]) if rows else 0
+    return extra, [Duplicate(tuple(ids), path, off, n) for ids, path, off, n, _ in rows]

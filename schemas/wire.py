@@ -18,7 +18,15 @@ once here instead of in every record. A record line may leave out a field at its
 default (WIRE_DEFAULTS): flags and severity_number 0, observed_time equal to time.
 
     {"sources": [{"namespace": "shop", "pod": "cart-1", …, "source_id": "…", "source_path": "…"}, …],
-     "runs": [[0, 812], [1, 40]]}       # 812 records of source 0, then 40 of source 1
+     "runs": [[0, 812], [1, 40]],       # 812 records of source 0, then 40 of source 1
+     "positions": [[0, 1048576, 0], [1, 9120, 1]]}
+
+``positions`` (optional) tells how far the shipper has read each source once
+this batch is in: every byte below the offset is in this batch's records or an
+earlier batch's, and the third value is 1 once the source is finished
+(sealed: its file was closed). The lake keeps the largest, so ``verify`` can
+name a tail that never arrived. A batch may hold no records and only
+positions (a report).
 
 Decoding checks, in order: magic, version, lengths (truncation), checksum, then
 decompression and the body's schema. Each failure raises WireError with a
@@ -71,12 +79,22 @@ class Batch:
     body: bytes  # decompressed NDJSON
 
 
+@dataclass(frozen=True, slots=True)
+class Extent:
+    """How long a source is known to be, from a batch's positions."""
+    source_id: str
+    path: str
+    length: int
+    sealed: bool
+
+
 def _checksum(prefix: bytes, node: bytes, body: bytes) -> int:
     return zlib.crc32(body, zlib.crc32(node, zlib.crc32(prefix)))
 
 
-def encode(node: str, runs: list[Run], *, level: int = DEFAULT_ZSTD_LEVEL) -> bytes:
-    """Frame ``runs`` of records as one batch."""
+def encode(node: str, runs: list[Run], *, level: int = DEFAULT_ZSTD_LEVEL,
+           positions: list[tuple[bytes, int, bool]] = ()) -> bytes:
+    """Frame ``runs`` of records as one batch, with the ``positions`` (source, offset, sealed) reached."""
     index: dict[bytes, int] = {}
     spans: list[list[int]] = []
     for run in runs:
@@ -85,7 +103,9 @@ def encode(node: str, runs: list[Run], *, level: int = DEFAULT_ZSTD_LEVEL) -> by
             spans[-1][1] += run.count
         else:
             spans.append([i, run.count])
-    head = b'{"sources":[' + b",".join(index) + b'],"runs":' + orjson.dumps(spans) + b"}\n"
+    reached = [[index.setdefault(source, len(index)), offset, int(sealed)] for source, offset, sealed in positions]
+    head = (b'{"sources":[' + b",".join(index) + b'],"runs":' + orjson.dumps(spans)
+            + (b',"positions":' + orjson.dumps(reached) if reached else b"") + b"}\n")
     body = b"".join([head, *(run.records for run in runs)])
     compressed = zstandard.ZstdCompressor(level=level, write_content_size=True).compress(body)
     node_b = node.encode()
@@ -125,15 +145,19 @@ def _schema_error(what: str) -> WireError:
     return WireError("schema", f"batch body does not match the record schema: {what}")
 
 
-def _sources(head: bytes, record_count: int) -> tuple[list[dict], list[tuple[int, int]]]:
-    """The body's first line: the sources and the runs of records, checked."""
+_HEAD_FIELDS = {"sources", "runs", "positions"}
+
+
+def _sources(head: bytes, record_count: int) -> tuple[list[dict], list[tuple[int, int]], list[tuple[int, int, bool]]]:
+    """The body's first line: the sources, the runs of records and the positions, checked."""
     try:
         value = orjson.loads(head)
         sources, runs = value["sources"], [(int(i), int(n)) for i, n in value["runs"]]
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        positions = [(int(i), int(o), bool(s)) for i, o, s in value.get("positions", ())]
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
         raise _schema_error("the first line is not a sources-and-runs object") from None
-    if set(value) != {"sources", "runs"}:
-        raise _schema_error(f"unknown batch header field(s) {sorted(set(value) - {'sources', 'runs'})}")
+    if not set(value) <= _HEAD_FIELDS or not {"sources", "runs"} <= set(value):
+        raise _schema_error(f"unknown batch header field(s) {sorted(set(value) - _HEAD_FIELDS)}")
     for src in sources:
         if not isinstance(src, dict) or not set(src) <= set(SOURCE_FIELDS):
             raise _schema_error(f"a source with fields outside {', '.join(SOURCE_FIELDS)}")
@@ -144,10 +168,24 @@ def _sources(head: bytes, record_count: int) -> tuple[list[dict], list[tuple[int
             raise WireError("schema", f"batch body has records without the required field {sorted(missing)[0]!r}")
     if any(not 0 <= i < len(sources) or n < 1 for i, n in runs):
         raise _schema_error("a run names an unknown source or holds no records")
+    if any(not 0 <= i < len(sources) or o < 0 for i, o, _ in positions):
+        raise _schema_error("a position names an unknown source or a negative offset")
     if sum(n for _, n in runs) != record_count:
         raise WireError("schema", f"batch header announces {record_count} records, "
                                   f"its runs hold {sum(n for _, n in runs)}")
-    return sources, runs
+    return sources, runs, positions
+
+
+def _head(batch: Batch) -> bytes:
+    nl = batch.body.find(b"\n")
+    return batch.body[:nl] if nl >= 0 else batch.body
+
+
+def extents(batch: Batch) -> list[Extent]:
+    """The source lengths a batch reports (its ``positions``); WireError if its header is invalid."""
+    sources, _, positions = _sources(_head(batch), batch.record_count)
+    return [Extent(sources[i]["source_id"], sources[i]["source_path"], offset, sealed)
+            for i, offset, sealed in positions]
 
 
 def _repeated(values: list[str | None], runs: list[tuple[int, int]]) -> pa.Array:
@@ -161,7 +199,7 @@ def to_table(batch: Batch) -> pa.Table:
     if batch.record_count == 0:
         return WIRE_SCHEMA.empty_table()
     nl = batch.body.find(b"\n")
-    sources, runs = _sources(batch.body[:max(nl, 0)], batch.record_count)
+    sources, runs, _ = _sources(batch.body[:max(nl, 0)], batch.record_count)
     lines = pa.py_buffer(batch.body)[nl + 1:]
     try:
         table = pa_json.read_json(

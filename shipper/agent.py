@@ -1,11 +1,18 @@
 """The shipper's loop: follow files through their life, read, batch, deliver.
 
-A file is followed by identity, not by name. When its path points elsewhere
-(rename rotation) or nowhere (deletion), the open descriptor is read to the
-end and closed ``rotate_wait`` later; when it shrinks (copytruncate), it is
-read again from the start as a new source. When a rotation is seen, the
-rotated siblings of the path are checked too, so a file that was created and
-rotated away between two polls is still read.
+A file is followed by identity (shipper.identity: a fingerprint of its first
+line, confirmed by the bytes before a position), not by name or inode. When
+its path points elsewhere (rename rotation) or nowhere (deletion), the open
+descriptor is read to the end, its unterminated last line included, and closed
+``rotate_wait`` later; when it shrinks or its first line changes
+(copytruncate), what was read stays with the copy: the copy goes on from the
+same position, and the file holds a new source read from 0.
+
+Rotated siblings (``path.1``, ``path.20261201-120000``, ``path-20261201``) are
+looked at whenever a rotation or truncation is seen and once at start, so a
+file rotated while the shipper was down, or created and rotated away between
+two polls, is read to its end: from its checkpointed position when it has
+one, else from 0 if it was written after the checkpoint was last saved.
 """
 
 from __future__ import annotations
@@ -15,19 +22,21 @@ import concurrent.futures
 import fnmatch
 import glob
 import logging
+import math
 import os
 import stat
 import time
 from collections import Counter
 from dataclasses import dataclass
 
-from shipper.batch import Batch, Batcher, Records
+from shipper import identity
+from shipper.batch import Batch, Batcher, Progress, Records
 from shipper.buffer import DiskBuffer
 from shipper.checkpoint import Checkpoints
 from shipper.config import Settings
 from shipper.delivery import Delivery
 from shipper.enrich import K8sMeta, from_path
-from shipper.fingerprint import identify
+from shipper.identity import Position
 from shipper.records import RecordBuilder, detect_format, processing
 from shipper.tail import Chunk, FileTail
 from shipper.transport.base import Transport
@@ -43,20 +52,35 @@ RUNTIME_PREFIX_ROOM = 128
 class Source:
     path: str
     tail: FileTail
+    dev: int
     ino: int
+    directory: str                    # where the file really is (symlinks resolved): part of its identity
     opened_at: float
     source_id: str | None = None      # None until the first line is complete
+    fp: str | None = None             # fingerprint of the first line, once complete
+    window: int = 0                   # identity.window at tail.offset
     builder: RecordBuilder | None = None
     key: bytes = b""
     at_eof: bool = False
     gone_since: float | None = None   # the path no longer leads to this file
-    from_start: bool = False          # truncated: read from 0 whatever the checkpoint says
+    # A rotated file found by a sibling scan: with no known position, read it only if it
+    # was written after this wall-clock time (else it is older than our history of it).
+    adopt_after: float | None = None
+
+    def position(self) -> Position:
+        return Position(self.tail.offset, self.window)
 
 
 def container_key(meta: K8sMeta, path: str) -> bytes:
     if meta.namespace and meta.pod and meta.container:
         return f"{meta.namespace}/{meta.pod}/{meta.container}".encode()
     return path.encode()
+
+
+def rotated_siblings(path: str) -> list[str]:
+    """Files a rotation of ``path`` may have left: ``path.*`` and ``path-*`` beside its real file."""
+    real = os.path.realpath(path)
+    return sorted({*glob.glob(glob.escape(real) + ".*"), *glob.glob(glob.escape(real) + "-*")})
 
 
 class Agent:
@@ -67,20 +91,25 @@ class Agent:
         self.delivery = Delivery(transport, self.checkpoints, DiskBuffer(cfg.data_dir / "buffer", cfg.buffer_max_bytes),
                                  node=cfg.node_name, zstd_level=cfg.zstd_level,
                                  max_inflight=cfg.max_inflight_batches, ack_timeout_s=cfg.ack_timeout_ms / 1000)
-        self.batcher = Batcher(cfg.batch_max_bytes, cfg.batch_max_wait_ms / 1000)
+        self.batcher = Batcher(cfg.batch_max_bytes, cfg.batch_max_wait_ms / 1000, cfg.report_interval_ms / 1000)
         self.errors: Counter[str] = Counter()
         self.redactions: Counter[str] = Counter()
         self.proc = processing(cfg)
         self.active: dict[str, Source] = {}   # path -> the file now at that path
         self.retired: list[Source] = []       # renamed or deleted, read to the end then closed
         self._resume = self.delivery.buffered_marks()
+        # Read positions of content no open file holds now (truncated, closed): a copy resumes there.
+        self._released: dict[str, Position] = {}
+        self._ignored: set[tuple[int, int]] = set()   # (dev, ino) of files that hold nothing to read
+        self._rescan: dict[str, float] = {}           # paths whose rotated siblings to look at -> since (wall)
+        self._started = False
         self._full: list[Batch] = []                  # batches that filled up during a read pass
         self._deleted: list[str] = []                 # sources whose checkpoint goes once delivered
         self._stopping = asyncio.Event()
         self._pool = concurrent.futures.ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1)), "loglake-read")
         self.paused = False
         self.stats = Counter({"lines_read": 0, "bytes_read": 0, "files_opened": 0, "files_closed": 0,
-                              "rotations": 0, "truncations": 0})
+                              "rotations": 0, "truncations": 0, "rotated_files_adopted": 0})
 
     def stop(self) -> None:
         self._stopping.set()
@@ -111,19 +140,34 @@ class Agent:
                 chosen[(st.st_dev, st.st_ino)] = p
         return set(chosen.values())
 
+    def _open_inodes(self) -> set[tuple[int, int]]:
+        return {(s.dev, s.ino) for s in self._sources()}
+
     def _open(self, path: str, now: float) -> Source | None:
         try:
             tail = FileTail.open(path)
+            st = os.fstat(tail.fd)
         except OSError as e:
             self.errors["open_failed"] += 1
             log.warning("cannot open log file", extra={"path": path, "error": str(e)})
             return None
+        if not stat.S_ISREG(st.st_mode):  # swapped for a FIFO or device between stat and open
+            tail.close()
+            return None
         self.stats["files_opened"] += 1
-        return Source(path, tail, os.fstat(tail.fd).st_ino, now)
+        return Source(path, tail, st.st_dev, st.st_ino, os.path.dirname(os.path.realpath(path)), now)
 
     def _retire(self, src: Source, now: float) -> None:
         src.gone_since = now
         self.retired.append(src)
+
+    def _intact(self, src: Source) -> bool:
+        """Does the file still hold what was read from it (no copytruncate since)?"""
+        try:
+            return (src.tail.size() >= src.tail.offset
+                    and identity.fingerprint(src.tail.fd, src.directory) == src.fp)
+        except OSError:
+            return False
 
     def discover(self) -> None:
         now = time.monotonic()
@@ -131,47 +175,114 @@ class Agent:
         for path, src in list(self.active.items()):
             try:
                 st = os.stat(path)
-                same = st.st_ino == src.ino and path in matched
+                same = st.st_ino == src.ino and st.st_dev == src.dev and path in matched
             except OSError:
                 same = False
             if not same:
                 del self.active[path]
                 self._retire(src, now)
                 self.stats["rotations"] += 1
-                self._scan_rotated(path, src.opened_at, now)
+                self._rescan.setdefault(path, time.time() - (now - src.opened_at))
+            elif src.fp is not None and not self._intact(src):
+                self._truncated(src)
+        opened = self._open_inodes() | self._ignored
         for path in sorted(matched - set(self.active)):
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) in opened:
+                continue
             src = self._open(path, now)
             if src is not None:
                 self.active[path] = src
+        if not self._started:
+            # rotated while we were down: siblings of what we tail and of what the checkpoint names
+            self._started = True
+            after = self.checkpoints.saved_at if self.checkpoints.saved_at is not None else math.inf
+            for path in sorted(set(self.active) | self.checkpoints.paths()):
+                self._rescan.setdefault(path, after)
+                if os.path.exists(path) and path not in self.active:
+                    self._adopt(path, after, now)
+        for path, after in sorted(self._rescan.items()):
+            for sib in rotated_siblings(path):
+                self._adopt(sib, after, now)
+        self._rescan.clear()
 
-    def _scan_rotated(self, path: str, since: float, now: float) -> None:
-        """Rotated siblings (``path.1``, ``path.20261124-1``) written since we began on ``path``:
-        one of them may be a file we never saw because it came and went between two polls."""
-        open_inodes = {s.ino for s in [*self.active.values(), *self.retired]}
-        wall_since = time.time() - (now - since)
-        for sib in glob.glob(glob.escape(path) + ".*"):
-            if sib.endswith(COMPRESSED) or self._excluded(sib):
-                continue
-            try:
-                st = os.stat(sib)
-            except OSError:
-                continue
-            if st.st_ino in open_inodes or st.st_mtime < wall_since:
-                continue
-            src = self._open(sib, now)
-            if src is not None:
-                log.info("reading a file rotated between polls", extra={"path": sib})
-                self._retire(src, now)
+    def _adopt(self, path: str, after: float, now: float) -> None:
+        """Read a rotated file to its end, unless it holds nothing we have not read (see _identify)."""
+        if path.endswith(COMPRESSED) or self._excluded(path):
+            return
+        try:
+            st = os.stat(path)
+        except OSError:
+            return
+        if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) in self._open_inodes() | self._ignored:
+            return
+        src = self._open(path, now)
+        if src is not None:
+            src.adopt_after = after
+            self._retire(src, now)
 
-    def _identify(self, src: Source) -> bool:
-        """Give a source its identity once its first line is complete; resume from the checkpoint."""
-        fid = identify(src.tail.fd)
-        if fid is None:
+    def _drop(self, src: Source) -> None:
+        """A file with nothing to read: a copy of content read elsewhere, or older than our history."""
+        if self.active.get(src.path) is src:
+            del self.active[src.path]
+        elif src in self.retired:
+            self.retired.remove(src)
+        self._ignored.add((src.dev, src.ino))
+        src.tail.close()
+
+    def _owner(self, sid: str, other: Source) -> Source | None:
+        """The open file, other than ``other``, that content ``sid`` is read through; one found
+        truncated gives the content up first."""
+        for src in self._sources():
+            if src is not other and src.source_id == sid:
+                if self._intact(src):
+                    return src
+                self._truncated(src)
+        return None
+
+    def _known(self, sid: str) -> Position | None:
+        """The furthest position of content ``sid``: read but not yet confirmed, buffered, or checkpointed."""
+        found = [p for p in (self._released.get(sid), self._resume.get(sid), self.checkpoints.position(sid)) if p]
+        return max(found, key=lambda p: p.offset) if found else None
+
+    def _identify(self, src: Source) -> bool | None:
+        """Give a source its identity once its first line is complete and find where to read from.
+        True: read on; False: not yet (first line incomplete); None: nothing to read in this file."""
+        fd = src.tail.fd
+        fp = identity.fingerprint(fd, src.directory)
+        if fp is None:
             return False
-        sid = fid.source_id(self.cfg.node_name)
-        offset = 0 if src.from_start else max(self.checkpoints.offset(sid) or 0, self._resume.get(sid, ("", 0))[1])
-        src.tail.offset = offset if offset <= src.tail.size() else 0
-        first_line = os.pread(src.tail.fd, 4096, 0).split(b"\n", 1)[0]
+        node = self.cfg.node_name
+        sid = identity.source_id(node, fp)
+        owner = self._owner(sid, src)
+        pos: Position | None = None
+        if owner is not None:
+            # Two open files begin alike: a copy (or one being made) of what the owner is reading
+            # holds the same bytes as far as it goes and is read through the owner.
+            upto = min(src.tail.size(), owner.tail.offset)
+            if identity.window(fd, upto) == identity.window(owner.tail.fd, upto):
+                return None
+            sid = identity.distinct_id(node, fp, fd)
+        else:
+            pos = self._known(sid)
+            if pos is not None and not identity.holds(fd, pos):
+                sid, pos = identity.distinct_id(node, fp, fd), None
+        if pos is None:
+            pos = self._known(sid)
+            pos = pos if pos is not None and identity.holds(fd, pos) else self._legacy(fd)
+        if pos is None and src.adopt_after is not None and os.fstat(fd).st_mtime < src.adopt_after:
+            return None
+        if src.adopt_after is not None and pos is not None and pos.offset >= src.tail.size():
+            return None
+        pos = pos or Position(0, 0)
+        src.tail.offset, src.window, src.fp = pos.offset, pos.window, fp
+        if src.adopt_after is not None:
+            self.stats["rotated_files_adopted"] += 1
+            log.info("reading a rotated file", extra={"path": src.path, "offset": pos.offset})
+        first_line = os.pread(fd, 4096, 0).split(b"\n", 1)[0]
         meta = from_path(src.path)
         src.source_id, src.key = sid, container_key(meta, src.path)
         src.builder = RecordBuilder(self.proc, source_id=sid, path=src.path, meta=meta,
@@ -179,6 +290,15 @@ class Agent:
         log.info("tailing file", extra={"path": src.path, "source_id": sid, "offset": src.tail.offset,
                                         "format": src.builder.fmt})
         return True
+
+    def _legacy(self, fd: int) -> Position | None:
+        """A position saved by a version-1 checkpoint, taken over once."""
+        if not self.checkpoints.legacy:
+            return None
+        entry = self.checkpoints.legacy.pop(identity.legacy_id(self.cfg.node_name, fd) or "", None)
+        if entry is None or entry[1] > os.fstat(fd).st_size:
+            return None
+        return Position(entry[1], identity.window(fd, entry[1]))
 
     # reading -----------------------------------------------------------------
 
@@ -191,10 +311,15 @@ class Agent:
         taken in turn on this thread. Files that were at their end are looked at here, cheaply."""
         ready: list[Source] = []
         for src in self._sources():
-            if src.builder is None and not self._identify(src):
-                src.at_eof = True
-            else:
-                ready.append(src)
+            if src.builder is None:
+                found = self._identify(src)
+                if found is None:
+                    self._drop(src)
+                    continue
+                if not found:
+                    src.at_eof = True
+                    continue
+            ready.append(src)
         busy = [src for src in ready if not src.at_eof]
         reads = list(self._pool.map(self._read, busy) if len(busy) > 1 else map(self._read, busy))
         reads += map(self._read, [src for src in ready if src.at_eof])
@@ -216,25 +341,39 @@ class Agent:
             if chunk.at_eof and src.tail.size() < start:
                 self._truncated(src)
             return 0
+        # the window of the new position, from the bytes just read when they reach back far enough
+        data = chunk.data
+        src.window = (identity.window_of(data) if len(data) >= identity.WINDOW_BYTES or chunk.start == 0
+                      else identity.window(src.tail.fd, chunk.end))
         src.builder.count()
         self.stats["lines_read"] += lines
         self.stats["bytes_read"] += read
-        self._add(src, records, chunk.end)
+        self._add(src, records)
         return read
 
-    def _add(self, src: Source, records: Records | None, end: int) -> None:
+    def _add(self, src: Source, records: Records | None, sealed: bool = False) -> None:
+        """Records read up to ``src.tail.offset``; the checkpoint may move to the start of anything
+        still being assembled."""
         assert src.builder is not None and src.source_id is not None
         floors = [f for f in (src.builder.commit_floor(), src.tail.cut_from) if f is not None]
-        commit = min([end, *floors])
-        self._full += self.batcher.add(src.key, records, src.source_id, src.path, commit)
+        commit = min([src.tail.offset, *floors])
+        pos = src.position() if commit == src.tail.offset else Position(commit, identity.window(src.tail.fd, commit))
+        self._full += self.batcher.add(src.key, records, src.source_id,
+                                       Progress(src.path, pos, src.builder.source, sealed))
 
     def _truncated(self, src: Source) -> None:
-        """copytruncate: the file shrank under us; what it holds now is a new source from offset 0."""
-        assert src.builder is not None
-        self._add(src, src.builder.drain(), src.tail.offset)
-        log.warning("file truncated; reading it again from the start", extra={"path": src.path})
+        """copytruncate: the file shrank or begins anew. What was read stays with its content (a copy
+        of it, if one is found, goes on from here); the file's new content is a new source."""
+        if src.builder is None or src.source_id is None:
+            return
+        self._add(src, src.builder.drain())
+        self._released[src.source_id] = src.position()
+        log.warning("file truncated; its new content is read from the start", extra={"path": src.path})
         self.stats["truncations"] += 1
-        src.tail.offset, src.builder, src.source_id, src.from_start = 0, None, None, True
+        src.tail.offset, src.builder, src.source_id, src.fp, src.window = 0, None, None, None, 0
+        src.tail.cut_from = None
+        self._ignored.clear()
+        self._rescan.setdefault(src.path, time.time() - (time.monotonic() - src.opened_at))
 
     def _expire(self, now: float) -> None:
         """Flush timed-out multi-line events; close retired files read to their end."""
@@ -242,24 +381,35 @@ class Agent:
             if src.builder is not None:
                 records = src.builder.expired()
                 if records:
-                    self._add(src, records, src.tail.offset)
+                    self._add(src, records)
         keep = []
         for src in self.retired:
             waited = now - (src.gone_since or now)
-            if src.at_eof and waited >= self.cfg.rotate_wait_ms / 1000:
-                self._close(src)
-            else:
+            if not (src.at_eof and waited >= self.cfg.rotate_wait_ms / 1000 and self._close(src)):
                 keep.append(src)
         self.retired = keep
 
-    def _close(self, src: Source) -> None:
-        if src.builder is not None:
-            self._add(src, src.builder.drain(), src.tail.offset)
+    def _close(self, src: Source) -> bool:
+        """The file is finished: its unterminated last line and any open event are shipped, and the
+        lake is told its length (sealed). False if lines came in the meantime (read them first)."""
+        if src.builder is not None and src.source_id is not None:
+            rest = src.tail.read_rest(self.cfg.max_record_bytes + RUNTIME_PREFIX_ROOM)
+            if not rest.at_eof:
+                src.at_eof = False
+                return False
+            if rest.data:
+                records, lines = src.builder.build(rest)
+                self._take(src, rest.start, rest, records, lines)
+            self._add(src, src.builder.drain(), sealed=True)
+            self._full += self.batcher.seal(src.key)
+            self._released[src.source_id] = src.position()
         deleted = os.fstat(src.tail.fd).st_nlink == 0
         src.tail.close()
         self.stats["files_closed"] += 1
         if deleted and src.source_id:
             self._deleted.append(src.source_id)
+            self._released.pop(src.source_id, None)
+        return True
 
     # loop -----------------------------------------------------------------
 
@@ -290,17 +440,21 @@ class Agent:
                             else time.monotonic() + self.cfg.shutdown_grace_ms / 1000)
 
     def _set_paused(self) -> None:
-        full = self.delivery.buffer.full
+        full = self.delivery.buffer.full or self.delivery.held
         if full != self.paused:
             self.paused = full
             if full:
-                log.warning("disk buffer full; reading paused until it drains (files stay on disk)",
+                log.warning("disk buffer full or not writable; reading paused until it drains (files stay on disk)",
                             extra={"buffer_bytes": self.delivery.buffer.bytes})
             else:
                 log.info("disk buffer has room; reading resumed")
 
     async def shutdown(self, deadline: float | None) -> None:
-        """Flush, wait for acknowledgements (until ``deadline``), save the checkpoint."""
+        """Ship what is assembled (open multi-line and partial events too), wait for acknowledgements
+        (until ``deadline``), save the checkpoint."""
+        for src in self._sources():
+            if src.builder is not None and src.source_id is not None:
+                self._add(src, src.builder.drain())
         await self.delivery.send(self._full + self.batcher.drain())
         self._full = []
         if not await self.delivery.drain(deadline):
@@ -319,4 +473,13 @@ class Agent:
             self.checkpoints.forget(sid)
             self._deleted.remove(sid)
         self.checkpoints.prune({s.source_id for s in self._sources() if s.source_id} | pending)
-        self.checkpoints.save()
+        for sid, pos in list(self._released.items()):
+            saved = self.checkpoints.position(sid)
+            if saved is not None and saved.offset >= pos.offset:
+                del self._released[sid]   # the checkpoint knows as much
+        try:
+            self.checkpoints.save()
+        except OSError as e:
+            self.errors["checkpoint_write_failed"] += 1
+            log.error("cannot save the checkpoint; retrying (reading resumes from the last saved one after a "
+                      "restart, duplicates are dropped by record id)", extra={"error": str(e)})

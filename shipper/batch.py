@@ -2,10 +2,18 @@
 
 Records arrive from a source as one block (serialised back to back, with the
 offset just past each one) and are cut into batches without being copied one
-by one. A batch also carries, per source, the offset the checkpoint may move
-to once the batch is acknowledged ("marks"). Marks can travel in a batch with
-no records (lines that only completed a skip or started a partial record):
-such a batch is acknowledged without being sent, in order with the rest.
+by one. A batch also carries, per source, the position the checkpoint may
+move to once the batch is acknowledged ("marks"). Marks can travel in a batch
+with no records (lines that only completed a skip or started a partial
+record): such a batch is acknowledged without being sent, in order with the
+rest.
+
+The marks also travel to the lake, so it knows how long each source is
+(``verify`` reports a tail that never arrived). The last batch of a key that
+carried records is therefore followed, once the key has been quiet for
+``report_s`` (or at shutdown), by a report: a batch with no records that is
+sent all the same. A source that is finished (its file closed) is reported
+``sealed``, at once.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ from bisect import bisect_right
 from dataclasses import dataclass, field
 
 from schemas.wire import Run
+from shipper.identity import Position
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +40,15 @@ class Records:
         return len(self.ends)
 
 
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """Where a source stands once a batch is delivered."""
+    path: str
+    pos: Position
+    source: bytes        # the source's fields (Records.source), for the lake's report
+    sealed: bool = False  # the file is finished: nothing more will come
+
+
 @dataclass
 class Batch:
     key: bytes
@@ -38,14 +56,22 @@ class Batch:
     runs: list[Run] = field(default_factory=list)
     size: int = 0
     count: int = 0
-    marks: dict[str, tuple[str, int]] = field(default_factory=dict)  # source_id -> (path, offset)
+    marks: dict[str, Progress] = field(default_factory=dict)  # source_id -> position after this batch
+    report: bool = False  # send it even with no records: it tells the lake where sources stand
+
+    @property
+    def sent(self) -> bool:
+        return bool(self.count) or self.report
 
 
 class Batcher:
-    def __init__(self, max_bytes: int, max_wait_s: float) -> None:
+    def __init__(self, max_bytes: int, max_wait_s: float, report_s: float = 10.0) -> None:
         self.max_bytes = max_bytes
         self.max_wait_s = max_wait_s
+        self.report_s = report_s
         self._open: dict[bytes, Batch] = {}
+        # per key: when its last batch with records left, and the marks not reported since
+        self._unreported: dict[bytes, tuple[float, dict[str, Progress]]] = {}
 
     def _batch(self, key: bytes) -> Batch:
         batch = self._open.get(key)
@@ -53,7 +79,7 @@ class Batcher:
             batch = self._open[key] = Batch(key, time.monotonic())
         return batch
 
-    def add(self, key: bytes, records: Records | None, source_id: str, path: str, offset: int) -> list[Batch]:
+    def add(self, key: bytes, records: Records | None, source_id: str, progress: Progress) -> list[Batch]:
         """Add a source's records; returns batches that became full."""
         full: list[Batch] = []
         batch = self._batch(key)
@@ -62,7 +88,7 @@ class Batcher:
             # as many records as fit; one that is larger than a whole batch goes alone
             j = bisect_right(ends, base + self.max_bytes - batch.size, i, n)
             if j == i and batch.count:
-                full.append(self._open.pop(key))
+                full.append(self._close(key))
                 batch = self._batch(key)
                 continue
             j = max(j, i + 1)
@@ -71,18 +97,47 @@ class Batcher:
             batch.size += ends[j - 1] - base
             batch.count += j - i
             i, base = j, ends[j - 1]
-        batch.marks[source_id] = (path, offset)
+        batch.marks[source_id] = progress
+        batch.report |= progress.sealed
         return full
 
+    def _close(self, key: bytes, now: float | None = None) -> Batch:
+        batch = self._open.pop(key)
+        if batch.count:
+            self._unreported[key] = (time.monotonic() if now is None else now, dict(batch.marks))
+        elif key in self._unreported:
+            # a source belongs to one key, so these are the latest positions of the key's sources
+            since, marks = self._unreported.pop(key)
+            marks.update(batch.marks)
+            if batch.report:
+                batch.marks = marks
+            else:
+                self._unreported[key] = (since, marks)
+        return batch
+
+    def seal(self, key: bytes) -> list[Batch]:
+        """A source of ``key`` is finished: its batch goes now, followed by a report."""
+        out = [self._close(key)] if key in self._open else []
+        return out + (self._reports([key]) if key in self._unreported else [])
+
+    def _reports(self, keys: list[bytes]) -> list[Batch]:
+        out = []
+        for key in keys:
+            _, marks = self._unreported.pop(key)
+            out.append(Batch(key, time.monotonic(), marks=marks, report=True))
+        return out
+
     def due(self, now: float | None = None) -> list[Batch]:
+        """Batches old enough to go, then reports for keys quiet since their last records."""
         now = time.monotonic() if now is None else now
-        keys = [k for k, b in self._open.items() if now - b.created >= self.max_wait_s]
-        return [self._open.pop(k) for k in keys]
+        out = [self._close(k, now) for k in [k for k, b in self._open.items() if now - b.created >= self.max_wait_s]]
+        return out + self._reports([k for k, (t, _) in self._unreported.items()
+                                    if k not in self._open and now - t >= self.report_s])
 
     def drain(self) -> list[Batch]:
-        out = list(self._open.values())
-        self._open.clear()
-        return out
+        """Everything, and a report after each key's last records (shutdown)."""
+        out = [self._close(k) for k in list(self._open)]
+        return out + self._reports(list(self._unreported))
 
     def __len__(self) -> int:
         return len(self._open)

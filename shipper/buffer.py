@@ -19,9 +19,10 @@ from pathlib import Path
 import orjson
 
 from schemas.durable import write_durably
+from shipper.identity import Position
 
 _NAME = re.compile(r"^(\d{20})\.buf$")
-Marks = dict[str, tuple[str, int]]
+Marks = dict[str, tuple[str, Position]]  # source_id -> (path, position after the batch)
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,8 @@ class DiskBuffer:
             data = path.read_bytes()
             header = self._header(data)
             out.append(Buffered(int(m.group(1)), path, len(data), header["key"].encode(),
-                                {k: (v[0], v[1]) for k, v in header["marks"].items()}, header["records"]))
+                                {k: (v[0], Position(v[1], v[2] if len(v) > 2 else -1))
+                                 for k, v in header["marks"].items()}, header["records"]))
         self.bytes = sum(b.size for b in out)
         self._next = out[-1].seq + 1 if out else 0
         return out
@@ -68,7 +70,9 @@ class DiskBuffer:
         return self.bytes >= self.max_bytes
 
     def put(self, key: bytes, value: bytes, marks: Marks, records: int) -> Buffered:
-        header = orjson.dumps({"key": key.decode(errors="replace"), "marks": marks, "records": records})
+        """Write a batch durably; OSError (a full disk) leaves nothing behind."""
+        header = orjson.dumps({"key": key.decode(errors="replace"), "records": records,
+                               "marks": {k: [p, pos.offset, pos.window] for k, (p, pos) in marks.items()}})
         data = struct.pack(">I", len(header)) + header + value
         seq = self._next
         self._next += 1

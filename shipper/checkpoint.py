@@ -4,13 +4,20 @@ The agent moves a source's position only once the batch holding the lines
 before it, and every batch sent before that one, has been acknowledged by the
 transport.
 
-File format (JSON, version 1)::
+File format (JSON, version 2)::
 
-    {"version": 1, "sources": {"<source_id>": {"path": "...", "offset": 123, "seen": 1795514400}}}
+    {"version": 2, "saved_at": 1795514400,
+     "sources": {"<source_id>": {"path": "...", "offset": 123, "window": 2882400018, "seen": 1795514400}}}
 
-``seen`` is when the source was last open (Unix seconds); entries of files not
-seen for ``STALE_AFTER_S`` (rotated away long ago) are dropped, so the file does
-not grow with every rotation.
+``window`` is the CRC-32 of the bytes before ``offset`` (shipper.identity): a
+position is resumed only in a file that holds those bytes. ``seen`` is when the
+source was last open (Unix seconds); entries of files not seen for
+``STALE_AFTER_S`` (rotated away long ago) are dropped, so the file does not grow
+with every rotation. ``saved_at`` tells which rotated files were written while
+the shipper was down.
+
+A version-1 file (ids of device, inode and first-line CRC) is read as
+``legacy`` offsets, each taken over by the file it names on the first look.
 
 Saved by writing a temporary file, fsync, rename and fsync of the directory.
 """
@@ -25,15 +32,16 @@ import orjson
 
 from schemas.durable import write_durably
 from schemas.errors import ConfigError
+from shipper.identity import Position
 
-VERSION = 1
+VERSION = 2
 STALE_AFTER_S = 24 * 3600
 
 
 @dataclass
 class _Source:
     path: str
-    offset: int
+    pos: Position
     seen: float
 
 
@@ -41,6 +49,8 @@ class Checkpoints:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._sources: dict[str, _Source] = {}
+        self.legacy: dict[str, tuple[str, int]] = {}   # version-1 id -> (path, offset), for this run
+        self.saved_at: float | None = None
         self._dirty = False
         self._load()
 
@@ -52,24 +62,39 @@ class Checkpoints:
         except orjson.JSONDecodeError as e:
             raise ConfigError(f"checkpoint file {self.path} is corrupt ({e}); move it away to re-read "
                               "every file from the start (duplicates are dropped by record id)") from None
-        if data.get("version") != VERSION:
-            raise ConfigError(f"checkpoint file {self.path} has version {data.get('version')}, expected {VERSION}")
+        version = data.get("version")
+        if version == 1:
+            self.legacy = {sid: (s["path"], int(s["offset"])) for sid, s in data["sources"].items()}
+            self.saved_at = time.time()
+            self._dirty = True
+            return
+        if version != VERSION:
+            raise ConfigError(f"checkpoint file {self.path} has version {version}, expected {VERSION}")
+        self.saved_at = data.get("saved_at")
         for sid, s in data["sources"].items():
-            self._sources[sid] = _Source(s["path"], int(s["offset"]), float(s.get("seen", time.time())))
+            self._sources[sid] = _Source(s["path"], Position(int(s["offset"]), int(s["window"])),
+                                         float(s.get("seen", time.time())))
+
+    def position(self, source_id: str) -> Position | None:
+        s = self._sources.get(source_id)
+        return s.pos if s else None
 
     def offset(self, source_id: str) -> int | None:
         s = self._sources.get(source_id)
-        return s.offset if s else None
+        return s.pos.offset if s else None
 
     def sources(self) -> dict[str, tuple[str, int]]:
-        return {sid: (s.path, s.offset) for sid, s in self._sources.items()}
+        return {sid: (s.path, s.pos.offset) for sid, s in self._sources.items()}
 
-    def advance(self, source_id: str, path: str, offset: int) -> None:
+    def paths(self) -> set[str]:
+        return {s.path for s in self._sources.values()} | {p for p, _ in self.legacy.values()}
+
+    def advance(self, source_id: str, path: str, pos: Position) -> None:
         s = self._sources.get(source_id)
         if s is None:
-            self._sources[source_id] = _Source(path, offset, time.time())
-        elif offset != s.offset or path != s.path:
-            s.path, s.offset = path, offset
+            self._sources[source_id] = _Source(path, pos, time.time())
+        elif pos != s.pos or path != s.path:
+            s.path, s.pos = path, pos
         else:
             return
         self._dirty = True
@@ -89,11 +114,13 @@ class Checkpoints:
         self._dirty |= bool(stale)
 
     def save(self, force: bool = False) -> bool:
+        """Write the file if anything changed; OSError (a full disk) leaves it to the next try."""
         if not (self._dirty or force):
             return False
-        data = {"version": VERSION, "sources": {sid: {"path": s.path, "offset": s.offset, "seen": int(s.seen)}
-                                                for sid, s in self._sources.items()}}
+        now = time.time()
+        data = {"version": VERSION, "saved_at": int(now),
+                "sources": {sid: {"path": s.path, "offset": s.pos.offset, "window": s.pos.window,
+                                  "seen": int(s.seen)} for sid, s in self._sources.items()}}
         write_durably(self.path, orjson.dumps(data, option=orjson.OPT_INDENT_2))
         self._dirty = False
         return True
-

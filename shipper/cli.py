@@ -33,18 +33,21 @@ def metrics(agent: Agent) -> Registry:
     r = Registry("loglake_shipper")
     for name, what in (("lines_read", "lines read from files"), ("bytes_read", "bytes read from files"),
                        ("files_opened", "files opened"), ("files_closed", "files closed after rotation or deletion"),
-                       ("rotations", "rotations and deletions seen"), ("truncations", "copytruncate rotations seen")):
+                       ("rotations", "rotations and deletions seen"), ("truncations", "copytruncate rotations seen"),
+                       ("rotated_files_adopted", "rotated files found beside a path and read (after a restart, "
+                                                 "or created and rotated between two polls)")):
         r.value(f"{name}_total", "counter", what, lambda n=name: agent.stats[n])
     for name, what in (("records_shipped", "records acknowledged by the transport"),
                        ("batches_acked", "batches acknowledged by the transport"),
                        ("batches_buffered", "batches written to the disk buffer"),
-                       ("send_failures", "batch sends that failed or timed out")):
+                       ("send_failures", "batch sends that failed or timed out"),
+                       ("buffer_write_failures", "batches the disk buffer could not take (held in memory)")):
         r.value(f"{name}_total", "counter", what, lambda n=name: agent.delivery.stats[n])
     r.value("buffer_bytes", "gauge", "bytes in the disk buffer", lambda: agent.delivery.buffer.bytes)
     r.value("buffer_batches", "gauge", "batches waiting in the disk buffer",
             lambda: sum(1 for p in agent.delivery.queue if p.buffered is not None and not p.acked))
     r.value("inflight_batches", "gauge", "batches sent and not yet acknowledged", lambda: agent.delivery.inflight)
-    r.value("reading_paused", "gauge", "1 while reading is paused because the disk buffer is full",
+    r.value("reading_paused", "gauge", "1 while reading is paused because the disk buffer is full or unwritable",
             lambda: float(agent.paused))
     r.value("open_files", "gauge", "files held open", lambda: len(agent.active) + len(agent.retired))
     r.add("redactions_total", "counter", "redactions by rule",
@@ -57,7 +60,7 @@ def metrics(agent: Agent) -> Registry:
 
 def _health(agent: Agent) -> tuple[bool, str]:
     if agent.paused:
-        return False, "reading paused: disk buffer full"
+        return False, "reading paused: disk buffer full or not writable"
     return True, "ok" if not agent.delivery.backlog else "ok (buffering: transport unavailable)"
 
 

@@ -7,7 +7,10 @@ position never passes a batch that is still in flight or buffered.
 A batch whose send fails, or that is not acknowledged within ``ack_timeout``,
 moves to the disk buffer (keeping its place); from then on new batches go to
 the buffer too, so order holds, and the oldest buffered batch is retried with
-backoff. When the buffer has drained, batches go straight out again.
+backoff. When the buffer has drained, batches go straight out again. When
+the disk buffer cannot be written either (a full disk), the batch is held in
+memory in its place and reading pauses (``held``) until it is delivered: a
+full disk stops the shipper reading, it never drops or crash-loops.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from schemas import wire
 from schemas.errors import TransportError
 from shipper.batch import Batch
 from shipper.buffer import Buffered, DiskBuffer, Marks
+from shipper.identity import Position
 from shipper.checkpoint import Checkpoints
 from shipper.transport.base import Transport
 
@@ -38,7 +42,12 @@ class Pending:
     fut: asyncio.Future[None] | None = None
     sent_at: float = 0.0
     buffered: Buffered | None = None
+    held: bool = False                   # waiting in memory: the disk buffer could not be written
     acked: bool = False
+
+    @property
+    def waiting(self) -> bool:
+        return (self.buffered is not None or self.held) and not self.acked
 
 
 class Delivery:
@@ -55,21 +64,23 @@ class Delivery:
         self._retry_at = 0.0
         self._retry_delay = 0.5
         self._reset_needed = False
-        self.stats = {"records_shipped": 0, "batches_acked": 0, "batches_buffered": 0, "send_failures": 0}
+        self.stats = {"records_shipped": 0, "batches_acked": 0, "batches_buffered": 0, "send_failures": 0,
+                      "buffer_write_failures": 0}
         for b in buffer.load():
             self.queue.append(Pending(b.key, b.marks, b.records, buffered=b))
 
-    def buffered_marks(self) -> Marks:
+    def buffered_marks(self) -> dict[str, Position]:
         """The furthest position per source already safe in the buffer (read resumes there)."""
-        out: Marks = {}
-        for p in self.queue:
-            if p.buffered is not None:
-                out.update(p.marks)
-        return out
+        return {sid: pos for p in self.queue if p.buffered is not None for sid, (_, pos) in p.marks.items()}
 
     @property
     def backlog(self) -> bool:
-        return any(p.buffered is not None and not p.acked for p in self.queue)
+        return any(p.waiting for p in self.queue)
+
+    @property
+    def held(self) -> bool:
+        """Batches wait in memory because the disk buffer cannot be written: stop reading."""
+        return any(p.held and not p.acked for p in self.queue)
 
     @property
     def inflight(self) -> int:
@@ -77,9 +88,10 @@ class Delivery:
 
     async def send(self, batches: list[Batch]) -> None:
         for batch in batches:
-            p = Pending(batch.key, batch.marks, batch.count)
-            if batch.count:
-                value = wire.encode(self.node, batch.runs, level=self.zstd_level)
+            p = Pending(batch.key, {sid: (m.path, m.pos) for sid, m in batch.marks.items()}, batch.count)
+            if batch.sent:
+                value = wire.encode(self.node, batch.runs, level=self.zstd_level,
+                                    positions=[(m.source, m.pos.offset, m.sealed) for m in batch.marks.values()])
                 if self.backlog:
                     self._to_buffer(p, value)
                 else:
@@ -103,15 +115,24 @@ class Delivery:
             self._failed(p, str(e))
 
     def _to_buffer(self, p: Pending, value: bytes) -> None:
-        p.buffered = self.buffer.put(p.key, value, p.marks, p.records)
-        p.value, p.fut = None, None
+        p.fut = None
+        try:
+            p.buffered = self.buffer.put(p.key, value, p.marks, p.records)
+        except OSError as e:
+            if not self.held:
+                log.error("cannot write the disk buffer; holding batches in memory and pausing reading "
+                          "until they are delivered", extra={"error": str(e), "dir": str(self.buffer.dir)})
+            self.stats["buffer_write_failures"] += 1
+            p.value, p.held = value, True
+            return
+        p.value = None
         self.stats["batches_buffered"] += 1
 
     def _failed(self, p: Pending, why: str) -> None:
         self.stats["send_failures"] += 1
         if not self.backlog:
             log.warning("transport unavailable; buffering batches on disk", extra={"error": why})
-        if p.buffered is None:
+        if p.buffered is None and not p.held:
             assert p.value is not None
             self._to_buffer(p, p.value)
         p.fut = None
@@ -142,12 +163,12 @@ class Delivery:
                 self._failed(p, f"no acknowledgement within {self.ack_timeout_s:g} s")
         while self.queue and self.queue[0].acked:
             p = self.queue.popleft()
-            for source_id, (path, offset) in p.marks.items():
-                self.checkpoints.advance(source_id, path, offset)
+            for source_id, (path, pos) in p.marks.items():
+                self.checkpoints.advance(source_id, path, pos)
         await self._replay()
 
     def _acked(self, p: Pending) -> None:
-        p.acked, p.value, p.fut = True, None, None
+        p.acked, p.value, p.fut, p.held = True, None, None, False
         if p.buffered is not None:
             self.buffer.remove(p.buffered)
             if not self.backlog:
@@ -173,8 +194,8 @@ class Delivery:
         for p in self.queue:
             if budget <= 0 or self._reset_needed:
                 return
-            if p.buffered is not None and not p.acked and p.fut is None:
-                await self._transmit(p, self.buffer.value(p.buffered))
+            if p.waiting and p.fut is None:
+                await self._transmit(p, p.value if p.held else self.buffer.value(p.buffered))
                 budget -= 1
 
     def _failed_reset(self, why: str) -> None:
@@ -198,6 +219,7 @@ class Delivery:
     def park(self) -> None:
         """At exit: batches still in flight go to the disk buffer, so nothing is read twice."""
         for p in self.queue:
-            if p.fut is not None and not p.acked and p.value is not None and p.buffered is None:
-                p.fut.cancel()
+            if p.value is not None and not p.acked and p.buffered is None:
+                if p.fut is not None:
+                    p.fut.cancel()
                 self._to_buffer(p, p.value)

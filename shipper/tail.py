@@ -65,6 +65,16 @@ class FileTail:
         self.offset = start + last_nl + 1
         return Chunk(data[:last_nl + 1], start, self.offset, at_eof and last_nl == len(data) - 1)
 
+    def read_rest(self, max_line: int) -> Chunk:
+        """The file is finished: its last line, which will never get its newline, as it is
+        (``at_eof`` False: more lines came since the last read, read them first)."""
+        data = b"" if self.cut_from is not None else os.pread(self.fd, max_line + 1, self.offset)
+        start = self.offset
+        if data.find(b"\n") >= 0:  # more lines came since the last read: leave them to a normal read
+            return Chunk(b"", start, start, False)
+        self.offset += len(data)
+        return Chunk(data, start, self.offset, True)
+
     def close(self) -> None:
         if self.fd >= 0:
             os.close(self.fd)

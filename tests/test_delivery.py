@@ -10,10 +10,11 @@ import pytest
 
 from schemas import wire
 from schemas.errors import TransportError
-from shipper.batch import Batch
+from shipper.batch import Batch, Progress
 from shipper.buffer import DiskBuffer
 from shipper.checkpoint import Checkpoints
 from shipper.delivery import Delivery
+from shipper.identity import Position
 
 
 class FlakyTransport:
@@ -40,7 +41,7 @@ class FlakyTransport:
 
 def batch(i: int) -> Batch:
     return Batch(b"k", 0.0, [wire.Run(b'{"source_id":"src"}', f'{{"n":{i}}}\n'.encode(), 1)], 8, 1,
-                 {"src": ("/p", (i + 1) * 100)})
+                 {"src": Progress("/p", Position((i + 1) * 100, i), b'{"source_id":"src","source_path":"/p"}')})
 
 
 def delivered_numbers(t: FlakyTransport) -> list[int]:
@@ -83,7 +84,7 @@ def test_buffer_survives_a_restart(tmp_path):
         # a new process: the buffered batches come back in order, with the read position they cover
         t2 = FlakyTransport()
         d2 = make(tmp_path, t2)
-        assert d2.buffered_marks() == {"src": ("/p", 200)}
+        assert d2.buffered_marks() == {"src": Position(200, 1)}
         assert d2.checkpoints.offset("src") is None
         assert await d2.drain(deadline=None)
         assert delivered_numbers(t2) == [0, 1]

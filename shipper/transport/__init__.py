@@ -12,4 +12,4 @@ def create(settings: TransportSettings, shipper: ShipperConfig) -> Transport:
         from shipper.transport.kafka import KafkaTransport
         return KafkaTransport(settings.kafka, shipper)
     from shipper.transport.spool import SpoolTransport
-    return SpoolTransport(settings.spool, shipper.node_name)
+    return SpoolTransport(settings.spool, shipper.node_name, shipper.data_dir)
