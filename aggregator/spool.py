@@ -4,9 +4,10 @@ Consumed segments are deleted once their position is committed in the catalog,
 except the newest segment of each node, which keeps the shipper's sequence
 numbers going up across restarts (the shipper also keeps a lease of its own).
 
-A segment below the committed position that is not the one kept can only have
-come back: a spool restored from an older backup, or a shipper whose numbers
-went back. It is never silently skipped: the node's position goes back to it
+A segment below the committed position, other than the one kept, has come
+back: a spool restored from an older backup, a shipper whose numbers went back,
+or (after a crash between the catalog commit and the delete) one not removed
+yet. It is never silently skipped: the node's position goes back to it
 (``rewinds``, logged and counted), its records are read again, and the ones
 already stored are dropped as duplicates by record id.
 """
@@ -21,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from aggregator.source import Message
-from schemas.transport import SpoolSettings, list_segments
+from schemas.transport import SpoolSettings, list_segments, segment_name
 
 log = logging.getLogger("loglake.aggregator")
 TOPIC = "spool"
@@ -45,7 +46,11 @@ class SpoolSource:
         self._next = positions()
         self._committed = dict(self._next)
         for node, next_offset in self._next.items():
-            await self.commit(node, next_offset)  # what a crash left between catalog commit and delete
+            kept = self.dir / node / segment_name(next_offset - 1)
+            try:
+                self._kept[node] = (next_offset - 1, os.stat(kept).st_ino)
+            except OSError:
+                pass
 
     def _rewound(self, node: str, segments: list[tuple[int, Path]]) -> int | None:
         committed = self._committed.get(node, 0)
@@ -70,8 +75,9 @@ class SpoolSource:
             segments = list_segments(node_dir)
             back = self._rewound(node, segments)
             if back is not None:
-                log.warning("spool sequence went back: reading the segments again (a restored backup or a "
-                            "renumbered shipper); records already stored are dropped as duplicates",
+                log.warning("spool sequence went back: reading the segments again (a restored backup, a "
+                            "renumbered shipper or a crash before consumed segments were removed); records "
+                            "already stored are dropped as duplicates",
                             extra={"node": node, "from": self._committed.get(node, 0), "to": back})
                 self.rewinds[node] += 1
                 self._next[node] = self._committed[node] = back

@@ -451,7 +451,9 @@ class Agent:
 
     async def shutdown(self, deadline: float | None) -> None:
         """Ship what is assembled (open multi-line and partial events too), wait for acknowledgements
-        (until ``deadline``), save the checkpoint."""
+        (until ``deadline``), save the checkpoint. Rotated files read to their end are finished (closed
+        and sealed) now; a restart would find them again and read whatever comes after."""
+        self.retired = [src for src in self.retired if not (src.at_eof and self._close(src))]
         for src in self._sources():
             if src.builder is not None and src.source_id is not None:
                 self._add(src, src.builder.drain())
