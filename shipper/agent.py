@@ -287,6 +287,8 @@ class Agent:
         src.source_id, src.key = sid, container_key(meta, src.path)
         src.builder = RecordBuilder(self.proc, source_id=sid, path=src.path, meta=meta,
                                     fmt=detect_format(first_line), errors=self.errors, redactions=self.redactions)
+        if pos.offset:
+            self.batcher.report_later(src.key, sid, Progress(src.path, pos, src.builder.source))
         log.info("tailing file", extra={"path": src.path, "source_id": sid, "offset": src.tail.offset,
                                         "format": src.builder.fmt})
         return True

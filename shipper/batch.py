@@ -115,6 +115,13 @@ class Batcher:
                 self._unreported[key] = (since, marks)
         return batch
 
+    def report_later(self, key: bytes, source_id: str, progress: Progress) -> None:
+        """Tell the lake where a source stands at the next report (after a restart the last
+        batch before it may have been its last)."""
+        since, marks = self._unreported.get(key, (time.monotonic(), {}))
+        marks.setdefault(source_id, progress)
+        self._unreported[key] = (since, marks)
+
     def seal(self, key: bytes) -> list[Batch]:
         """A source of ``key`` is finished: its batch goes now, followed by a report."""
         out = [self._close(key)] if key in self._open else []
