@@ -143,9 +143,9 @@ class Agent:
     def _open_inodes(self) -> set[tuple[int, int]]:
         return {(s.dev, s.ino) for s in self._sources()}
 
-    def _open(self, path: str, now: float) -> Source | None:
+    def _open(self, path: str, now: float, follow: bool = True) -> Source | None:
         try:
-            tail = FileTail.open(path)
+            tail = FileTail.open(path, follow=follow)
             st = os.fstat(tail.fd)
         except OSError as e:
             self.errors["open_failed"] += 1
@@ -210,16 +210,17 @@ class Agent:
         self._rescan.clear()
 
     def _adopt(self, path: str, after: float, now: float) -> None:
-        """Read a rotated file to its end, unless it holds nothing we have not read (see _identify)."""
+        """Read a rotated file to its end, unless it holds nothing we have not read (see _identify).
+        Only a regular file is taken: a symlink or FIFO planted beside a log is not followed."""
         if path.endswith(COMPRESSED) or self._excluded(path):
             return
         try:
-            st = os.stat(path)
+            st = os.lstat(path)
         except OSError:
             return
         if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) in self._open_inodes() | self._ignored:
             return
-        src = self._open(path, now)
+        src = self._open(path, now, follow=False)
         if src is not None:
             src.adopt_after = after
             self._retire(src, now)

@@ -35,8 +35,11 @@ class FileTail:
         self.cut_from: int | None = None
 
     @classmethod
-    def open(cls, path: str, offset: int = 0) -> "FileTail":
-        return cls(path, os.open(path, os.O_RDONLY | os.O_CLOEXEC), offset)
+    def open(cls, path: str, offset: int = 0, follow: bool = True) -> "FileTail":
+        """O_NONBLOCK: a FIFO planted where a log was expected must not hang the agent (the caller
+        checks it is a regular file); ``follow=False`` refuses a symlink."""
+        flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | (0 if follow else os.O_NOFOLLOW)
+        return cls(path, os.open(path, flags), offset)
 
     def size(self) -> int:
         return os.fstat(self.fd).st_size

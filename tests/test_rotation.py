@@ -422,3 +422,20 @@ def test_content_read_again_under_another_id_is_a_duplicate(tmp_path, capsys):
     assert set(found.values()) == {2}
     rc, out = verify(config, capsys)
     assert rc == 1 and "duplicates: 10 records stored more than once" in out and "2 ids" in out
+
+
+def test_a_symlink_or_fifo_planted_as_a_rotated_file_is_not_read(tmp_path):
+    """A sibling that links to another file (a secret) or is a FIFO is neither followed nor waited on."""
+    config = write_config(tmp_path)
+    live = pod_log(tmp_path, "shop", "web-1", "nginx")
+    live.write_text(seq_lines(0, 5))
+    once(config)
+    secret = tmp_path / "secret.log"
+    secret.write_text(seq_lines(900, 3))
+    live.with_name("0.log.1").symlink_to(secret)
+    os.mkfifo(live.with_name("0.log.2"))
+    append(live, seq_lines(5, 5))
+    live.rename(live.with_name("0.log.3"))
+    live.write_text(seq_lines(10, 5))
+    once(config)
+    exactly(seqs(config), 15)
