@@ -12,7 +12,7 @@ Rotated siblings (``path.1``, ``path.20261201-120000``, ``path-20261201``) are
 looked at whenever a rotation or truncation is seen and once at start, so a
 file rotated while the shipper was down, or created and rotated away between
 two polls, is read to its end: from its checkpointed position when it has
-one, else from 0 if it was written after the checkpoint was last saved.
+one, else from 0 if it was written since the shipper's history began.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ import concurrent.futures
 import fnmatch
 import glob
 import logging
-import math
 import os
 import stat
 import time
@@ -32,7 +31,7 @@ from dataclasses import dataclass
 from shipper import identity
 from shipper.batch import Batch, Batcher, Progress, Records
 from shipper.buffer import DiskBuffer
-from shipper.checkpoint import Checkpoints
+from shipper.checkpoint import STALE_AFTER_S, Checkpoints
 from shipper.config import Settings
 from shipper.delivery import Delivery
 from shipper.enrich import K8sMeta, from_path
@@ -64,7 +63,7 @@ class Source:
     at_eof: bool = False
     gone_since: float | None = None   # the path no longer leads to this file
     # A rotated file found by a sibling scan: with no known position, read it only if it
-    # was written after this wall-clock time (else it is older than our history of it).
+    # was written after this wall-clock time (else it is older than our history).
     adopt_after: float | None = None
 
     def position(self) -> Position:
@@ -101,7 +100,7 @@ class Agent:
         # Read positions of content no open file holds now (truncated, closed): a copy resumes there.
         self._released: dict[str, Position] = {}
         self._ignored: set[tuple[int, int]] = set()   # (dev, ino) of files that hold nothing to read
-        self._rescan: dict[str, float] = {}           # paths whose rotated siblings to look at -> since (wall)
+        self._rescan: set[str] = set()                # paths whose rotated siblings to look at
         self._started = False
         self._full: list[Batch] = []                  # batches that filled up during a read pass
         self._deleted: list[str] = []                 # sources whose checkpoint goes once delivered
@@ -182,7 +181,7 @@ class Agent:
                 del self.active[path]
                 self._retire(src, now)
                 self.stats["rotations"] += 1
-                self._rescan.setdefault(path, time.time() - (now - src.opened_at))
+                self._rescan.add(path)
             elif src.fp is not None and not self._intact(src):
                 self._truncated(src)
         opened = self._open_inodes() | self._ignored
@@ -199,17 +198,16 @@ class Agent:
         if not self._started:
             # rotated while we were down: siblings of what we tail and of what the checkpoint names
             self._started = True
-            after = self.checkpoints.saved_at if self.checkpoints.saved_at is not None else math.inf
             for path in sorted(set(self.active) | self.checkpoints.paths()):
-                self._rescan.setdefault(path, after)
+                self._rescan.add(path)
                 if os.path.exists(path) and path not in self.active:
-                    self._adopt(path, after, now)
-        for path, after in sorted(self._rescan.items()):
+                    self._adopt(path, now)
+        for path in sorted(self._rescan):
             for sib in rotated_siblings(path):
-                self._adopt(sib, after, now)
+                self._adopt(sib, now)
         self._rescan.clear()
 
-    def _adopt(self, path: str, after: float, now: float) -> None:
+    def _adopt(self, path: str, now: float) -> None:
         """Read a rotated file to its end, unless it holds nothing we have not read (see _identify).
         Only a regular file is taken: a symlink or FIFO planted beside a log is not followed."""
         if path.endswith(COMPRESSED) or self._excluded(path):
@@ -222,7 +220,9 @@ class Agent:
             return
         src = self._open(path, now, follow=False)
         if src is not None:
-            src.adopt_after = after
+            # With no position of its own, a rotated file is read from 0 only if written since this
+            # shipper's history began (not before it was installed) and since its oldest kept entry.
+            src.adopt_after = max(self.checkpoints.created_at, time.time() - STALE_AFTER_S)
             self._retire(src, now)
 
     def _drop(self, src: Source) -> None:
@@ -312,17 +312,15 @@ class Agent:
         """One pass over every file; returns bytes read. Reading a file and building its records release
         the GIL, so files with data waiting are read in parallel, one per core; what each gives is then
         taken in turn on this thread. Files that were at their end are looked at here, cheaply."""
-        ready: list[Source] = []
         for src in self._sources():
             if src.builder is None:
                 found = self._identify(src)
                 if found is None:
                     self._drop(src)
-                    continue
-                if not found:
+                elif not found:
                     src.at_eof = True
-                    continue
-            ready.append(src)
+        # identifying one file may have found another truncated (it then waits for its new identity)
+        ready = [src for src in self._sources() if src.builder is not None]
         busy = [src for src in ready if not src.at_eof]
         reads = list(self._pool.map(self._read, busy) if len(busy) > 1 else map(self._read, busy))
         reads += map(self._read, [src for src in ready if src.at_eof])
@@ -376,7 +374,7 @@ class Agent:
         src.tail.offset, src.builder, src.source_id, src.fp, src.window = 0, None, None, None, 0
         src.tail.cut_from = None
         self._ignored.clear()
-        self._rescan.setdefault(src.path, time.time() - (time.monotonic() - src.opened_at))
+        self._rescan.add(src.path)
 
     def _expire(self, now: float) -> None:
         """Flush timed-out multi-line events; close retired files read to their end."""

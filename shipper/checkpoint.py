@@ -6,15 +6,17 @@ transport.
 
 File format (JSON, version 2)::
 
-    {"version": 2, "saved_at": 1795514400,
+    {"version": 2, "created_at": 1795514400,
      "sources": {"<source_id>": {"path": "...", "offset": 123, "window": 2882400018, "seen": 1795514400}}}
 
 ``window`` is the CRC-32 of the bytes before ``offset`` (shipper.identity): a
 position is resumed only in a file that holds those bytes. ``seen`` is when the
 source was last open (Unix seconds); entries of files not seen for
 ``STALE_AFTER_S`` (rotated away long ago) are dropped, so the file does not grow
-with every rotation. ``saved_at`` tells which rotated files were written while
-the shipper was down.
+with every rotation. ``created_at`` is when this shipper's history began: a
+rotated file it has no position for is read from 0 only if it was written
+since (so a file created and rotated away while the shipper was down is read,
+and a fresh install leaves old rotated files alone).
 
 A version-1 file (ids of device, inode and first-line CRC) is read as
 ``legacy`` offsets, each taken over by the file it names on the first look.
@@ -50,7 +52,7 @@ class Checkpoints:
         self.path = path
         self._sources: dict[str, _Source] = {}
         self.legacy: dict[str, tuple[str, int]] = {}   # version-1 id -> (path, offset), for this run
-        self.saved_at: float | None = None
+        self.created_at = time.time()
         self._dirty = False
         self._load()
 
@@ -58,6 +60,7 @@ class Checkpoints:
         try:
             data = orjson.loads(self.path.read_bytes())
         except FileNotFoundError:
+            self._dirty = True  # a new history: its start is saved at the first save
             return
         except orjson.JSONDecodeError as e:
             raise ConfigError(f"checkpoint file {self.path} is corrupt ({e}); move it away to re-read "
@@ -65,12 +68,12 @@ class Checkpoints:
         version = data.get("version")
         if version == 1:
             self.legacy = {sid: (s["path"], int(s["offset"])) for sid, s in data["sources"].items()}
-            self.saved_at = time.time()
+            self.created_at = 0.0  # its history began before it said so
             self._dirty = True
             return
         if version != VERSION:
             raise ConfigError(f"checkpoint file {self.path} has version {version}, expected {VERSION}")
-        self.saved_at = data.get("saved_at")
+        self.created_at = float(data.get("created_at", 0))
         for sid, s in data["sources"].items():
             self._sources[sid] = _Source(s["path"], Position(int(s["offset"]), int(s["window"])),
                                          float(s.get("seen", time.time())))
@@ -117,8 +120,7 @@ class Checkpoints:
         """Write the file if anything changed; OSError (a full disk) leaves it to the next try."""
         if not (self._dirty or force):
             return False
-        now = time.time()
-        data = {"version": VERSION, "saved_at": int(now),
+        data = {"version": VERSION, "created_at": int(self.created_at),
                 "sources": {sid: {"path": s.path, "offset": s.pos.offset, "window": s.pos.window,
                                   "seen": int(s.seen)} for sid, s in self._sources.items()}}
         write_durably(self.path, orjson.dumps(data, option=orjson.OPT_INDENT_2))

@@ -96,12 +96,12 @@ def test_copytruncate_while_down_reads_the_copy_from_the_checkpoint(tmp_path, ca
 
 
 def test_two_rotations_while_down_read_both(tmp_path, capsys):
-    """The middle file was never seen: it was written after the last checkpoint, so it is read from 0."""
+    """The middle file was never seen: it was written since the shipper's history began, so it is read from 0."""
     config = write_config(tmp_path)
     live = pod_log(tmp_path, "shop", "web-1", "nginx")
     live.write_text(seq_lines(0, 10))
     once(config)
-    time.sleep(1.1)  # the checkpoint's saved_at has a resolution of a second
+    time.sleep(1.1)  # the checkpoint's created_at has a resolution of a second
     append(live, seq_lines(10, 5))
     live.rename(live.with_name("0.log.20261201-120000"))
     live.write_text(seq_lines(15, 5))
