@@ -65,6 +65,9 @@ class Source:
     # A rotated file found by a sibling scan: with no known position, read it only if it
     # was written after this wall-clock time (else it is older than our history).
     adopt_after: float | None = None
+    # Truncated under us (copytruncate): the file no longer holds this content, so nothing is read
+    # through it; the content's copy, once found, takes its place and reading goes on, state and all.
+    detached: bool = False
 
     def position(self) -> Position:
         return Position(self.tail.offset, self.window)
@@ -235,14 +238,27 @@ class Agent:
         src.tail.close()
 
     def _owner(self, sid: str, other: Source) -> Source | None:
-        """The open file, other than ``other``, that content ``sid`` is read through; one found
-        truncated gives the content up first."""
+        """The source, other than ``other``, that reads content ``sid`` (one found truncated is
+        detached first, waiting for a copy)."""
         for src in self._sources():
             if src is not other and src.source_id == sid:
-                if self._intact(src):
-                    return src
-                self._truncated(src)
+                if not src.detached and not self._intact(src):
+                    self._truncated(src)
+                return src
         return None
+
+    def _take_over(self, owner: Source, copy: Source) -> None:
+        """The copy of a truncated file's content: reading goes on through it where the original
+        stopped, with the records being assembled kept (no line is cut in two)."""
+        copy.tail.offset, copy.tail.cut_from = owner.tail.offset, owner.tail.cut_from
+        owner.tail.close()
+        owner.tail, owner.path, owner.dev, owner.ino = copy.tail, copy.path, copy.dev, copy.ino
+        owner.directory, owner.detached, owner.at_eof = copy.directory, False, False
+        owner.gone_since = time.monotonic()
+        self.retired.remove(copy)
+        self.stats["rotated_files_adopted"] += 1
+        log.info("reading on in the copy of a truncated file", extra={"path": copy.path,
+                                                                      "offset": owner.tail.offset})
 
     def _known(self, sid: str) -> Position | None:
         """The furthest position of content ``sid``: read but not yet confirmed, buffered, or checkpointed."""
@@ -260,7 +276,12 @@ class Agent:
         sid = identity.source_id(node, fp)
         owner = self._owner(sid, src)
         pos: Position | None = None
-        if owner is not None:
+        if owner is not None and owner.detached:
+            if src in self.retired and identity.holds(fd, owner.position()):
+                self._take_over(owner, src)
+                return False
+            sid = identity.distinct_id(node, fp, fd)
+        elif owner is not None:
             # Two open files begin alike: a copy (or one being made) of what the owner is reading
             # holds the same bytes as far as it goes and is read through the owner.
             upto = min(src.tail.size(), owner.tail.offset)
@@ -320,7 +341,7 @@ class Agent:
                 elif not found:
                     src.at_eof = True
         # identifying one file may have found another truncated (it then waits for its new identity)
-        ready = [src for src in self._sources() if src.builder is not None]
+        ready = [src for src in self._sources() if src.builder is not None and not src.detached]
         busy = [src for src in ready if not src.at_eof]
         reads = list(self._pool.map(self._read, busy) if len(busy) > 1 else map(self._read, busy))
         reads += map(self._read, [src for src in ready if src.at_eof])
@@ -363,16 +384,23 @@ class Agent:
                                        Progress(src.path, pos, src.builder.source, sealed))
 
     def _truncated(self, src: Source) -> None:
-        """copytruncate: the file shrank or begins anew. What was read stays with its content (a copy
-        of it, if one is found, goes on from here); the file's new content is a new source."""
+        """copytruncate: the file shrank or begins anew. ``src`` keeps the content read so far and
+        waits, detached, for its copy (a sibling found by the rescan) to go on from where it stopped;
+        if none comes within ``rotate_wait_ms`` it is finished like a rotated file. What the file
+        holds now is a new source read from 0."""
         if src.builder is None or src.source_id is None:
             return
-        self._add(src, src.builder.drain())
-        self._released[src.source_id] = src.position()
         log.warning("file truncated; its new content is read from the start", extra={"path": src.path})
         self.stats["truncations"] += 1
-        src.tail.offset, src.builder, src.source_id, src.fp, src.window = 0, None, None, None, 0
-        src.tail.cut_from = None
+        fresh = Source(src.path, FileTail(src.path, os.dup(src.tail.fd), 0), src.dev, src.ino, src.directory,
+                       time.monotonic())
+        if self.active.get(src.path) is src:
+            self.active[src.path] = fresh
+            self._retire(src, time.monotonic())
+        else:
+            self.retired.append(fresh)
+            src.gone_since = time.monotonic()
+        src.detached, src.at_eof = True, True
         self._ignored.clear()
         self._rescan.add(src.path)
 
@@ -394,7 +422,8 @@ class Agent:
         """The file is finished: its unterminated last line and any open event are shipped, and the
         lake is told its length (sealed). False if lines came in the meantime (read them first)."""
         if src.builder is not None and src.source_id is not None:
-            rest = src.tail.read_rest(self.cfg.max_record_bytes + RUNTIME_PREFIX_ROOM)
+            rest = (Chunk(b"", src.tail.offset, src.tail.offset, True) if src.detached else
+                    src.tail.read_rest(self.cfg.max_record_bytes + RUNTIME_PREFIX_ROOM))
             if not rest.at_eof:
                 src.at_eof = False
                 return False

@@ -439,3 +439,29 @@ def test_a_symlink_or_fifo_planted_as_a_rotated_file_is_not_read(tmp_path):
     live.write_text(seq_lines(10, 5))
     once(config)
     exactly(seqs(config), 15)
+
+
+def test_copytruncate_through_a_split_line_keeps_it_whole(tmp_path, capsys):
+    """A CRI line split in pieces, with a stderr line between them, is truncated away after its first
+    piece was read: the copy goes on with what was being assembled, so the line is one record (found by
+    the chaos suite: its last piece was stored on its own)."""
+    import query
+    config = fast(tmp_path)
+    live = pod_log(tmp_path, "shop", "web-1", "nginx")
+
+    async def scenario():
+        live.write_text(seq_lines(0, 5) + cri(TS.format(0, 0, 5), "seq=5 part one, ", tag="P")
+                        + cri(TS.format(0, 0, 6), "seq=6 on stderr", stream="stderr"))
+        async with Running(config) as r:
+            await r.settle()
+            append(live, cri(TS.format(0, 0, 5), "part two") + seq_lines(7, 3))
+            shutil.copyfile(live, live.with_name("0.log.1"))
+            with live.open("r+") as f:
+                f.truncate(0)
+            append(live, seq_lines(10, 5))
+            await r.settle(1.0)
+    asyncio.run(scenario())
+    exactly(seqs(config), 15)
+    bodies = [b for (b,) in query.connect(str(config)).execute("SELECT body FROM logs").fetchall()]
+    assert "seq=5 part one, part two" in bodies and "part two" not in bodies
+    assert verify(config, capsys)[0] == 0
