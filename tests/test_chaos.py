@@ -1,5 +1,5 @@
-"""The chaos suite's short form (benchmarks/chaos.py): kill -9 and log rotation, then every line
-written must be stored exactly once, and `loglake-aggregator verify` must say so.
+"""The chaos suite's short form (benchmarks/chaos, `python -m benchmarks.chaos`): kill -9 and log rotation,
+then every line written must be stored exactly once, and `loglake-aggregator verify` must say so.
 
 The Kafka scenario runs its own broker (deploy/kafka/kafka.sh on free ports, data under the test's
 tmp dir), not the session broker; like the other Kafka tests it needs LOGLAKE_TEST_CERTS (as
@@ -8,7 +8,6 @@ tmp dir), not the session broker; like the other Kafka tests it needs LOGLAKE_TE
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -16,18 +15,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:   # the `pytest` script, unlike `python -m pytest`, does not add the repository root
+    sys.path.insert(0, str(ROOT))
+from benchmarks import chaos  # noqa: E402
 
-
-def _load_chaos():
-    spec = importlib.util.spec_from_file_location("loglake_chaos", ROOT / "benchmarks" / "chaos.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-chaos = _load_chaos()
 SEED = int(os.environ.get("CHAOS_SEED", "20261201"))
 
 

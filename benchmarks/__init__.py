@@ -1,0 +1,1 @@
+"""Benchmarks, the log generator (loggen) and the chaos suite (``python -m benchmarks.chaos``)."""
