@@ -52,7 +52,8 @@ class RecordBuilder:
         self._redactions = redactions
 
     def commit_floor(self) -> int | None:
-        """Lowest offset still needed: the start of a record being assembled."""
+        """Lowest offset a read may resume from: the start of a record being assembled, or of one
+        already out whose pieces lie on both sides of it."""
         return self._native.commit_floor()
 
     def build(self, chunk: Chunk) -> tuple[Records, int]:

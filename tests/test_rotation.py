@@ -465,3 +465,31 @@ def test_copytruncate_through_a_split_line_keeps_it_whole(tmp_path, capsys):
     bodies = [b for (b,) in query.connect(str(config)).execute("SELECT body FROM logs").fetchall()]
     assert "seq=5 part one, part two" in bodies and "part two" not in bodies
     assert verify(config, capsys)[0] == 0
+
+
+def test_a_restart_never_resumes_inside_a_split_line(tmp_path):
+    """The checkpoint may stop at a stderr line still open as a multi-line event, while a stdout line
+    split around it has gone out whole: a restart resumes before that line, not between its pieces
+    (found by the chaos suite: the last piece came back as a record of its own)."""
+    import query
+    config = write_config(tmp_path, shipper={"multiline": ["java"], "multiline_flush_ms": 600_000,
+                                             "poll_interval_ms": 50})
+    live = pod_log(tmp_path, "shop", "web-1", "api")
+    live.write_text(seq_lines(0, 3) + cri(TS.format(0, 0, 3), "seq=3 part one, ", tag="P")
+                    + cri(TS.format(0, 0, 4), "seq=4 on stderr", stream="stderr")
+                    + cri(TS.format(0, 0, 3), "part two") + seq_lines(5, 1))
+    proc = subprocess.Popen([sys.executable, "-m", "shipper.cli", "--config", str(config)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        cp = tmp_path / "shipper" / "checkpoints.json"
+        deadline = time.monotonic() + 10
+        while not (cp.exists() and any(s["offset"] for s in orjson.loads(cp.read_bytes())["sources"].values())):
+            assert time.monotonic() < deadline, "no checkpoint saved"
+            time.sleep(0.05)
+    finally:
+        proc.kill()
+        proc.wait()
+    once(config)
+    exactly(seqs(config), 6)
+    bodies = [b for (b,) in query.connect(str(config)).execute("SELECT body FROM logs").fetchall()]
+    assert "seq=3 part one, part two" in bodies and "part two" not in bodies

@@ -100,8 +100,8 @@ impl RecordBuilder {
         self.inner.fmt.name()
     }
 
-    /// Lowest offset still needed: the start of a record being assembled.
-    fn commit_floor(&self) -> Option<i64> {
+    /// Lowest offset a read may resume from (see records::Builder::commit_floor).
+    fn commit_floor(&mut self) -> Option<i64> {
         self.inner.commit_floor()
     }
 

@@ -53,6 +53,7 @@ pub struct Event {
     pub text: Vec<u8>,
     pub flags: i32, // of the lines joined in
     pub truncated: bool,
+    pub lines: u32,
     last_seen: f64,
 }
 
@@ -96,10 +97,11 @@ impl MultilineJoiner {
                 ev.flags |= flags;
                 ev.last_seen = now;
                 ev.end = end;
+                ev.lines += 1;
                 return None;
             }
         }
-        open.replace(Event { offset, end, time_ns, stream, text: text.to_vec(), flags, truncated, last_seen: now })
+        open.replace(Event { offset, end, time_ns, stream, text: text.to_vec(), flags, truncated, lines: 1, last_seen: now })
     }
 
     /// Events with no new line for the flush timeout, oldest first.

@@ -81,6 +81,9 @@ pub struct Builder {
     proc: Arc<Processing>,
     pub fmt: Format,
     joiner: PartialJoiner,
+    // Records already out that span lines of other records (pieces of a split line, a joined
+    // multi-line event): a read resumed inside one would take its later pieces for new records.
+    spans: Vec<(i64, i64)>,
     multiline: Option<MultilineJoiner>,
     runtime_clock: SecondCache,
     text_clock: SecondCache,
@@ -101,6 +104,7 @@ impl Builder {
         Builder {
             fmt,
             joiner: PartialJoiner::new(proc.max_record_bytes),
+            spans: Vec::new(),
             multiline: proc.multiline.clone()
                 .map(|re| MultilineJoiner::new(re, proc.max_record_bytes, proc.multiline_flush_ms)),
             runtime_clock: SecondCache::default(),
@@ -111,10 +115,20 @@ impl Builder {
         }
     }
 
-    /// Lowest offset still needed: the start of a record being assembled.
-    pub fn commit_floor(&self) -> Option<i64> {
-        [self.joiner.oldest_pending_offset(), self.multiline.as_ref().and_then(MultilineJoiner::oldest_offset)]
-            .into_iter().flatten().min()
+    /// Lowest offset a read may resume from: the start of a record being assembled, moved back
+    /// to the start of any record already out whose pieces lie on both sides of it.
+    pub fn commit_floor(&mut self) -> Option<i64> {
+        let Some(mut floor) = [self.joiner.oldest_pending_offset(),
+                               self.multiline.as_ref().and_then(MultilineJoiner::oldest_offset)]
+            .into_iter().flatten().min() else {
+            self.spans.clear();
+            return None;
+        };
+        while let Some(&(start, _)) = self.spans.iter().find(|&&(s, e)| s < floor && floor < e) {
+            floor = start;
+        }
+        self.spans.retain(|&(_, e)| e > floor);
+        Some(floor)
     }
 
     /// Records from `data`, complete lines read from offset `start` (each ends with a newline, except
@@ -151,6 +165,9 @@ impl Builder {
                 parsed.partial = false;
             }
             if let Some(j) = self.joiner.feed(off, end, parsed) {
+                if j.offset < off {
+                    self.spans.push((j.offset, j.end));
+                }
                 let f = if j.truncated || cut { flags.truncated } else { 0 };
                 self.emit_joined(out, j, f, now);
             }
@@ -175,6 +192,9 @@ impl Builder {
     }
 
     fn append_event(&mut self, out: &mut Out, ev: Event) {
+        if ev.lines > 1 {
+            self.spans.push((ev.offset, ev.end));
+        }
         let flags = ev.flags | if ev.truncated { self.proc.flags.truncated } else { 0 };
         self.append(out, &ev.text, ev.offset, ev.end, ev.time_ns, ev.stream, flags);
     }
