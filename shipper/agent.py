@@ -100,7 +100,7 @@ class Agent:
         self.active: dict[str, Source] = {}   # path -> the file now at that path
         self.retired: list[Source] = []       # renamed or deleted, read to the end then closed
         self._resume = self.delivery.buffered_marks()
-        # Read positions of content no open file holds now (truncated, closed): a copy resumes there.
+        # Read positions of content whose file was closed: a copy of it found later resumes there.
         self._released: dict[str, Position] = {}
         self._ignored: set[tuple[int, int]] = set()   # (dev, ino) of files that hold nothing to read
         self._rescan: set[str] = set()                # paths whose rotated siblings to look at
