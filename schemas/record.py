@@ -48,6 +48,10 @@ FLAG_PARTIAL = 1 << 2        # a partial line whose end never came (file rotated
 FLAG_BAD_PREFIX = 1 << 3     # the runtime prefix (CRI / Docker) was malformed; kept as plain text
 FLAG_NON_OBJECT_JSON = 1 << 4  # JSON that was not an object; kept as the body
 FLAG_REDACTED = 1 << 5       # at least one redaction rule matched
+FLAG_TIME_CLAIMED = 1 << 6   # the line claimed a time outside the allowed window around the runtime's;
+                             # ``time`` is the runtime's and the claim is kept in attributes (_claimed_time)
+KNOWN_FLAGS = (1 << 7) - 1   # a record with any other bit set is not from this format
+CLAIMED_TIME_ATTRIBUTE = "_claimed_time"
 
 # OpenTelemetry SeverityNumber: the first number of each range.
 SEVERITY_NUMBERS: dict[str, int] = {
