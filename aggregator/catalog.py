@@ -49,6 +49,13 @@ class FileEntry:
     namespaces: tuple[str, ...]
     containers: tuple[str, ...]  # namespace/pod/container
     created_at: int      # ns since epoch
+    # Every data key that ever encrypted any of these records (this file's and its inputs', through
+    # compaction and rewrites): what must be destroyed so that no copy of them, backups included, opens.
+    key_lineage: tuple[str, ...] = ()
+
+    @property
+    def lineage(self) -> frozenset[str]:
+        return frozenset((self.key_id, *self.key_lineage))
 
 
 @dataclass(frozen=True)
@@ -93,6 +100,9 @@ class Catalog(Protocol):
     def deleted_ranges(self) -> list[tuple[str, int, int, str]]: ...
     def audit_head(self) -> tuple[int, str] | None: ...
     def set_audit_head(self, seq: int, digest: str) -> None: ...
+    def audit_key(self) -> str | None:
+        """The fingerprint of the public key the audit trail is signed with (pinned at first use)."""
+    def set_audit_key(self, fingerprint: str) -> None: ...
 
     # data keys (aggregator.keys wraps and unwraps; the catalog only stores) ---
     def live_data_key(self, scope: str) -> tuple[str] | None: ...
@@ -102,6 +112,11 @@ class Catalog(Protocol):
     def data_key_list(self) -> list[tuple[str, str, str, bool]]: ...
     def rewrap_data_keys(self, wrapped: dict[str, bytes], master_id: str) -> None: ...
     def destroy_data_key(self, key_id: str) -> None: ...
+    def retire_data_keys(self, key_ids: Sequence[str], why: str) -> None:
+        """Mark keys to be destroyed as soon as no file needs them (records they encrypted were deleted,
+        but a held file still uses them); a retired key is never used for new writes."""
+    def retired_data_keys(self) -> dict[str, str]:
+        """Retired keys not destroyed yet, with why."""
 
 
 def open_catalog(cfg: AggregatorConfig) -> Catalog:

@@ -20,7 +20,7 @@ from aggregator.selector import Selector
 from aggregator.errors import CatalogConflictError, EncryptionKeyError
 from schemas.wire import Extent
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _DDL = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS files (
@@ -41,7 +41,8 @@ CREATE TABLE IF NOT EXISTS files (
     key_id       TEXT NOT NULL,
     namespaces   TEXT NOT NULL,      -- JSON array
     containers   TEXT NOT NULL,      -- JSON array of namespace/pod/container
-    created_at   INTEGER NOT NULL
+    created_at   INTEGER NOT NULL,
+    key_lineage  TEXT NOT NULL DEFAULT '[]'  -- JSON array: earlier keys of these records (catalog.FileEntry)
 );
 CREATE INDEX IF NOT EXISTS files_time ON files (min_time, max_time);
 CREATE TABLE IF NOT EXISTS trace_index (
@@ -76,7 +77,9 @@ CREATE TABLE IF NOT EXISTS data_keys (
     wrapped      BLOB NOT NULL,      -- AES-GCM under the master key; empty once destroyed
     master_id    TEXT NOT NULL,      -- id (hash prefix) of the master key that wraps it
     created_at   INTEGER NOT NULL,
-    destroyed_at INTEGER
+    destroyed_at INTEGER,
+    retired_at   INTEGER,            -- set: destroy as soon as no file needs it; never used for writes
+    retired_why  TEXT
 );
 CREATE TABLE IF NOT EXISTS source_marks (
     topic       TEXT NOT NULL,
@@ -103,7 +106,10 @@ CREATE TABLE IF NOT EXISTS positions (
 
 _COLUMNS = tuple(FileEntry.__dataclass_fields__)
 _SELECT_FILES = f"SELECT {', '.join('f.' + c for c in _COLUMNS)} FROM files f"
-_JSON_COLUMNS = ("namespaces", "containers")
+_JSON_COLUMNS = ("namespaces", "containers", "key_lineage")
+# Columns added after version 2, for catalogs created before them.
+_ADDED_COLUMNS = (("files", "key_lineage", "TEXT NOT NULL DEFAULT '[]'"), ("data_keys", "retired_at", "INTEGER"),
+                  ("data_keys", "retired_why", "TEXT"))
 
 
 def _entry(row: Sequence[object]) -> FileEntry:
@@ -123,7 +129,11 @@ class SqliteCatalog:
         # Destroyed data keys must not linger in free pages.
         self._db.execute("PRAGMA secure_delete=ON")
         self._db.executescript(_DDL)
-        self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        for table, column, decl in _ADDED_COLUMNS:
+            if column not in {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}:
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+        self._db.execute("INSERT INTO meta VALUES ('schema_version', ?) ON CONFLICT (key) DO UPDATE "
+                         "SET value = excluded.value", (str(SCHEMA_VERSION),))
 
     def close(self) -> None:
         self._db.close()
@@ -262,15 +272,24 @@ class SqliteCatalog:
         self._db.execute("INSERT INTO meta VALUES ('audit_head', ?) ON CONFLICT (key) DO UPDATE "
                          "SET value = excluded.value", (f"{seq}:{digest}",))
 
+    def audit_key(self) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'audit_key'").fetchone()
+        return row[0] if row else None
+
+    def set_audit_key(self, fingerprint: str) -> None:
+        # first use only: a pin, once set, is never replaced by this call
+        self._db.execute("INSERT OR IGNORE INTO meta VALUES ('audit_key', ?)", (fingerprint,))
+
     # data keys -------------------------------------------------------------
 
     def live_data_key(self, scope: str) -> tuple[str] | None:
         return self._db.execute("SELECT key_id FROM data_keys WHERE scope = ? AND destroyed_at IS NULL "
-                                "ORDER BY created_at DESC, rowid DESC LIMIT 1", (scope,)).fetchone()
+                                "AND retired_at IS NULL ORDER BY created_at DESC, rowid DESC LIMIT 1",
+                                (scope,)).fetchone()
 
     def add_data_key(self, key_id: str, scope: str, wrapped: bytes, master_id: str) -> None:
-        self._db.execute("INSERT INTO data_keys VALUES (?, ?, ?, ?, ?, NULL)",
-                         (key_id, scope, wrapped, master_id, time.time_ns()))
+        self._db.execute("INSERT INTO data_keys (key_id, scope, wrapped, master_id, created_at) "
+                         "VALUES (?, ?, ?, ?, ?)", (key_id, scope, wrapped, master_id, time.time_ns()))
 
     def data_key(self, key_id: str) -> tuple[bytes, int | None] | None:
         return self._db.execute("SELECT wrapped, destroyed_at FROM data_keys WHERE key_id = ?", (key_id,)).fetchone()
@@ -293,6 +312,16 @@ class SqliteCatalog:
                              (time.time_ns(), key_id))
         # old page images of the wrapped key leave the WAL too
         self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def retire_data_keys(self, key_ids: Sequence[str], why: str) -> None:
+        with self._tx():
+            self._db.executemany("UPDATE data_keys SET retired_at = coalesce(retired_at, ?), "
+                                 "retired_why = coalesce(retired_why, ?) WHERE key_id = ? AND destroyed_at IS NULL",
+                                 [(time.time_ns(), why, k) for k in key_ids])
+
+    def retired_data_keys(self) -> dict[str, str]:
+        return dict(self._db.execute("SELECT key_id, retired_why FROM data_keys WHERE retired_at IS NOT NULL "
+                                     "AND destroyed_at IS NULL ORDER BY key_id"))
 
 
 class _Transaction:

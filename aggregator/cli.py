@@ -136,7 +136,7 @@ async def _topics(args: argparse.Namespace) -> None:
 def _keys(args: argparse.Namespace) -> None:
     cfg = config.load(args.config).aggregator
     catalog = open_catalog(cfg)
-    audit = AuditLog(cfg.data_dir)
+    audit = AuditLog.of(cfg, catalog)
     try:
         ring = keys.KeyRing(catalog, keys.master_for(cfg))
         if args.action == "rotate":
@@ -145,16 +145,14 @@ def _keys(args: argparse.Namespace) -> None:
             new = keys.new_master_file(args.new_key_file)
             count = ring.rotate(new)
             audit.append("keys-rotate", {"event": "master key rotated", "master_key": new.key_id,
-                                         "previous": keys.master_for(cfg).key_id, "data_keys_rewrapped": count},
-                         catalog.set_audit_head)
+                                         "previous": keys.master_for(cfg).key_id, "data_keys_rewrapped": count})
             print(f"rewrapped {count} data keys under {new.key_id}; point [aggregator] key_file at {args.new_key_file} "
                   "and keep the old key file until every aggregator and query host uses the new one")
         elif args.action == "destroy":
             if not args.key_id:
                 raise ConfigError("keys destroy needs the KEY_ID to destroy")
             ring.destroy(args.key_id)
-            audit.append("keys-destroy", {"event": "data key destroyed by hand", "key_id": args.key_id},
-                         catalog.set_audit_head)
+            audit.append("keys-destroy", {"event": "data key destroyed by hand", "key_id": args.key_id})
             print(f"destroyed data key {args.key_id}: files written with it can no longer be read anywhere")
         else:
             for key_id, scope, master_id, destroyed in catalog.data_key_list():

@@ -114,8 +114,7 @@ def hold(args: argparse.Namespace) -> None:
             if not args.reason:
                 raise ConfigError("hold add needs --reason (the case or matter it is for)")
             hold_id = catalog.add_hold(selector, args.reason, actor())
-            audit.append("hold-add", {"hold": hold_id, "selector": selector.describe(), "reason": args.reason},
-                         catalog.set_audit_head)
+            audit.append("hold-add", {"hold": hold_id, "selector": selector.describe(), "reason": args.reason})
             print(f"hold {hold_id} placed on {selector.describe()}")
         elif args.action == "release":
             if args.id is None or not args.reason:
@@ -124,7 +123,7 @@ def hold(args: argparse.Namespace) -> None:
             if released is None:
                 raise ConfigError(f"there is no hold {args.id}; see 'loglake-aggregator hold list'")
             audit.append("hold-release", {"hold": args.id, "selector": released.selector.describe(),
-                                          "reason": args.reason}, catalog.set_audit_head)
+                                          "reason": args.reason})
             print(released.describe())
         else:
             for h in catalog.holds(include_released=args.all):
@@ -134,7 +133,7 @@ def hold(args: argparse.Namespace) -> None:
 def verification(settings: config.Settings, catalog: Catalog, remover: Remover) -> Verification:
     storage = Storage(settings.aggregator, settings.tiers)
     checked, problems = check_files(catalog, storage)
-    entries, audit_problems = AuditLog(settings.aggregator.data_dir).verify(catalog.audit_head())
+    entries, audit_problems = AuditLog.of(settings.aggregator, catalog).verify()
     unreadable = {p.path for p in problems if p.kind in ("missing", "altered")}
     sources, found = gaps(catalog, storage, remover.keyring, unreadable)
     duplicated, twice = duplicates(catalog, storage, remover.keyring, unreadable)

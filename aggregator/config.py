@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +45,9 @@ class AggregatorConfig:
     tls_key_file: Path | None = None
     # HTTP /metrics and /healthz, e.g. "0.0.0.0:2021"; empty: off.
     metrics_address: str = ""
+    # The audit trail's public key ("ed25519:<hex>", printed by verify), held outside the lake: with it,
+    # a trail re-signed under another key, catalog pin included, fails verify. Unset: the catalog's pin.
+    audit_key_fingerprint: str | None = None
 
     def __post_init__(self) -> None:
         _check_row_groups("aggregator", parquet_row_group_size=self.parquet_row_group_size)
@@ -150,8 +154,20 @@ class Settings:
     retention: RetentionConfig = RetentionConfig()
 
 
+def _check_secrets(cfg: config_file.ConfigFile) -> None:
+    """An inline master key is only as secret as the file that holds it."""
+    if cfg.path is None or "master_key" not in cfg.data.get("aggregator", {}):
+        return
+    mode = stat.S_IMODE(cfg.path.stat().st_mode)
+    if mode & 0o077:
+        raise ConfigError(f"config file {cfg.path} holds [aggregator] master_key but is readable by group or others "
+                          f"(mode {mode:o}); run 'chmod 600 {cfg.path}', or better pass the key in "
+                          "LOGLAKE_AGGREGATOR_MASTER_KEY or use key_file or master_key_command")
+
+
 def load(path: str | None, env: dict[str, str] | None = None) -> Settings:
     cfg = config_file.read(path, env)
+    _check_secrets(cfg)
     return Settings(config_file.load_section(AggregatorConfig, cfg, "aggregator"),
                     config_file.load_section(TiersConfig, cfg, "tiers"), transport.load(cfg),
                     config_file.load_section(RetentionConfig, cfg, "retention"))

@@ -25,13 +25,14 @@ import shlex
 import stat
 import subprocess
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from aggregator.catalog import Catalog
+from aggregator.catalog import Catalog, FileEntry
 from aggregator.config import AggregatorConfig
 from aggregator.errors import EncryptionKeyError
 from schemas.durable import write_durably
@@ -96,11 +97,21 @@ def _from_file(path: Path) -> MasterKey:
 
 
 def _from_command(command: str) -> MasterKey:
+    # Only the program is named in messages: a KMS hook's arguments often carry a token.
     try:
-        out = subprocess.run(shlex.split(command), capture_output=True, text=True, timeout=30, check=True).stdout
-    except (OSError, subprocess.SubprocessError) as e:
-        raise EncryptionKeyError(f"master_key_command {command!r} failed ({e}); check the KMS hook") from None
-    return _decode(out, f"master_key_command {command!r}")
+        argv = shlex.split(command)
+    except ValueError:
+        raise EncryptionKeyError("master_key_command is not a valid shell command line (unbalanced quotes)") from None
+    what = f"master_key_command ({Path(argv[0]).name if argv else 'empty'}; arguments not shown)"
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=True).stdout
+    except subprocess.CalledProcessError as e:
+        raise EncryptionKeyError(f"{what} failed with exit status {e.returncode}; check the KMS hook") from None
+    except subprocess.TimeoutExpired:
+        raise EncryptionKeyError(f"{what} did not answer within 30 s; check the KMS hook") from None
+    except OSError as e:
+        raise EncryptionKeyError(f"{what} cannot be run ({e.strerror}); check the KMS hook") from None
+    return _decode(out, what)
 
 
 def load_master(key_file: Path, *, env_key: str | None = None, command: str | None = None,
@@ -179,6 +190,12 @@ class KeyRing:
         self.catalog.rewrap_data_keys(rewrapped, new.key_id)
         self.master = new
         return len(rewrapped)
+
+    def lineage(self, inputs: Iterable[FileEntry]) -> tuple[str, ...]:
+        """The keys that ever encrypted the records of ``inputs`` and can still open a copy of them."""
+        keys = frozenset().union(*(f.lineage for f in inputs))
+        destroyed = {k for k, _, _, gone in self.catalog.data_key_list() if gone}
+        return tuple(sorted(keys - destroyed))
 
     def destroy(self, key_id: str) -> None:
         """Crypto-shred: forget the wrapped key for good."""

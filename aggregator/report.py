@@ -10,7 +10,7 @@ import time
 from collections import defaultdict
 from typing import Any
 
-from aggregator.audit import AuditLog
+from aggregator.audit import AuditLog, who
 from aggregator.compliance import Verification
 from aggregator.config import Settings
 from aggregator.retention import Remover
@@ -42,15 +42,15 @@ def build(settings: Settings, remover: Remover, v: Verification, since_ns: int) 
     events: dict[str, list[dict[str, Any]]] = defaultdict(list)
     queries: dict[str, int] = defaultdict(int)
     since_text = _iso(since_ns)
-    for e in AuditLog(settings.aggregator.data_dir).entries():
-        if e["time"] < since_text:
-            continue
+    for e in AuditLog.of(settings.aggregator, remover.catalog).entries():
+        if e["time"] < since_text or e["action"] == "query-result":
+            continue  # a query is counted once, by the entry written before it ran
         if e["action"] == "query":
-            queries[e["actor"]] += 1
+            queries[who(e)] += 1
         elif e["action"] in ("retention", "erasure") and e["details"].get("status") == "started":
             continue  # the "done" entry carries the counts
         else:
-            events[e["action"]].append({"seq": e["seq"], "time": e["time"], "actor": e["actor"], **e["details"]})
+            events[e["action"]].append({"seq": e["seq"], "time": e["time"], "actor": who(e), **e["details"]})
     return {
         "generated_at": _iso(time.time_ns()),
         "period": {"from": since_text, "to": _iso(time.time_ns())},

@@ -112,7 +112,7 @@ class Remover:
     def __init__(self, settings: Settings, ws: Workspace) -> None:
         self.settings = settings
         self.catalog, self.keyring, self.storage, self.writer = ws.catalog, ws.keyring, ws.storage, ws.writer
-        self.audit = AuditLog(settings.aggregator.data_dir)
+        self.audit = AuditLog.of(settings.aggregator, self.catalog)
 
     @classmethod
     def open(cls, settings: Settings, master: MasterKey) -> Remover:
@@ -155,8 +155,7 @@ class Remover:
     def apply(self, plan: Plan) -> dict[str, Any]:
         """Carry out a plan; returns what was done (also appended to the audit trail)."""
         with self.storage.exclusive():
-            start = self.audit.append(plan.what, {"status": "started", **plan.summary()},
-                                      self.catalog.set_audit_head)
+            start = self.audit.append(plan.what, {"status": "started", **plan.summary()})
             acting = [d for d in plan.decisions if d.action in ("delete", "rewrite")]
             touched_keys = {d.entry.key_id for d in acting}
             held_keys = {d.entry.key_id for d in plan.decisions if d.action == "held"}
@@ -189,7 +188,7 @@ class Remover:
                       "files_reencrypted": len(rekey), "rows_deleted": sum(d.rows for d in acting),
                       "deleted_ranges": len(ranges), "keys_destroyed": destroyed,
                       "kept_by_hold": plan.summary()["kept_by_hold"]}
-            self.audit.append(plan.what, result, self.catalog.set_audit_head)
+            self.audit.append(plan.what, result)
         return result
 
     def _deleted_ranges(self, d: Decision, why_sql: str) -> list[tuple[str, int, int, str]]:

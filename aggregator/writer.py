@@ -48,12 +48,13 @@ class Written:
     traces: tuple[tuple[int, int], ...]
 
     def new_file(self, *, path: str, tier: str, topic: str, partition: str, first_offset: int, last_offset: int,
-                 key_id: str, created_at: int) -> NewFile:
+                 key_id: str, created_at: int, key_lineage: tuple[str, ...] = ()) -> NewFile:
         entry = FileEntry(path=path, tier=tier, topic=topic, partition=partition, first_offset=first_offset,
                           last_offset=last_offset, min_time=self.min_time, max_time=self.max_time, rows=self.rows,
                           bytes=self.bytes, row_groups=self.row_groups,
                           row_group_rows=self.row_group_rows, sha256=self.sha256, key_id=key_id,
-                          namespaces=self.namespaces, containers=self.containers, created_at=created_at)
+                          namespaces=self.namespaces, containers=self.containers, created_at=created_at,
+                          key_lineage=tuple(sorted(set(key_lineage) - {key_id})))
         return NewFile(entry, self.traces)
 
 

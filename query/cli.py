@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from query import export, output, plan
 from query import config as query_config
-from query.connect import Lake, run_sql
+from query.connect import Lake
 from query.errors import QueryError
 from aggregator.selector import Selector, parse_levels, parse_time
 from query.filters import Filters
@@ -49,10 +49,13 @@ class Session:
     def close(self) -> None:
         self.lake.close()
 
-    def run(self, chosen: plan.Plan, sql: str, params: list[object]) -> pa.Table:
-        result = run_sql(self.lake.view(chosen.files, chosen.row_ranges()), sql, params)
-        self.lake.audit("query", {"command": "loglake-query " + " ".join(self.args.argv), "sql": sql,
-                                  "parameters": [str(p) for p in params], "rows": result.num_rows})
+    @property
+    def command(self) -> str:
+        return "loglake-query " + " ".join(self.args.argv)
+
+    def run(self, chosen: plan.Plan, sql: str, params: list[object], user_sql: bool = False) -> pa.Table:
+        what = {"command": self.command, **({"output": str(self.args.output)} if self.args.output else {})}
+        result = self.lake.query(chosen.files, sql, params, rows=chosen.row_ranges(), what=what, user_sql=user_sql)
         if self.args.explain:
             ms = (time.perf_counter() - self.started) * 1000
             print(f"plan: {chosen.describe()}; {result.num_rows} rows in {ms:.1f} ms", file=sys.stderr)
@@ -81,7 +84,7 @@ def filters_of(args: argparse.Namespace, default_since: str | None = None) -> Fi
 
 def _sql(s: Session) -> None:
     s.lake.require_data()
-    s.emit(s.run(plan.everything(s.lake.catalog), s.args.query, []))
+    s.emit(s.run(plan.everything(s.lake.catalog), s.args.query, [], user_sql=True))
 
 
 def _trace(s: Session) -> None:
@@ -112,8 +115,7 @@ def _tail(s: Session) -> None:
         output.write(rows, fmt, tz=s.tz, header=first and fmt == "csv")
 
     where, params = f.where()
-    s.lake.audit("query", {"command": "loglake-query " + " ".join(s.args.argv),
-                           "sql": f"SELECT {LINE_COLUMNS} FROM logs WHERE {where}",
+    s.lake.audit("query", {"command": s.command, "sql": f"SELECT {LINE_COLUMNS} FROM logs WHERE {where}",
                            "parameters": [str(p) for p in params]})
     follow(s.lake, f, LINE_COLUMNS, s.args.lines, s.args.interval, show, follow_new=s.args.follow)
 
@@ -146,7 +148,7 @@ def _export(s: Session) -> None:
     chosen = plan.select(s.lake.catalog, f)
     table = s.run(chosen, sql, params)
     key = export.load_signing_key(_signing_key_path(s), create=True)
-    query = {"command": "loglake-query " + " ".join(s.args.argv), "filters": _filters_doc(f), "sql": sql,
+    query = {"command": s.command, "filters": _filters_doc(f), "sql": sql,
              "parameters": [str(p) for p in params]}
     manifest = export.write(s.args.out, table, query, list(chosen.files), key)
     print(f"exported {table.num_rows} records to {s.args.out}, signed by {manifest['signer']['fingerprint']}")

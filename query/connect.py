@@ -1,11 +1,21 @@
-"""A DuckDB connection with the ``logs`` view over stored files, planned from the catalog.
+"""Reading the lake: the ``logs`` view over stored files, planned from the catalog, audited and sandboxed.
 
 The file list comes from the catalog, never from a directory listing, so a
 query sees exactly the committed files of every tier: hot, warm and cold, each
 record once (compaction swaps files atomically in the catalog). Decryption is
 transparent: each data key is registered with DuckDB and its files are read
-with it. ``connect`` views every file; ``Lake.view`` views a planned subset
-(query.plan), which is how a trace lookup opens only the files holding the trace.
+with it.
+
+Every way to read rows goes through the audit trail *before* it runs, and its
+outcome after (``query`` then ``query-result``): a query that fails, or is
+refused, is still on record. ``Lake.query`` is the path the commands take;
+``connect`` (the Python API) returns a connection whose ``execute`` does the
+same. The DuckDB connection is a sandbox: no file outside the tier
+directories (``enable_external_access = false`` with ``allowed_directories``;
+the keys, the catalog and the audit trail are not in them), no extension
+loading, configuration locked; and user SQL must be one read-only statement,
+so ``COPY … TO``, ``ATTACH``, ``SET`` and the like are refused. Plaintext leaves
+the lake only through ``export`` or ``--output``, which are audited.
 """
 
 from __future__ import annotations
@@ -13,6 +23,7 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -20,12 +31,30 @@ import pyarrow as pa
 from aggregator import config as agg_config
 from aggregator import duck
 from aggregator.audit import AuditLog
-from aggregator.catalog import Catalog, FileEntry, open_catalog
+from aggregator.catalog import TIERS, Catalog, FileEntry, open_catalog
 from aggregator.errors import EncryptionKeyError, StorageError
 from aggregator.keys import DataKey, KeyRing, master_for
 from aggregator.storage import Storage
 from query.errors import QueryError
+from schemas.errors import LoglakeError
 from schemas.record import LOG_SCHEMA, RECORD_ID_SQL
+
+# What user SQL may be: reads. (DuckDB parses PRAGMA version, DESCRIBE, SHOW and SUMMARIZE as SELECT.)
+READ_ONLY = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
+
+
+def check_read_only(sql: str) -> None:
+    """Refuse anything but one read-only statement, with one sentence."""
+    try:
+        statements = duckdb.extract_statements(sql)
+    except duckdb.Error as e:
+        raise QueryError(f"query failed: {duck.first_line(e)}") from None
+    if len(statements) != 1:
+        raise QueryError(f"give exactly one SQL statement (found {len(statements)}); statements cannot be chained")
+    kind = statements[0].type
+    if kind not in READ_ONLY:
+        raise QueryError(f"only read-only SQL (SELECT) is allowed here, not {kind.name}; to take records out "
+                         "of the lake use 'loglake-query export' or --output, which are audited")
 
 
 class Lake:
@@ -44,6 +73,7 @@ class Lake:
             self.catalog.close()
             raise
         self.storage = Storage(settings.aggregator, settings.tiers)
+        self.audit_log = AuditLog.of(settings.aggregator, self.catalog)
         # One DuckDB connection per lake: views are replaced, keys registered once.
         self._con: duckdb.DuckDBPyConnection | None = None
         self._keys: duck.KeyRegistry | None = None
@@ -51,19 +81,54 @@ class Lake:
     def close(self) -> None:
         self.catalog.close()
 
-    def audit(self, action: str, details: dict[str, object]) -> None:
-        """Every query is in the audit trail: who, when, the command and the SQL."""
-        AuditLog(self.settings.aggregator.data_dir).append(action, details, self.catalog.set_audit_head)
+    def audit(self, action: str, details: dict[str, Any]) -> dict[str, Any]:
+        return self.audit_log.append(action, details)
 
     def require_data(self) -> None:
         if self.catalog.totals()[0] == 0:
             raise QueryError(f"the catalog {self.settings.aggregator.catalog_path} lists no stored files yet: "
                              "ship some logs and let loglake-aggregator write them first")
 
-    def view(self, files: Sequence[FileEntry], rows: Mapping[str, Sequence[tuple[int, int]]] | None = None,
-             name: str = "logs") -> duckdb.DuckDBPyConnection:
-        """A connection whose view ``name`` reads exactly ``files`` (only the row ranges ``rows`` gives
-        for a file's catalog path, when it gives any)."""
+    def query(self, files: Sequence[FileEntry], sql: str, params: Sequence[object] = (), *,
+              rows: Mapping[str, Sequence[tuple[int, int]]] | None = None, what: Mapping[str, Any],
+              user_sql: bool = False) -> pa.Table:
+        """Run ``sql`` over the view ``logs`` of ``files``: recorded in the audit trail before it runs
+        (``what`` says who asked for what), its outcome after. ``user_sql``: SQL a person wrote, which
+        must be one read-only statement."""
+        entry = self.audit("query", {**what, "sql": sql, "parameters": [str(p) for p in params],
+                                     "files": len(files)})
+        try:
+            if user_sql:
+                check_read_only(sql)
+            result = run_sql(self._view(files, rows), sql, params)
+        except LoglakeError as e:
+            self.audit("query-result", {"query_seq": entry["seq"], "status": "failed", "error": type(e).__name__})
+            raise
+        self.audit("query-result", {"query_seq": entry["seq"], "status": "ok", "rows": result.num_rows})
+        return result
+
+    def _connection(self) -> duckdb.DuckDBPyConnection:
+        if self._con is None:
+            con = duck.connect()
+            con.execute("SET TimeZone = 'UTC'")
+            # Files are unioned, so rows have no inherent order; every command sorts what it shows. Not
+            # keeping scan order lets DuckDB finish the per-file scans in parallel (trace lookups at 100M
+            # records: p50 18.7 -> 15.9 ms, measured interleaved).
+            con.execute("SET preserve_insertion_order = false")
+            self.storage.configure(con)
+            # The sandbox: only the tier directories are reachable (not keys/, the catalog or the audit
+            # trail beside them), and nothing can undo that.
+            dirs = [self.storage.location(tier, tier) + "/" for tier in TIERS]
+            con.execute("SET allowed_directories = ?", [dirs])
+            con.execute("SET enable_external_access = false")
+            con.execute("SET lock_configuration = true")
+            self._con, self._keys = con, duck.KeyRegistry(con)
+        return self._con
+
+    def _view(self, files: Sequence[FileEntry], rows: Mapping[str, Sequence[tuple[int, int]]] | None = None,
+              name: str = "logs") -> duckdb.DuckDBPyConnection:
+        """The connection, its view ``name`` reading exactly ``files`` (only the row ranges ``rows`` gives
+        for a file's catalog path, when it gives any). Not audited: callers audit what they run on it."""
         by_key: dict[DataKey, list[str]] = defaultdict(list)
         ranges = {}
         for f in files:
@@ -71,16 +136,8 @@ class Lake:
             by_key[self.keyring.get(f.key_id)].append(where)
             if rows and f.path in rows:
                 ranges[where] = rows[f.path]
-        if self._con is None:
-            self._con = duck.connect()
-            self._con.execute("SET TimeZone = 'UTC'")
-            # Files are unioned, so rows have no inherent order; every command sorts what it shows. Not
-            # keeping scan order lets DuckDB finish the per-file scans in parallel (trace lookups at 100M
-            # records: p50 18.7 -> 15.9 ms, measured interleaved).
-            self._con.execute("SET preserve_insertion_order = false")
-            self.storage.configure(self._con)
-            self._keys = duck.KeyRegistry(self._con)
-        con = self._con
+        con = self._connection()
+        assert self._keys is not None
         scan = duck.scan_sql(self._keys, by_key, ranges)
         if not scan:
             con.register("_no_files", LOG_SCHEMA.empty_table())
@@ -89,14 +146,43 @@ class Lake:
         return con
 
 
-def connect(config_path: str | None = None, env: dict[str, str] | None = None) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection with the view ``logs`` over every stored file of every tier."""
+class AuditedConnection:
+    """What ``connect`` returns: ``execute`` runs one read-only statement over ``logs``, audited first."""
+
+    def __init__(self, lake: Lake, con: duckdb.DuckDBPyConnection) -> None:
+        self._lake, self._con = lake, con
+
+    def execute(self, sql: str, params: Sequence[object] | None = None) -> duckdb.DuckDBPyConnection:
+        entry = self._lake.audit("query", {"command": "query.connect (Python API)", "sql": sql,
+                                           "parameters": [str(p) for p in params or ()]})
+        try:
+            check_read_only(sql)
+            return self._con.execute(sql, params or [])
+        except (LoglakeError, duckdb.Error) as e:
+            self._lake.audit("query-result", {"query_seq": entry["seq"], "status": "failed",
+                                              "error": type(e).__name__})
+            raise
+
+    def close(self) -> None:
+        self._con.close()
+        self._lake.close()
+
+    def __enter__(self) -> AuditedConnection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def connect(config_path: str | None = None, env: dict[str, str] | None = None) -> AuditedConnection:
+    """A connection with the view ``logs`` over every stored file of every tier; every statement run on
+    it is in the audit trail."""
     lake = Lake(config_path, env)
     try:
-        lake.audit("query", {"command": "query.connect (Python API: the SQL run on it is not recorded)"})
-        return lake.view(lake.catalog.files())
-    finally:
+        return AuditedConnection(lake, lake._view(lake.catalog.files()))
+    except BaseException:
         lake.close()
+        raise
 
 
 def run_sql(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[object] = ()) -> pa.Table:

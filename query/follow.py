@@ -2,7 +2,8 @@
 
 New records arrive in new hot files. Each poll asks the catalog for hot files
 not seen before and prints their matching records in time order, so a line is
-printed once even when compaction later moves it into a warm file. (A hot file
+printed once even when compaction later moves it into a warm file. The command is
+in the audit trail once, when it starts (query.cli). (A hot file
 compacted away between two polls would be missed; ``[tiers] warm_after_s``
 defaults to minutes, polls are a second apart.)
 """
@@ -33,7 +34,7 @@ def follow(lake: Lake, filters: Filters, columns: str, lines: int, interval_s: f
     where, params = filters.where()
     seen = {f.path for f in lake.catalog.files(tier="hot")}
     chosen = plan.select(lake.catalog, filters)
-    last = run_sql(lake.view(chosen.files), f"SELECT {columns} FROM logs WHERE {where} "
+    last = run_sql(lake._view(chosen.files), f"SELECT {columns} FROM logs WHERE {where} "
                                             f"ORDER BY time DESC, record_id DESC LIMIT {lines}", params)
     show(last.take(list(range(last.num_rows - 1, -1, -1))), True)
     try:
@@ -43,7 +44,7 @@ def follow(lake: Lake, filters: Filters, columns: str, lines: int, interval_s: f
             seen.update(f.path for f in new)
             new = [f for f in new if filters.may_match(f.namespaces, f.containers, f.min_time, f.max_time)]
             if new:
-                show(run_sql(lake.view(new), f"SELECT {columns} FROM logs WHERE {where} ORDER BY time, record_id",
+                show(run_sql(lake._view(new), f"SELECT {columns} FROM logs WHERE {where} ORDER BY time, record_id",
                              params), False)
     except KeyboardInterrupt:
         pass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import sys
 import zoneinfo
 from typing import IO, Any
@@ -73,8 +74,17 @@ def write(table: pa.Table, fmt: str, out: IO[str] | None = None, *, tz: str = "U
 
 
 def write_parquet(table: pa.Table, path: str) -> None:
-    """A plain (unencrypted) Parquet file of a result, for large exports."""
+    """A plain (unencrypted) Parquet file of a result, for large exports: readable by its owner only, and
+    never written through a file that is already there (a planted symlink, someone else's file)."""
     try:
-        pq.write_table(table, path, compression="zstd")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except FileExistsError:
+        raise QueryError(f"{path} already exists; choose a new file for --output") from None
     except OSError as e:
-        raise QueryError(f"cannot write {path}: {e}") from None
+        raise QueryError(f"cannot write {path}: {e.strerror}") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            pq.write_table(table, f, compression="zstd")
+    except OSError as e:
+        os.unlink(path)
+        raise QueryError(f"cannot write {path}: {e.strerror or e}") from None

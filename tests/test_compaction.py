@@ -194,8 +194,8 @@ def test_index_row_groups_hold_the_trace(tmp_path):
         assert sorted(g for (g,) in truth) == groups
         lake = Lake(str(config))
         try:
-            found = lake.view(p.files, p.row_ranges()).execute(
-                "SELECT count(*) FROM logs WHERE trace_id = ?", [trace]).fetchone()[0]
+            found = lake.query(p.files, "SELECT count(*) AS n FROM logs WHERE trace_id = ?", [trace],
+                               rows=p.row_ranges(), what={"command": "test"}).column("n")[0].as_py()
         finally:
             lake.close()
         assert found == con.execute("SELECT count(*) FROM logs WHERE trace_id = ?", [trace]).fetchone()[0] > 0
