@@ -12,6 +12,7 @@ from pathlib import Path
 
 from aggregator import certs, compliance, config, keys
 from aggregator.audit import AuditLog
+from aggregator.errors import EncryptionKeyError
 from aggregator.catalog import open_catalog
 from aggregator.compaction import Compactor, Report
 from aggregator.consume import Aggregator, Periodic
@@ -76,7 +77,7 @@ class RetentionTotals:
 
 def _apply_retention(remover: Remover) -> dict | None:
     plan = remover.retention_plan()
-    if not any(d.action in ("delete", "rewrite") for d in plan.decisions):
+    if not any(d.action in ("delete", "rewrite") for d in plan.decisions) and not remover.retired_ready():
         return None
     return remover.apply(plan)
 
@@ -151,14 +152,42 @@ def _keys(args: argparse.Namespace) -> None:
         elif args.action == "destroy":
             if not args.key_id:
                 raise ConfigError("keys destroy needs the KEY_ID to destroy")
-            ring.destroy(args.key_id)
-            audit.append("keys-destroy", {"event": "data key destroyed by hand", "key_id": args.key_id})
-            print(f"destroyed data key {args.key_id}: files written with it can no longer be read anywhere")
+            _destroy_key(config.load(args.config), ring, args.key_id, args.force)
         else:
+            retired = catalog.retired_data_keys()
             for key_id, scope, master_id, destroyed in catalog.data_key_list():
-                print(f"{key_id}  {scope}  {'destroyed' if destroyed else 'live, wrapped by ' + master_id}")
+                state = ("destroyed" if destroyed else f"retired ({retired[key_id]}), wrapped by {master_id}"
+                         if key_id in retired else f"live, wrapped by {master_id}")
+                print(f"{key_id}  {scope}  {state}")
     finally:
         catalog.close()
+
+
+def _destroy_key(settings: config.Settings, ring: keys.KeyRing, key_id: str, force: bool) -> None:
+    """Destroy a data key by hand. Files still encrypted with it go with it, but only with --force, and
+    never files under a legal hold."""
+    if ring.catalog.data_key(key_id) is None:
+        raise ConfigError(f"there is no data key {key_id}; see 'loglake-aggregator keys list'")
+    remover = Remover.open(settings, ring.master)
+    try:
+        plan = remover.key_destruction_plan(key_id)
+        files = [d.entry for d in plan.decisions]
+        if files and not force:
+            raise ConfigError(f"data key {key_id} still encrypts {len(files)} files ({sum(f.rows for f in files)} "
+                              f"records, e.g. {files[0].tier} {files[0].path}); pass --force to destroy them with it")
+        if not files:
+            remover.keyring.destroy(key_id)
+            remover.audit.append("keys-destroy", {"event": "data key destroyed by hand", "key_id": key_id})
+        else:
+            for f in files:
+                print(f"unreadable from now on: {f.tier} {f.path} ({f.rows} records)")
+            if key_id not in remover.apply(plan)["keys_destroyed"]:
+                raise EncryptionKeyError(f"data key {key_id} was retired, not destroyed: a file written with it "
+                                         "meanwhile still needs it; run the command again")
+    finally:
+        remover.close()
+    print(f"destroyed data key {key_id}: files written with it can no longer be read anywhere"
+          + (f"; {len(files)} files and their records removed from the lake" if files else ""))
 
 
 def _certs(args: argparse.Namespace) -> None:
@@ -221,6 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     k.add_argument("action", choices=["list", "rotate", "destroy"])
     k.add_argument("key_id", nargs="?", help="the data key to destroy")
     k.add_argument("--new-key-file", type=Path, help="rotate: where to create the new master key")
+    k.add_argument("--force", action="store_true",
+                   help="destroy: also when files still need the key (they are listed, then removed)")
     args = parser.parse_args(argv)
     jsonlog.setup(args.log_level)
     try:

@@ -7,6 +7,11 @@ time: sorted by namespace, container and time, in large row groups. Warm files
 of a UTC day that ended ``cold_after_s`` ago become one cold file per partition
 and day, compressed harder, on the cold root (local or ``s3://``).
 
+Files under an active legal hold are never compacted: they stay byte for byte
+as they are (their sha256 is in exports and the audit trail) until the hold is
+released. A job writes a file only for the periods its inputs hold rows of (a
+record far from the others costs one more file, not one per hour between).
+
 A job writes all its outputs, checks that they hold exactly as many rows as its
 inputs, and swaps inputs for outputs in one catalog transaction: a reader
 planning from the catalog sees either the inputs or the outputs, never both and
@@ -28,6 +33,7 @@ from dataclasses import dataclass, field
 from aggregator.catalog import Catalog, FileEntry, NewFile
 from aggregator.config import Settings, TiersConfig
 from aggregator.errors import StorageError
+from aggregator.holds import Hold, holding
 from aggregator.keys import DataKey, MasterKey, key_scope
 from aggregator.storage import Storage
 from aggregator.workspace import Workspace
@@ -47,12 +53,6 @@ class Job:
     partition: str
     period_ns: int                 # HOUR_NS or DAY_NS
     inputs: tuple[FileEntry, ...]
-
-    def periods(self) -> list[int]:
-        """Start of every period any input may hold rows of."""
-        first = min(f.min_time for f in self.inputs) // self.period_ns
-        last = max(f.max_time for f in self.inputs) // self.period_ns
-        return [p * self.period_ns for p in range(first, last + 1)]
 
     def inputs_for(self, start: int) -> list[FileEntry]:
         return [f for f in self.inputs if f.min_time < start + self.period_ns and f.max_time >= start]
@@ -144,10 +144,15 @@ class Compactor:
         report.seconds = time.monotonic() - started
         return report
 
+    def _movable(self, tier: str) -> list[FileEntry]:
+        """Files of a tier that compaction may replace: those no active legal hold covers."""
+        holds: list[Hold] = self.catalog.holds()
+        return [f for f in self.catalog.files(tier) if not holding(holds, f)]
+
     def plan_warm(self, now: int) -> list[Job]:
-        ripe = [f for f in self.catalog.files("hot") if f.created_at <= now - self.tiers.warm_after_s * _SECOND]
+        ripe = [f for f in self._movable("hot") if f.created_at <= now - self.tiers.warm_after_s * _SECOND]
         warm_by_hour: dict[tuple[str, str, int], list[FileEntry]] = defaultdict(list)
-        for f in self.catalog.files("warm"):
+        for f in self._movable("warm"):
             if f.bytes < self.tiers.warm_file_max_bytes:
                 warm_by_hour[(f.topic, f.partition, f.min_time // HOUR_NS)].append(f)
         jobs = []
@@ -159,7 +164,7 @@ class Compactor:
 
     def plan_cold(self, now: int) -> list[Job]:
         cutoff = now - self.tiers.cold_after_s * _SECOND
-        ripe = [f for f in self.catalog.files("warm") if (f.min_time // DAY_NS + 1) * DAY_NS <= cutoff]
+        ripe = [f for f in self._movable("warm") if (f.min_time // DAY_NS + 1) * DAY_NS <= cutoff]
         by_day: dict[tuple[str, str, int], list[FileEntry]] = defaultdict(list)
         for f in ripe:
             by_day[(f.topic, f.partition, f.min_time // DAY_NS)].append(f)
@@ -169,12 +174,10 @@ class Compactor:
         layout = self.layouts[job.tier]
         outputs: list[NewFile] = []
         try:
-            for start in job.periods():
-                inputs = job.inputs_for(start)
-                if inputs:
-                    new = self._write_period(job, start, inputs, layout)
-                    if new is not None:
-                        outputs.append(new)
+            for start in self._periods(job):
+                new = self._write_period(job, start, job.inputs_for(start), layout)
+                if new is not None:
+                    outputs.append(new)
             rows_in, rows_out = sum(f.rows for f in job.inputs), sum(n.entry.rows for n in outputs)
             if rows_in != rows_out:
                 raise StorageError(f"compaction of {job.tier} {job.topic}/{job.partition} read {rows_in} rows "
@@ -189,6 +192,16 @@ class Compactor:
         return Report(jobs=1, files_in=len(job.inputs), files_out=len(outputs), rows=rows_out,
                       bytes_in=sum(f.bytes for f in job.inputs), bytes_out=sum(n.entry.bytes for n in outputs),
                       by_tier={job.tier: len(outputs)})
+
+    def _periods(self, job: Job) -> list[int]:
+        """Start of every period the inputs hold rows of."""
+        files: dict[DataKey, list[str]] = defaultdict(list)
+        for f in job.inputs:
+            files[self.keyring.get(f.key_id)].append(self.storage.location(f.tier, f.path))
+        unit = "hour" if job.period_ns == HOUR_NS else "day"
+        rows = self.writer.con.execute(f"SELECT DISTINCT epoch_ns(date_trunc('{unit}', time)) FROM "
+                                       f"(SELECT time FROM ({self.writer.scan(files)})) ORDER BY 1").fetchall()
+        return [p for (p,) in rows]
 
     def _write_period(self, job: Job, start: int, inputs: list[FileEntry], layout: Layout) -> NewFile | None:
         files: dict[DataKey, list[str]] = defaultdict(list)
@@ -205,7 +218,7 @@ class Compactor:
         return written.new_file(path=rel, tier=job.tier, topic=job.topic, partition=job.partition,
                                 first_offset=min(f.first_offset for f in inputs),
                                 last_offset=max(f.last_offset for f in inputs), key_id=key.key_id,
-                                created_at=time.time_ns())
+                                created_at=time.time_ns(), key_lineage=self.keyring.lineage(inputs))
 
 
 def _by_partition(files: Iterable[FileEntry]) -> dict[tuple[str, str], list[FileEntry]]:

@@ -21,7 +21,7 @@ from aggregator.catalog import Catalog
 from aggregator.retention import Plan, Remover
 from aggregator.selector import Selector, format_time, parse_time
 from aggregator.storage import Storage
-from aggregator.verify import Duplicate, Finding, Gap, check_files, duplicates, gaps
+from aggregator.verify import Duplicate, Finding, Gap, check_files, check_keys, duplicates, gaps
 from schemas.errors import ConfigError
 
 
@@ -91,6 +91,10 @@ def _apply_or_show(remover: Remover, plan: Plan, dry_run: bool) -> None:
     print(f"done: {result['rows_deleted']} records deleted; {result['files_deleted']} files deleted, "
           f"{result['files_rewritten']} rewritten, {result['files_reencrypted']} re-encrypted; "
           f"keys destroyed: {', '.join(result['keys_destroyed']) or 'none'}")
+    if result["keys_retired"]:
+        print(f"not destroyed yet (a held file still needs them; destroyed by the first run after the hold "
+              f"is released): {', '.join(result['keys_retired'])}; until then a backup copy written with "
+              "them can still be opened with the master key")
 
 
 def retention(args: argparse.Namespace) -> None:
@@ -133,8 +137,9 @@ def hold(args: argparse.Namespace) -> None:
 def verification(settings: config.Settings, catalog: Catalog, remover: Remover) -> Verification:
     storage = Storage(settings.aggregator, settings.tiers)
     checked, problems = check_files(catalog, storage)
+    problems += check_keys(catalog, remover.keyring)
     entries, audit_problems = AuditLog.of(settings.aggregator, catalog).verify()
-    unreadable = {p.path for p in problems if p.kind in ("missing", "altered")}
+    unreadable = {p.path for p in problems if p.kind in ("missing", "altered", "unreadable")}
     sources, found = gaps(catalog, storage, remover.keyring, unreadable)
     duplicated, twice = duplicates(catalog, storage, remover.keyring, unreadable)
     return Verification(checked, problems, entries, [str(p) for p in audit_problems], sources, found,

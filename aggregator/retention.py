@@ -7,10 +7,18 @@ file (chosen from its catalog entry) is counted with it, then:
 - a file under an active legal hold is left exactly as it is (reported as kept);
 - a file whose every row goes is removed;
 - a file where some rows go is rewritten without them;
-- every other file encrypted with the same data key as a removed or rewritten
-  one is re-encrypted, so that the old key is needed by no file and is
-  **destroyed** (crypto-shredding): copies of the old files anywhere, backups
-  included, can no longer be read.
+- every key that ever encrypted a removed record (the file's own and, through
+  its ``key_lineage``, the keys of the hot and warm files it was compacted
+  from) must go: every other file still encrypted with one of them is
+  re-encrypted, so the key is needed by no file and is **destroyed**
+  (crypto-shredding): copies of the old files anywhere, backups taken before
+  compaction included, can no longer be read. A key a held file still needs
+  is *retired* instead (never used again, destroyed by the first run after the
+  hold is released), and the result says so.
+
+Retention goes by the later of the event time and the observed time, so a line
+that claims to be old is kept as long as a line the runtime saw at the same
+moment (the shipper bounds the claim; this bounds what a claim can do).
 
 Rewrites use a new data key of the same scope. The catalog swaps old files for
 new ones in one transaction that also records the byte ranges of every deleted
@@ -31,6 +39,7 @@ from aggregator.audit import AuditLog
 from aggregator.catalog import FileEntry, NewFile
 from aggregator.compaction import tidy
 from aggregator.config import RetentionConfig, Settings
+from aggregator.errors import EncryptionKeyError
 from aggregator.holds import holding
 from aggregator.keys import DataKey, MasterKey
 from aggregator.selector import Selector, levels_sql, parse_levels
@@ -100,7 +109,7 @@ class Plan:
 def retention_sql(cfg: RetentionConfig, now_ns: int) -> str:
     """The rule (most specific first) that expires each row, or NULL."""
     def expired(name: str, days: int) -> str:
-        return f"CASE WHEN time < make_timestamp_ns({now_ns - days * DAY_NS}) THEN '{name}' END"
+        return f"CASE WHEN greatest(time, observed_time) < make_timestamp_ns({now_ns - days * DAY_NS}) THEN '{name}' END"
     whens = [f"WHEN {Selector(r.namespace, r.pod, r.container).sql()} AND "
              f"{levels_sql(parse_levels(r.level) if r.level else ())} THEN {expired(r.name, r.days)}"
              for r in cfg.ordered()]
@@ -127,6 +136,7 @@ class Remover:
         now = time.time_ns() if now_ns is None else now_ns
         cfg = self.settings.retention
         shortest = min([cfg.default_days, *(r.days for r in cfg.rules)])
+        # min_time is the earliest event time, never later than the earliest observed one the rule goes by
         candidates = [f for f in self.catalog.files() if f.min_time < now - shortest * DAY_NS]
         return self._plan("retention", retention_sql(cfg, now), candidates,
                           {"now": now, "rules": [r.__dict__ for r in cfg.ordered()], "default_days": cfg.default_days})
@@ -152,18 +162,42 @@ class Remover:
 
     # applying --------------------------------------------------------------
 
+    def key_destruction_plan(self, key_id: str) -> Plan:
+        """Destroying a data key by hand: every file it encrypts goes with it (their records become
+        unreadable). Refused, naming the hold, when a held file needs the key."""
+        files = [f for f in self.catalog.files() if f.key_id == key_id]
+        holds = self.catalog.holds()
+        for f in files:
+            held = holding(holds, f)
+            if held:
+                raise EncryptionKeyError(f"data key {key_id} encrypts {f.path}, which legal hold {held[0].id} "
+                                         f"({held[0].selector.describe()}: {held[0].reason!r}) keeps; release the "
+                                         "hold first")
+        return Plan("key-destroy", "'key destroyed'", [Decision(f, {"key destroyed": f.rows}, ()) for f in files],
+                    {"key_id": key_id})
+
+    def retired_ready(self) -> bool:
+        """Whether a retired key could be destroyed now (no held file needs it any more)."""
+        retired = set(self.catalog.retired_data_keys())
+        if not retired:
+            return False
+        holds = self.catalog.holds()
+        return bool(retired - {f.key_id for f in self.catalog.files() if holding(holds, f)})
+
     def apply(self, plan: Plan) -> dict[str, Any]:
         """Carry out a plan; returns what was done (also appended to the audit trail)."""
         with self.storage.exclusive():
             start = self.audit.append(plan.what, {"status": "started", **plan.summary()})
             acting = [d for d in plan.decisions if d.action in ("delete", "rewrite")]
-            touched_keys = {d.entry.key_id for d in acting}
-            held_keys = {d.entry.key_id for d in plan.decisions if d.action == "held"}
             acting_paths = {d.entry.path for d in acting}
-            others = [f for f in self.catalog.files() if f.key_id in touched_keys and f.path not in acting_paths]
-            held_paths = {d.entry.path for d in plan.decisions if d.action == "held"}
+            # every key that ever encrypted a deleted record, and those earlier runs could not destroy yet
+            doomed = set(self.keyring.lineage(d.entry for d in acting)) | set(self.catalog.retired_data_keys())
+            # retired first, so no writer picks one of them up for a new file while this runs
+            self.catalog.retire_data_keys(sorted(doomed), f"{plan.what} (audit #{start['seq']})")
             holds = self.catalog.holds()
-            rekey = [f for f in others if not holding(holds, f) and f.path not in held_paths]
+            users = [f for f in self.catalog.files() if f.key_id in doomed and f.path not in acting_paths]
+            held_keys = {f.key_id for f in users if holding(holds, f)}
+            rekey = [f for f in users if f.key_id not in held_keys]
             fresh: dict[str, DataKey] = {}
             written: list[NewFile] = []
             try:
@@ -181,13 +215,14 @@ class Remover:
                     self.storage.unlink(new.entry.tier, new.entry.path)
                 raise
             tidy(self.catalog, self.storage, ())
-            destroyed = self.shred(touched_keys - held_keys)
+            destroyed = self.shred(doomed)
+            retired = sorted(doomed - set(destroyed))  # a held file (or one written meanwhile) still needs them
             result = {"status": "done", "started_seq": start["seq"],
                       "files_deleted": sum(1 for d in acting if d.action == "delete"),
                       "files_rewritten": sum(1 for d in acting if d.action == "rewrite"),
                       "files_reencrypted": len(rekey), "rows_deleted": sum(d.rows for d in acting),
                       "deleted_ranges": len(ranges), "keys_destroyed": destroyed,
-                      "kept_by_hold": plan.summary()["kept_by_hold"]}
+                      "keys_retired": retired, "kept_by_hold": plan.summary()["kept_by_hold"]}
             self.audit.append(plan.what, result)
         return result
 
@@ -212,7 +247,8 @@ class Remover:
         layout = Layout(f.row_group_rows, self._zstd_level(f.tier))
         w = self.writer.write(query, self.storage.target(f.tier, rel), key, layout)
         return w.new_file(path=rel, tier=f.tier, topic=f.topic, partition=f.partition, first_offset=f.first_offset,
-                          last_offset=f.last_offset, key_id=key.key_id, created_at=time.time_ns())
+                          last_offset=f.last_offset, key_id=key.key_id, created_at=time.time_ns(),
+                          key_lineage=self.keyring.lineage([f]))
 
     def _zstd_level(self, tier: str) -> int:
         t = self.settings.tiers
@@ -223,7 +259,8 @@ class Remover:
         return next(s for k, s, _, _ in self.catalog.data_key_list() if k == key_id)
 
     def shred(self, candidates: set[str]) -> list[str]:
-        """Destroy the keys among ``candidates`` that no file (listed or pending deletion) needs."""
+        """Destroy the keys among ``candidates`` that no listed file needs (files pending deletion are
+        replaced copies: they become unreadable with the key, which is the point)."""
         in_use = {f.key_id for f in self.catalog.files()}
         destroyed = []
         for key_id in sorted(candidates - in_use):

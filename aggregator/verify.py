@@ -1,7 +1,8 @@
 """Is everything there, unaltered, and accounted for?
 
-- files: every listed file exists with its recorded size and sha256, and no file
-  sits in a tier directory that the catalog does not list;
+- files: every listed file exists with its recorded size and sha256, its data
+  key can be opened, and no file sits in a tier directory that the catalog does
+  not list;
 - completeness: for every source file, the byte ranges no stored record covers
   and no deletion by policy explains, up to the length its shipper reported
   (the proof nothing was lost in transit, tails included: a source the shipper
@@ -22,6 +23,7 @@ import pyarrow as pa
 
 from aggregator import duck
 from aggregator.catalog import TIERS, Catalog
+from aggregator.errors import EncryptionKeyError
 from aggregator.keys import DataKey, KeyRing
 from aggregator.storage import Storage, digest
 from schemas.record import FLAG_TRUNCATED
@@ -29,7 +31,7 @@ from schemas.record import FLAG_TRUNCATED
 
 @dataclass(frozen=True)
 class Finding:
-    kind: str      # missing | altered | unlisted
+    kind: str      # missing | altered | unlisted | unreadable
     tier: str
     path: str
     detail: str
@@ -61,6 +63,21 @@ def check_files(catalog: Catalog, storage: Storage) -> tuple[int, list[Finding]]
                 findings.append(Finding("unlisted", tier, rel, "on storage but not in the catalog (left by an "
                                                                "interrupted write; removed at the next start)"))
     return len(files), findings
+
+
+def check_keys(catalog: Catalog, keyring: KeyRing) -> list[Finding]:
+    """Listed files whose data key cannot be opened (destroyed, or not in the catalog)."""
+    findings, bad = [], {}
+    for f in catalog.files():
+        if f.key_id not in bad:
+            try:
+                keyring.get(f.key_id)
+                bad[f.key_id] = None
+            except EncryptionKeyError as e:
+                bad[f.key_id] = str(e)
+        if bad[f.key_id]:
+            findings.append(Finding("unreadable", f.tier, f.path, f"{bad[f.key_id]} ({f.rows} records)"))
+    return findings
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ import urllib.request
 from collections import Counter
 from pathlib import Path
 
+import duckdb
 import orjson
 import pytest
 
@@ -201,8 +202,9 @@ def test_index_row_groups_hold_the_trace(tmp_path):
         assert found == con.execute("SELECT count(*) FROM logs WHERE trace_id = ?", [trace]).fetchone()[0] > 0
     assert plan.trace(catalog(tmp_path), rare).row_ranges() == {f.path: [(4096, 6143)]}
     # DuckDB cuts row groups at exactly the configured size (what the index assumes), seen unencrypted
-    con.execute(f"COPY (SELECT * FROM range(5000)) TO '{tmp_path}/plain.parquet' (ROW_GROUP_SIZE 2048)")
-    assert [r for (r,) in con.execute("SELECT row_group_num_rows FROM parquet_metadata(?) ORDER BY row_group_id",
+    plain = duckdb.connect()
+    plain.execute(f"COPY (SELECT * FROM range(5000)) TO '{tmp_path}/plain.parquet' (ROW_GROUP_SIZE 2048)")
+    assert [r for (r,) in plain.execute("SELECT row_group_num_rows FROM parquet_metadata(?) ORDER BY row_group_id",
                                       [f"{tmp_path}/plain.parquet"]).fetchall()] == [2048, 2048, 904]
 
 
