@@ -147,17 +147,24 @@ class Lake:
 
 
 class AuditedConnection:
-    """What ``connect`` returns: ``execute`` runs one read-only statement over ``logs``, audited first."""
+    """What ``connect`` returns: ``execute`` and ``sql`` run one read-only statement over ``logs``, each
+    recorded in the audit trail before it runs (a failure after it)."""
 
     def __init__(self, lake: Lake, con: duckdb.DuckDBPyConnection) -> None:
         self._lake, self._con = lake, con
 
     def execute(self, sql: str, params: Sequence[object] | None = None) -> duckdb.DuckDBPyConnection:
+        return self._run(sql, params, lambda: self._con.execute(sql, params or []))
+
+    def sql(self, sql: str) -> duckdb.DuckDBPyRelation:
+        return self._run(sql, None, lambda: self._con.sql(sql))
+
+    def _run(self, sql: str, params: Sequence[object] | None, run: Any) -> Any:
         entry = self._lake.audit("query", {"command": "query.connect (Python API)", "sql": sql,
                                            "parameters": [str(p) for p in params or ()]})
         try:
             check_read_only(sql)
-            return self._con.execute(sql, params or [])
+            return run()
         except (LoglakeError, duckdb.Error) as e:
             self._lake.audit("query-result", {"query_seq": entry["seq"], "status": "failed",
                                               "error": type(e).__name__})
