@@ -49,6 +49,13 @@ class ShipperConfig:
     # Redaction before anything leaves the node: built-in rules by name, plus custom regexes.
     redact: tuple[str, ...] = ("bearer_token", "url_password", "aws_access_key", "card_number", "email")
     redact_patterns: tuple[str, ...] = ()
+    # A line's own time (a JSON or logfmt time field) is the workload's word: it is kept as the event time
+    # only this far before or after the runtime's time of the line (a plain file's: when it was read).
+    # A claim outside the window, or that is no time at all, gives way to the runtime's time and is kept as
+    # attribute _claimed_time (flag time_claimed), so no line can place itself outside retention or spread
+    # over partitions the lake has to walk.
+    event_time_max_past_s: int = 7 * 24 * 3600
+    event_time_max_future_s: int = 3600
     # Batches sent but not yet acknowledged, at most.
     max_inflight_batches: int = 64
     # While the transport is down, batches wait on disk (<data_dir>/buffer) up to this size;
@@ -78,4 +85,7 @@ def load(path: str | None, env: dict[str, str] | None = None) -> Settings:
         raise ConfigError("[shipper] include is empty; list the globs of the log files to ship")
     if shipper.batch_max_bytes < 1024:
         raise ConfigError("[shipper] batch_max_bytes must be at least 1024")
+    for name in ("event_time_max_past_s", "event_time_max_future_s"):
+        if getattr(shipper, name) < 0:
+            raise ConfigError(f"[shipper] {name} must be 0 or more (seconds)")
     return Settings(shipper, transport.load(cfg))

@@ -15,8 +15,8 @@ from collections import Counter
 
 import orjson
 
-from schemas.record import (FLAG_BAD_PREFIX, FLAG_INVALID_UTF8, FLAG_NON_OBJECT_JSON, FLAG_PARTIAL, FLAG_REDACTED,
-                            FLAG_TRUNCATED, SEVERITY_NUMBERS)
+from schemas.record import (CLAIMED_TIME_ATTRIBUTE, FLAG_BAD_PREFIX, FLAG_INVALID_UTF8, FLAG_NON_OBJECT_JSON,
+                            FLAG_PARTIAL, FLAG_REDACTED, FLAG_TIME_CLAIMED, FLAG_TRUNCATED, SEVERITY_NUMBERS)
 from shipper._lines import Processing, RecordBuilder as _Native, detect_format
 from shipper.batch import Records
 from shipper.config import ShipperConfig
@@ -26,7 +26,8 @@ from shipper.tail import Chunk
 __all__ = ["RecordBuilder", "detect_format", "processing"]
 
 _FLAGS = {"truncated": FLAG_TRUNCATED, "invalid_utf8": FLAG_INVALID_UTF8, "partial": FLAG_PARTIAL,
-          "bad_prefix": FLAG_BAD_PREFIX, "non_object_json": FLAG_NON_OBJECT_JSON, "redacted": FLAG_REDACTED}
+          "bad_prefix": FLAG_BAD_PREFIX, "non_object_json": FLAG_NON_OBJECT_JSON, "redacted": FLAG_REDACTED,
+          "time_claimed": FLAG_TIME_CLAIMED}
 
 
 def processing(cfg: ShipperConfig) -> Processing:
@@ -34,7 +35,9 @@ def processing(cfg: ShipperConfig) -> Processing:
     return Processing(max_record_bytes=cfg.max_record_bytes, redact=list(cfg.redact),
                       redact_patterns=list(cfg.redact_patterns), multiline=list(cfg.multiline),
                       multiline_patterns=list(cfg.multiline_patterns), multiline_flush_ms=cfg.multiline_flush_ms,
-                      labels=list(cfg.labels.items()), flags=_FLAGS, severities=SEVERITY_NUMBERS)
+                      labels=list(cfg.labels.items()), event_time_max_past_s=cfg.event_time_max_past_s,
+                      event_time_max_future_s=cfg.event_time_max_future_s,
+                      claimed_time_attribute=CLAIMED_TIME_ATTRIBUTE, flags=_FLAGS, severities=SEVERITY_NUMBERS)
 
 
 class RecordBuilder:

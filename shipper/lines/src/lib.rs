@@ -33,13 +33,16 @@ struct Processing {
 
 #[pymethods]
 impl Processing {
-    /// `flags`: schemas.record's FLAG_* bits by kind; `severities`: schemas.record.SEVERITY_NUMBERS.
+    /// `flags`: schemas.record's FLAG_* bits by kind; `severities`: schemas.record.SEVERITY_NUMBERS;
+    /// `claimed_time_attribute`: schemas.record.CLAIMED_TIME_ATTRIBUTE.
     #[new]
     #[pyo3(signature = (*, max_record_bytes, redact, redact_patterns, multiline, multiline_patterns,
-                        multiline_flush_ms, labels, flags, severities))]
+                        multiline_flush_ms, labels, event_time_max_past_s, event_time_max_future_s,
+                        claimed_time_attribute, flags, severities))]
     #[allow(clippy::too_many_arguments)]
     fn new(max_record_bytes: usize, redact: Vec<String>, redact_patterns: Vec<String>, multiline: Vec<String>,
            multiline_patterns: Vec<String>, multiline_flush_ms: u64, labels: Vec<(String, String)>,
+           event_time_max_past_s: u64, event_time_max_future_s: u64, claimed_time_attribute: String,
            flags: &Bound<'_, PyDict>, severities: &Bound<'_, PyDict>) -> PyResult<Self> {
         let mut levels = [0; 6];
         for (i, name) in ["TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"].into_iter().enumerate() {
@@ -52,6 +55,7 @@ impl Processing {
             bad_prefix: dict_int(flags, "bad_prefix")?,
             non_object_json: dict_int(flags, "non_object_json")?,
             redacted: dict_int(flags, "redacted")?,
+            time_claimed: dict_int(flags, "time_claimed")?,
         };
         Ok(Processing {
             inner: Arc::new(records::Processing {
@@ -62,6 +66,8 @@ impl Processing {
                 labels,
                 flags,
                 parser: parse::Parser::new(levels),
+                event_time: timestamp::Window::from_secs(event_time_max_past_s, event_time_max_future_s),
+                claimed_time_attribute,
             }),
         })
     }

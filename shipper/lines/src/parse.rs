@@ -59,11 +59,18 @@ fn numeric_level_index(n: i64) -> Option<usize> {
 const PLAIN_LEVELS: [&str; 11] =
     ["TRACE", "DEBUG", "INFO", "NOTICE", "WARN", "WARNING", "ERROR", "ERR", "CRITICAL", "FATAL", "PANIC"];
 
+/// The time a line says it was written: the value as written, and as nanoseconds since the epoch
+/// if it is a time from 1970 to 2262.
+pub struct Claim<'a> {
+    pub raw: Val<'a>,
+    pub ns: Option<i64>,
+}
+
 pub struct Parsed<'a> {
     pub body: Cow<'a, str>,
     pub severity_text: Option<Cow<'a, str>>,
     pub severity_number: i32,
-    pub time_ns: Option<i64>,
+    pub time: Option<Claim<'a>>,
     pub trace_id: Option<Cow<'a, str>>,
     pub span_id: Option<Cow<'a, str>>,
     pub attributes: Fields<'a>,
@@ -72,7 +79,7 @@ pub struct Parsed<'a> {
 
 impl<'a> Parsed<'a> {
     fn plain(body: &'a str) -> Self {
-        Parsed { body: Cow::Borrowed(body), severity_text: None, severity_number: 0, time_ns: None, trace_id: None,
+        Parsed { body: Cow::Borrowed(body), severity_text: None, severity_number: 0, time: None, trace_id: None,
                  span_id: None, attributes: Vec::new(), non_object_json: false }
     }
 }
@@ -215,8 +222,10 @@ impl Parser {
                 }
             }
         }
-        Parsed { body, severity_text, severity_number, time_ns: time.as_ref().and_then(|t| time_ns(t, clock)),
-                 trace_id, span_id, attributes: fields, non_object_json: false }
+        // A null time claims nothing; any other value is a claim, kept as written if it is not believed.
+        let time = time.filter(|t| t.raw() != Some("null")).map(|raw| Claim { ns: time_ns(&raw, clock), raw });
+        Parsed { body, severity_text, severity_number, time, trace_id, span_id, attributes: fields,
+                 non_object_json: false }
     }
 
     /// `key=value key2="quoted value"` → fields, or None if the line is not logfmt.
@@ -277,7 +286,7 @@ impl Parser {
     }
 }
 
-/// Epoch seconds/ms/us/ns by magnitude, or an RFC 3339 string.
+/// Epoch seconds/ms/us/ns by magnitude, or an RFC 3339 string; None if it is no time from 1970 to 2262.
 fn time_ns(v: &Val, clock: &mut SecondCache) -> Option<i64> {
     if let Some(s) = v.as_str() {
         return clock.parse_ns(s.as_bytes());
@@ -290,9 +299,11 @@ fn time_ns(v: &Val, clock: &mut SecondCache) -> Option<i64> {
     if is_integer_literal(raw) {
         let n: i64 = raw.parse().ok()?;
         let scale = SCALES.iter().find(|(limit, _)| (n.unsigned_abs() as f64) < *limit).map_or(1, |(_, s)| *s);
-        return n.checked_mul(scale);
+        return n.checked_mul(scale).filter(|&ns| ns >= 0);
     }
     let f: f64 = raw.parse().ok()?;
     let scale = SCALES.iter().find(|(limit, _)| f.abs() < *limit).map_or(1, |(_, s)| *s);
-    Some((f * scale as f64) as i64)
+    let ns = f * scale as f64;
+    // `as` saturates (1e400 would become 2262) and takes NaN to 1970: only a value that fits is a time.
+    (0.0..i64::MAX as f64).contains(&ns).then_some(ns as i64)
 }

@@ -17,7 +17,7 @@ use crate::multiline::{Event, MultilineJoiner};
 use crate::parse::Parser;
 use crate::partial::{Joined, PartialJoiner, Stream};
 use crate::redact::Redactor;
-use crate::timestamp::SecondCache;
+use crate::timestamp::{SecondCache, Window};
 use crate::{cri, docker};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -57,11 +57,12 @@ pub struct Flags {
     pub bad_prefix: i32,
     pub non_object_json: i32,
     pub redacted: i32,
+    pub time_claimed: i32,
 }
 
 /// Input problems counted for metrics, by kind.
-pub const KINDS: [&str; 7] =
-    ["bad_prefix", "empty_line", "nul_bytes", "truncated", "invalid_utf8", "partial", "non_object_json"];
+pub const KINDS: [&str; 8] = ["bad_prefix", "empty_line", "nul_bytes", "truncated", "invalid_utf8", "partial",
+                              "non_object_json", "time_claimed"];
 const BAD_PREFIX: usize = 0;
 const EMPTY_LINE: usize = 1;
 const NUL_BYTES: usize = 2;
@@ -75,6 +76,10 @@ pub struct Processing {
     pub labels: Vec<(String, String)>,
     pub flags: Flags,
     pub parser: Parser,
+    /// Where a line's own time is believed, around the runtime's.
+    pub event_time: Window,
+    /// The attribute that keeps a time claim not believed (schemas.record.CLAIMED_TIME_ATTRIBUTE).
+    pub claimed_time_attribute: String,
 }
 
 pub struct Builder {
@@ -252,11 +257,27 @@ impl Builder {
                 flags |= f.redacted;
             }
         }
-        let p = proc.parser.parse(&text, &mut self.text_clock);
+        let mut p = proc.parser.parse(&text, &mut self.text_clock);
         if p.non_object_json {
             flags |= f.non_object_json;
         }
-        for (i, bit) in [(3, f.truncated), (4, f.invalid_utf8), (5, f.partial), (6, f.non_object_json)] {
+        // The workload's word on its time stands only near the runtime's: a far claim would put the record
+        // outside retention or spread it over partitions the lake has to walk.
+        let mut time = time_ns;
+        if let Some(claim) = p.time.take() {
+            match claim.ns.filter(|&t| proc.event_time.admits(t, time_ns)) {
+                Some(t) => time = t,
+                None => {
+                    flags |= f.time_claimed;
+                    let name = proc.claimed_time_attribute.as_str();
+                    // The line's own field of that name would pass for the shipper's mark: it gives way.
+                    p.attributes.retain(|(k, _)| k != name);
+                    p.attributes.push((Cow::Borrowed(name), claim.raw));
+                }
+            }
+        }
+        for (i, bit) in [(3, f.truncated), (4, f.invalid_utf8), (5, f.partial), (6, f.non_object_json),
+                         (7, f.time_claimed)] {
             if flags & bit != 0 {
                 self.counts[i] += 1;
             }
@@ -264,7 +285,6 @@ impl Builder {
         let b = &mut out.buf;
         // Fields at their wire default are left out (schemas/wire.py): observed_time equal to time,
         // severity_number 0, flags 0.
-        let time = p.time_ns.filter(|&t| t != 0).unwrap_or(time_ns);
         b.extend_from_slice(b"{\"time\":");
         write_int(b, time);
         if time != time_ns {

@@ -1,4 +1,35 @@
-//! RFC 3339 timestamps, as kubelet, Docker and applications write them.
+//! RFC 3339 timestamps, as kubelet, Docker and applications write them, and the window a line's own
+//! time must fall in to be believed.
+
+const NS: i64 = 1_000_000_000;
+
+/// Seconds and nanoseconds since the epoch as one count of nanoseconds, if it is a time records can hold:
+/// from 1970-01-01 to 2262-04-11 (the end of i64 nanoseconds). Never wraps: a year-9999 claim must not
+/// come out as 1816.
+pub fn epoch_ns(seconds: i64, frac_ns: i64) -> Option<i64> {
+    seconds.checked_mul(NS)?.checked_add(frac_ns).filter(|&ns| ns >= 0)
+}
+
+/// How far a line's own time may lie from the runtime's for the line to keep it.
+#[derive(Clone, Copy)]
+pub struct Window {
+    max_past_ns: i64,
+    max_future_ns: i64,
+}
+
+impl Window {
+    /// From seconds; a window too wide for i64 nanoseconds is as wide as they go.
+    pub fn from_secs(max_past_s: u64, max_future_s: u64) -> Self {
+        let ns = |s: u64| i64::try_from(s).ok().and_then(|s| s.checked_mul(NS)).unwrap_or(i64::MAX);
+        Window { max_past_ns: ns(max_past_s), max_future_ns: ns(max_future_s) }
+    }
+
+    /// Whether a line written at `observed_ns` (the runtime's time) may say it happened at `claimed_ns`.
+    pub fn admits(&self, claimed_ns: i64, observed_ns: i64) -> bool {
+        observed_ns.saturating_sub(self.max_past_ns) <= claimed_ns
+            && claimed_ns <= observed_ns.saturating_add(self.max_future_ns)
+    }
+}
 
 /// Days from 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
 fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
@@ -48,12 +79,13 @@ impl SecondCache {
     }
 
     /// Nanoseconds since the epoch: a fraction of any length (the first 9 digits count), then Z or ±hh:mm.
+    /// None also for a time outside what `epoch_ns` can hold.
     pub fn parse_ns(&mut self, ts: &[u8]) -> Option<i64> {
         let seconds = self.epoch(ts)?;
         // The form kubelet and Docker write: .nnnnnnnnnZ
         if ts.len() == 30 && ts[19] == b'.' && ts[29] == b'Z' {
             if let Some(frac) = digits(&ts[20..29]) {
-                return Some(seconds * 1_000_000_000 + frac);
+                return epoch_ns(seconds, frac);
             }
         }
         let mut rest = &ts[19..];
@@ -75,6 +107,6 @@ impl SecondCache {
             }
             _ => return None,
         };
-        Some((seconds - offset) * 1_000_000_000 + frac_ns)
+        epoch_ns(seconds - offset, frac_ns)
     }
 }
