@@ -18,12 +18,14 @@ from pathlib import Path
 import pyarrow as pa
 
 from query import export, output, plan
+from aggregator import config as agg_config
 from query import config as query_config
 from query.connect import Lake
 from query.errors import QueryError
 from aggregator.selector import Selector, parse_levels, parse_time
 from query.filters import Filters
 from query.follow import follow
+from schemas.durable import write_durably
 from schemas.errors import LoglakeError
 
 LINE_COLUMNS = "time, namespace, pod, container, stream, severity_text AS level, trace_id, body"
@@ -134,8 +136,19 @@ def _stats(s: Session) -> None:
                  f"GROUP BY ALL ORDER BY ALL", params))
 
 
-def _signing_key_path(s: Session) -> Path:
-    return s.cfg.export_key_file or s.lake.settings.aggregator.data_dir / "keys" / "export-signing.key"
+def _signing_key_path(config_path: str | None) -> Path:
+    """The export signing key: ``[query] export_key_file``, else ``<data_dir>/keys/export-signing.key``
+    (read from the config alone: no catalog or master key is needed)."""
+    return (query_config.load(config_path).export_key_file
+            or agg_config.load(config_path).aggregator.data_dir / "keys" / "export-signing.key")
+
+
+def _public_key_file(key_path: Path, key: object) -> Path:
+    """The signer's public key beside its private key, for whoever must check the archives."""
+    pub = key_path.with_name(key_path.stem + ".pub.pem")
+    if not pub.exists():
+        write_durably(pub, export.public_pem(key), mode=0o644)  # type: ignore[arg-type]
+    return pub
 
 
 def _export(s: Session) -> None:
@@ -147,11 +160,13 @@ def _export(s: Session) -> None:
     sql = f"SELECT * FROM logs WHERE {where} ORDER BY time, record_id"
     chosen = plan.select(s.lake.catalog, f)
     table = s.run(chosen, sql, params)
-    key = export.load_signing_key(_signing_key_path(s), create=True)
+    key_path = _signing_key_path(s.args.config)
+    key = export.load_signing_key(key_path, create=True)
     query = {"command": s.command, "filters": _filters_doc(f), "sql": sql,
              "parameters": [str(p) for p in params]}
     manifest = export.write(s.args.out, table, query, list(chosen.files), key)
-    print(f"exported {table.num_rows} records to {s.args.out}, signed by {manifest['signer']['fingerprint']}")
+    print(f"exported {table.num_rows} records to {s.args.out}, signed by {manifest['signer']['fingerprint']} "
+          f"(public key: {_public_key_file(key_path, key)}; check with verify-export --public-key)")
 
 
 def _filters_doc(f: Filters) -> dict[str, object]:
@@ -159,16 +174,19 @@ def _filters_doc(f: Filters) -> dict[str, object]:
     return {k: v for k, v in fields.items() if v not in (None, (), False)}
 
 
-def _verify_export(s: Session) -> int:
+def _verify_export(args: argparse.Namespace) -> int:
+    """Needs only the archive and a key to trust: no lake, catalog or master key (another machine)."""
     trusted = None
-    if s.args.public_key:
-        trusted = export.load_public_key(s.args.public_key)
-    elif _signing_key_path(s).exists():
-        trusted = export.load_signing_key(_signing_key_path(s), create=False).public_key()
-    v = export.verify(s.args.archive, trusted)
-    print(f"{s.args.archive}: intact, {v.rows} records, signed by {v.signer}"
-          + ("" if v.trusted else " (checked only against the key inside the archive: pass --public-key to "
-                                  "check who signed it)"))
+    if args.public_key:
+        trusted = export.load_public_key(args.public_key)
+    elif not args.trust_embedded_key:
+        local = _signing_key_path(args.config)  # the signer's own machine: its key is not in the archive
+        if local.exists():
+            trusted = export.load_signing_key(local, create=False).public_key()
+    v = export.verify(args.archive, trusted, trust_embedded=args.trust_embedded_key, max_bytes=args.max_bytes)
+    print(f"{args.archive}: intact, {v.rows} records, signed by {v.signer}"
+          + ("" if v.trusted else " (integrity only: checked against the key inside the archive, which says "
+                                  "nothing about who signed it; pass --public-key for that)"))
     print(f"query: {v.query.get('command')}")
     return 0
 
@@ -225,12 +243,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="the archive to write, e.g. case.zip")
     p = sub.add_parser("verify-export", parents=[common], help="check a case archive's digests and signature")
     p.add_argument("archive", type=Path)
-    p.add_argument("--public-key", type=Path, help="the signer's public key (PEM) to trust")
+    p.add_argument("--public-key", type=Path, help="the signer's public key (PEM) to trust, from the signer")
+    p.add_argument("--trust-embedded-key", action="store_true",
+                   help="with no trusted key: check integrity only, against the key inside the archive")
+    p.add_argument("--max-bytes", type=int, default=export.DEFAULT_MAX_BYTES,
+                   help="largest record data to read (uncompressed bytes; default 4 GiB)")
     return top
 
 
-COMMANDS = {"sql": _sql, "trace": _trace, "logs": _logs, "tail": _tail, "stats": _stats, "export": _export,
-            "verify-export": _verify_export}
+COMMANDS = {"sql": _sql, "trace": _trace, "logs": _logs, "tail": _tail, "stats": _stats, "export": _export}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -238,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     args.argv = argv
     try:
+        if args.command == "verify-export":
+            return _verify_export(args)
         session = Session(args)
         try:
             return COMMANDS[args.command](session) or 0

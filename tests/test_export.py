@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from query.cli import main as q
+from query.export import fingerprint
 from tests.conftest import fill_lake, lake_trace, write_config
 
 
@@ -88,6 +89,7 @@ def test_tampering_is_detected(case, capsys):
         if name == "manifest.json":
             m = json.loads(data)
             m["rows"] = 0
+            m["signer"]["fingerprint"] = fingerprint(other.public_key())  # a consistent forger
             m["signer"]["public_key_pem"] = other.public_key().public_bytes(
                 serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
             resign.body = json.dumps(m).encode()
