@@ -18,6 +18,8 @@ from aggregator.catalog import FileEntry, Mark, NewFile
 from aggregator.holds import Hold
 from aggregator.selector import Selector
 from aggregator.errors import CatalogConflictError, EncryptionKeyError
+from schemas.durable import make_private_dirs
+from schemas.record import MAX_SOURCE_OFFSET
 from schemas.wire import Extent
 
 SCHEMA_VERSION = 3
@@ -121,7 +123,7 @@ def _entry(row: Sequence[object]) -> FileEntry:
 
 class SqliteCatalog:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_private_dirs(path.parent)
         self.path = path
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=60)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -165,8 +167,10 @@ class SqliteCatalog:
                                "updated_at = excluded.updated_at",
                                [(e.source_id, e.path, e.length, int(e.sealed), time.time_ns()) for e in extents])
             if marks:
+                # a mark past any real file (a forgery stored before batches were validated) is replaced
                 db.executemany("INSERT INTO source_marks VALUES (?, ?, ?, ?, ?) ON CONFLICT DO UPDATE "
-                               "SET max_offset = max(max_offset, excluded.max_offset)",
+                               f"SET max_offset = CASE WHEN max_offset >= {MAX_SOURCE_OFFSET} THEN excluded.max_offset "
+                               "ELSE max(max_offset, excluded.max_offset) END",
                                [(topic, partition, sid, stream, off) for (sid, stream), off in marks.items()])
             if new is not None:
                 self._insert(new)

@@ -3,7 +3,11 @@
 Per partition, decoded records wait in a buffer until it is big or old enough;
 then one Parquet file is written, named after the offsets it holds, and its
 catalog entry is committed together with the position after its last offset.
-A batch that cannot be decoded is quarantined and its offset counts as consumed.
+A batch that cannot be decoded, or that no shipper could have sent
+(aggregator.validate: a source of another node, an impossible offset, …), is
+quarantined before it reaches dedup, and its offset counts as consumed; so is
+whatever a transport could not read as a batch (aggregator.quarantine.Unreadable).
+The data directory must be private to the aggregator's user (schemas.durable).
 The source lengths batches report (schemas.wire positions) are committed with
 the file, so ``verify`` knows how long every source is.
 Background jobs (compaction every ``[tiers] compact_interval_s``, retention
@@ -24,16 +28,19 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from aggregator import validate
 from aggregator.catalog import TIERS, Catalog
 from aggregator.compaction import tidy
 from aggregator.config import AggregatorConfig
 from aggregator.dedup import Dedup
+from aggregator.errors import StorageError
 from aggregator.keys import KeyRing, key_scope
-from aggregator.quarantine import Quarantine
+from aggregator.quarantine import Quarantine, Unreadable
 from aggregator.source import Message, Source
 from aggregator.storage import Storage
 from aggregator.writer import Layout, ParquetWriter
 from schemas import record, wire
+from schemas.durable import require_private_dir
 from schemas.errors import WireError
 from schemas.transport import safe_name
 
@@ -116,11 +123,20 @@ class Aggregator:
         buf.last_offset = msg.offset
         self.stats["batches_consumed"] += 1
         try:
+            if isinstance(msg.value, Unreadable):
+                raise WireError(msg.value.reason, msg.value.note)
             batch = wire.decode(msg.value)
             extents = wire.extents(batch)
-            table = self.dedup.filter(msg.partition, record.from_wire(wire.to_table(batch)))
+            table = wire.to_table(batch)
+            validate.check(batch, table, extents)
+            table = self.dedup.filter(msg.partition, record.from_wire(table))
         except WireError as e:
-            self.quarantine.put(self.source.topic, msg.partition, msg.offset, msg.value, e.reason, str(e))
+            try:
+                self.quarantine.put(self.source.topic, msg.partition, msg.offset, msg.value, e.reason, str(e))
+            except OSError as oe:
+                raise StorageError(f"cannot write quarantine file for {msg.partition} offset {msg.offset} in "
+                                   f"{self.quarantine.root}: {oe.strerror}; free space or fix permissions, "
+                                   "then start again") from None
             self.stats["batches_quarantined"] += 1
             self.quarantined_by_reason[e.reason] = self.quarantined_by_reason.get(e.reason, 0) + 1
             log.warning("batch quarantined", extra={"partition": msg.partition, "offset": msg.offset,
@@ -185,6 +201,7 @@ class Aggregator:
             job.close(worker)
 
     async def run(self, once: bool = False, poll_timeout: float = 0.2) -> None:
+        require_private_dir(self.cfg.data_dir, "aggregator data directory")
         self.recover()
         self.source.on_revoke = self.flush_partitions
         await self.source.start(lambda: self.catalog.positions(self.source.topic))

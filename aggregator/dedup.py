@@ -13,19 +13,47 @@ changes, a container's records may move to another partition and arrive out of
 order across the two; separate marks then let a duplicate through rather than
 drop a new record. Marks are committed in the same catalog transaction as the
 file that holds the records, so a restart sees exactly the marks of what is stored.
+
+A mark is only as good as the records that set it: aggregator.validate keeps
+out batches no shipper could send before they get here. A mark beyond any
+record a shipper can send (schemas.record.MAX_SOURCE_OFFSET), left by a
+forged batch consumed before that check existed, is not used (warned about at
+start): it would drop every later record of its source. Without it a resend of
+that source may be stored twice (``verify`` names such duplicates), which is
+the side dedup errs on.
 """
 
 from __future__ import annotations
 
+import logging
+
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from schemas.record import MAX_SOURCE_OFFSET
+
 Mark = tuple[str, str]  # (source_id, stream or "")
+log = logging.getLogger("loglake.aggregator")
+
+
+def _plausible(marks: dict[str, dict[Mark, int]]) -> dict[str, dict[Mark, int]]:
+    out: dict[str, dict[Mark, int]] = {}
+    for partition, by_mark in marks.items():
+        out[partition] = {}
+        for mark, offset in by_mark.items():
+            if offset < MAX_SOURCE_OFFSET:
+                out[partition][mark] = offset
+            else:
+                log.warning("dedup mark beyond any source offset ignored (left by a forged batch); resent "
+                            "records of this source may be stored twice",
+                            extra={"partition": partition, "source_id": mark[0], "stream": mark[1],
+                                   "offset": offset})
+    return out
 
 
 class Dedup:
     def __init__(self, marks: dict[str, dict[Mark, int]]) -> None:
-        self._marks = marks                      # partition -> mark -> max stored offset
+        self._marks = _plausible(marks)          # partition -> mark -> max stored offset
         self._changed: dict[str, set[Mark]] = {}  # moved since the partition's last commit
         self.dropped = 0
 

@@ -52,6 +52,8 @@ FLAG_TIME_CLAIMED = 1 << 6   # the line claimed a time outside the allowed windo
                              # ``time`` is the runtime's and the claim is kept in attributes (_claimed_time)
 KNOWN_FLAGS = (1 << 7) - 1   # a record with any other bit set is not from this format
 CLAIMED_TIME_ATTRIBUTE = "_claimed_time"
+# No source offset reaches this (256 TiB: no log file is that long); the lake refuses records past it.
+MAX_SOURCE_OFFSET = 1 << 48
 
 # OpenTelemetry SeverityNumber: the first number of each range.
 SEVERITY_NUMBERS: dict[str, int] = {

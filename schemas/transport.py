@@ -10,6 +10,12 @@ Spool layout: ``<dir>/<node>/<seq>.batch`` where ``seq`` is a zero-padded,
 strictly increasing integer per node. A segment is one wire-format batch,
 written to a temporary name, fsynced and renamed, so a reader never sees half a
 segment. The node directory is the spool's "partition" and ``seq`` its offset.
+
+A segment is a regular file of at most MAX_SEGMENT_BYTES: the largest batch
+that can decode (a header, a node name of at most 65,535 bytes and a zstd frame
+of a body of at most schemas.wire.MAX_BODY_BYTES, incompressible at worst).
+Anything else found under a segment's name (a link, a FIFO, a device, a
+directory, a larger file) is not a batch and is never read as one.
 """
 
 from __future__ import annotations
@@ -22,10 +28,13 @@ from pathlib import Path
 
 from schemas.config import ConfigFile, load_section
 from schemas.errors import ConfigError
+from schemas.wire import HEADER_SIZE, MAX_BODY_BYTES
 
 SEGMENT_SUFFIX = ".batch"
 _SEGMENT = re.compile(r"^(\d{20})\.batch$")
 _SAFE_NODE = re.compile(r"[^A-Za-z0-9._-]")
+# zstd's worst case is the input plus 1/256 of it and a few bytes; 1/128 and 64 KiB leave room.
+MAX_SEGMENT_BYTES = HEADER_SIZE + 0xFFFF + MAX_BODY_BYTES + MAX_BODY_BYTES // 128 + (1 << 16)
 
 
 @dataclass(frozen=True)

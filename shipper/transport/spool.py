@@ -11,25 +11,60 @@ own ``<data_dir>/spool-seq``). The lease is a number not used yet, moved
 directory cannot make numbers repeat. A shipper that has lost its own state as
 well starts at the current time in microseconds, above anything an earlier
 life of it could have reached (it would need a million batches a second).
+
+The spool directory and the node's directory in it must be private (see
+schemas.durable.require_private_dir): anyone who may write there can plant
+segments, or links at the names segments are written to. Both are created
+owner-only; a writable one is refused with a ConfigError. Segments are written
+with schemas.durable.write_durably, which never writes through a planted link.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import stat
 import time
 from pathlib import Path
 
-from schemas.durable import write_durably
+from schemas.durable import require_private_dir, write_durably
 from schemas.errors import TransportError
 from schemas.transport import SpoolSettings, list_segments, safe_name, segment_name
 
 LEASE = 4096
+_LEASE_MAX_BYTES = 64  # a decimal number; anything longer is not a lease
+
+
+def _read_lease(path: Path) -> int | None:
+    """The lease in ``path``; None if there is none. Read without following a link or waiting on a FIFO."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise TransportError(f"cannot read {path}: {e.strerror}; remove it if it is not a regular file "
+                             "(sequence numbers then start at the current time)") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise TransportError(f"{path} is not a regular file; remove it (sequence numbers then start at "
+                                 "the current time)")
+        text = os.read(fd, _LEASE_MAX_BYTES + 1)
+    finally:
+        os.close(fd)
+    try:
+        if len(text) > _LEASE_MAX_BYTES:
+            raise ValueError
+        return int(text)
+    except ValueError:
+        raise TransportError(f"{path} does not hold a number; remove it (sequence numbers "
+                             "then start at the current time)") from None
 
 
 class SpoolTransport:
     name = "spool"
 
     def __init__(self, settings: SpoolSettings, node: str, data_dir: Path) -> None:
+        self.root = settings.dir
         self.dir = settings.dir / safe_name(node)
         self.lease_path = data_dir / "spool-seq"
         self._next = 0
@@ -37,19 +72,12 @@ class SpoolTransport:
         self._lock = asyncio.Lock()
 
     async def start(self) -> None:
-        try:
-            self.dir.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise TransportError(f"cannot create the spool directory {self.dir}: {e.strerror}; "
-                                 "check [spool] dir and its permissions") from None
+        require_private_dir(self.root, "spool directory")  # ConfigError: a person must fix it
+        require_private_dir(self.dir, "spool directory of this node")
         segments = list_segments(self.dir)
-        try:
-            leased = int(self.lease_path.read_text())
-        except FileNotFoundError:
+        leased = _read_lease(self.lease_path)
+        if leased is None:
             leased = time.time_ns() // 1000
-        except ValueError:
-            raise TransportError(f"{self.lease_path} does not hold a number; remove it (sequence numbers "
-                                 "then start at the current time)") from None
         self._next = max(segments[-1][0] + 1 if segments else 0, leased)
         self._lease = self._next
 
