@@ -2,7 +2,7 @@
 
     import query
     con = query.connect("loglake.toml")
-    con.sql("SELECT container, count(*) FROM logs GROUP BY ALL").show()
+    rows = con.execute("SELECT container, count(*) FROM logs GROUP BY ALL").fetchall()
 """
 
 from query.connect import connect

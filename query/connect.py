@@ -21,6 +21,7 @@ the lake only through ``export`` or ``--output``, which are audited.
 from __future__ import annotations
 
 import re
+import tempfile
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -39,22 +40,34 @@ from query.errors import QueryError
 from schemas.errors import LoglakeError
 from schemas.record import LOG_SCHEMA, RECORD_ID_SQL
 
-# What user SQL may be: reads. (DuckDB parses PRAGMA version, DESCRIBE, SHOW and SUMMARIZE as SELECT.)
-READ_ONLY = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
+# What user SQL may be: one SELECT (DuckDB parses PRAGMA version, DESCRIBE, SHOW and SUMMARIZE as SELECT),
+# or EXPLAIN of one. Not EXPLAIN ANALYZE: it runs the statement it explains, COPY … TO included.
+_EXPLAIN = re.compile(r"\s*EXPLAIN\s+(?P<inner>.*)", re.IGNORECASE | re.DOTALL)
 
 
 def check_read_only(sql: str) -> None:
     """Refuse anything but one read-only statement, with one sentence."""
-    try:
-        statements = duckdb.extract_statements(sql)
-    except duckdb.Error as e:
-        raise QueryError(f"query failed: {duck.first_line(e)}") from None
+    statements = _parse(sql)
     if len(statements) != 1:
         raise QueryError(f"give exactly one SQL statement (found {len(statements)}); statements cannot be chained")
     kind = statements[0].type
-    if kind not in READ_ONLY:
+    if kind == duckdb.StatementType.EXPLAIN:
+        m = _EXPLAIN.fullmatch(statements[0].query)
+        inner = _parse(m.group("inner")) if m and not m.group("inner").upper().startswith("ANALYZE") else []
+        if len(inner) == 1 and inner[0].type == duckdb.StatementType.SELECT:
+            return
+        raise QueryError("only EXPLAIN of one SELECT is allowed here (not EXPLAIN ANALYZE, which runs what it "
+                         "explains)")
+    if kind != duckdb.StatementType.SELECT:
         raise QueryError(f"only read-only SQL (SELECT) is allowed here, not {kind.name}; to take records out "
                          "of the lake use 'loglake-query export' or --output, which are audited")
+
+
+def _parse(sql: str) -> list[duckdb.Statement]:
+    try:
+        return duckdb.extract_statements(sql)
+    except duckdb.Error as e:
+        raise QueryError(f"query failed: {duck.first_line(e)}") from None
 
 
 class Lake:
@@ -77,9 +90,13 @@ class Lake:
         # One DuckDB connection per lake: views are replaced, keys registered once.
         self._con: duckdb.DuckDBPyConnection | None = None
         self._keys: duck.KeyRegistry | None = None
+        self._spill: tempfile.TemporaryDirectory[str]
 
     def close(self) -> None:
         self.catalog.close()
+        if self._con is not None:
+            self._con.close()
+            self._spill.cleanup()
 
     def audit(self, action: str, details: dict[str, Any]) -> dict[str, Any]:
         return self.audit_log.append(action, details)
@@ -120,6 +137,9 @@ class Lake:
             # trail beside them), and nothing can undo that.
             dirs = [self.storage.location(tier, tier) + "/" for tier in TIERS]
             con.execute("SET allowed_directories = ?", [dirs])
+            # DuckDB adds its spill directory to what may be read: make it this process's own (0700)
+            self._spill = tempfile.TemporaryDirectory(prefix="loglake-query-")
+            con.execute("SET temp_directory = ?", [self._spill.name])
             con.execute("SET enable_external_access = false")
             con.execute("SET lock_configuration = true")
             self._con, self._keys = con, duck.KeyRegistry(con)
@@ -146,32 +166,52 @@ class Lake:
         return con
 
 
+class Result:
+    """A statement's rows, fetched: the Python API hands out results, never the connection itself."""
+
+    def __init__(self, table: pa.Table) -> None:
+        self.table = table
+        self._rows: list[tuple[Any, ...]] | None = None
+        self._next = 0
+
+    def arrow(self) -> pa.Table:
+        return self.table
+
+    fetch_arrow_table = arrow
+
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        rows = self._all()[self._next:]
+        self._next += len(rows)
+        return rows
+
+    def fetchone(self) -> tuple[Any, ...] | None:
+        rows = self._all()
+        if self._next >= len(rows):
+            return None
+        self._next += 1
+        return rows[self._next - 1]
+
+    def _all(self) -> list[tuple[Any, ...]]:
+        if self._rows is None:
+            columns = [c.to_pylist() for c in self.table.columns]
+            self._rows = list(zip(*columns)) if columns else []
+        return self._rows
+
+
 class AuditedConnection:
-    """What ``connect`` returns: ``execute`` and ``sql`` run one read-only statement over ``logs``, each
-    recorded in the audit trail before it runs (a failure after it)."""
+    """What ``connect`` returns: ``execute`` (and its alias ``sql``) runs one read-only statement over
+    ``logs``, recorded in the audit trail before it runs and its outcome after, and returns its rows."""
 
-    def __init__(self, lake: Lake, con: duckdb.DuckDBPyConnection) -> None:
-        self._lake, self._con = lake, con
+    def __init__(self, lake: Lake, files: Sequence[FileEntry]) -> None:
+        self._lake, self._files = lake, files
 
-    def execute(self, sql: str, params: Sequence[object] | None = None) -> duckdb.DuckDBPyConnection:
-        return self._run(sql, params, lambda: self._con.execute(sql, params or []))
+    def execute(self, sql: str, params: Sequence[object] | None = None) -> Result:
+        return Result(self._lake.query(self._files, sql, params or (), what={"command": "query.connect (Python API)"},
+                                       user_sql=True))
 
-    def sql(self, sql: str) -> duckdb.DuckDBPyRelation:
-        return self._run(sql, None, lambda: self._con.sql(sql))
-
-    def _run(self, sql: str, params: Sequence[object] | None, run: Any) -> Any:
-        entry = self._lake.audit("query", {"command": "query.connect (Python API)", "sql": sql,
-                                           "parameters": [str(p) for p in params or ()]})
-        try:
-            check_read_only(sql)
-            return run()
-        except (LoglakeError, duckdb.Error) as e:
-            self._lake.audit("query-result", {"query_seq": entry["seq"], "status": "failed",
-                                              "error": type(e).__name__})
-            raise
+    sql = execute
 
     def close(self) -> None:
-        self._con.close()
         self._lake.close()
 
     def __enter__(self) -> AuditedConnection:
@@ -186,7 +226,7 @@ def connect(config_path: str | None = None, env: dict[str, str] | None = None) -
     it is in the audit trail."""
     lake = Lake(config_path, env)
     try:
-        return AuditedConnection(lake, lake._view(lake.catalog.files()))
+        return AuditedConnection(lake, lake.catalog.files())
     except BaseException:
         lake.close()
         raise

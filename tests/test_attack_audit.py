@@ -85,6 +85,12 @@ def test_a_failing_query_is_audited_and_its_error_text_stays_out_of_the_trail(la
     ("CREATE TABLE t AS SELECT * FROM logs", "not CREATE"),
     ("EXPORT DATABASE '{tmp}/dump'", "not EXPORT"),
     ("SELECT 1; SELECT 2", "give exactly one SQL statement"),
+    # EXPLAIN ANALYZE runs what it explains (found by the attacker's review: it overwrote a held file)
+    ("EXPLAIN ANALYZE COPY (SELECT body FROM logs) TO '{lake}/hot/stolen.csv'", "not EXPLAIN ANALYZE"),
+    ("explain\nanalyze create table t as select 1", "not EXPLAIN ANALYZE"),
+    ("EXPLAIN ANALYZE SELECT 1", "not EXPLAIN ANALYZE"),
+    ("EXPLAIN COPY (SELECT 1) TO '{lake}/hot/stolen.csv'", "only EXPLAIN of one SELECT"),
+    ("/* x */ EXPLAIN ANALYZE SELECT 1", "only EXPLAIN of one SELECT"),
 ])
 def test_user_sql_cannot_leave_the_sandbox(lake, capsys, text, refusal):
     tmp, config, _ = lake
@@ -127,12 +133,34 @@ def test_every_public_way_to_read_rows_is_audited(lake, capsys):
     new = entries(tmp)[before:]
     assert [(e["action"], e["details"].get("sql"), e["details"].get("status")) for e in new] == [
         ("query", "SELECT count(*) FROM logs", None),
+        ("query-result", None, "ok"),
         ("query", f"COPY (SELECT * FROM logs) TO '{tmp / 'api.csv'}'", None),
         ("query-result", None, "failed"),
         ("query", "SELECT count(*) AS n FROM logs", None),
         ("query-result", None, "ok"),
     ]
     assert not (tmp / "api.csv").exists()
+
+
+def test_the_python_api_hands_out_rows_not_the_connection(lake, capsys):
+    """Found by the attacker's review: execute() returned DuckDB's connection, on which anything ran
+    unaudited."""
+    tmp, config, n = lake
+    con = query.connect(str(config))
+    result = con.execute("SELECT count(*) FROM logs")
+    assert result.fetchone() == (n,) and result.fetchone() is None
+    assert not hasattr(result, "execute") and not hasattr(con.sql("SELECT 1"), "query")
+    assert con.execute("SELECT 42 AS x").arrow().column("x").to_pylist() == [42]
+
+
+def test_the_spill_directory_is_private_to_the_query(lake, capsys, monkeypatch):
+    """DuckDB adds its temp directory to what may be read; it must not be a shared ./.tmp."""
+    tmp, config, _ = lake
+    monkeypatch.chdir(tmp)
+    (tmp / ".tmp").mkdir()
+    (tmp / ".tmp" / "other-session.txt").write_text("spilled plaintext")
+    rc, out, err = sql(config, f"SELECT * FROM read_text('{tmp}/.tmp/other-session.txt')", capsys)
+    assert rc == 1 and "file system operations are disabled" in err and "spilled" not in out
 
 
 def test_output_files_are_private_and_never_written_through_a_planted_link(lake, capsys):
