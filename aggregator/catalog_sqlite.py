@@ -15,7 +15,7 @@ from pathlib import Path
 import orjson
 
 from aggregator.catalog import FileEntry, Mark, NewFile
-from aggregator.holds import Hold
+from aggregator.holds import Hold, holding
 from aggregator.selector import Selector
 from aggregator.errors import CatalogConflictError, EncryptionKeyError
 from schemas.durable import make_private_dirs
@@ -67,6 +67,14 @@ CREATE TABLE IF NOT EXISTS holds (
     reason         TEXT NOT NULL,
     created_at     INTEGER NOT NULL, created_by TEXT NOT NULL,
     released_at    INTEGER, released_by TEXT, release_reason TEXT
+);
+CREATE TABLE IF NOT EXISTS erasures (               -- erasure requests a legal hold kept from finishing
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    namespace  TEXT, pod TEXT, container TEXT, since_ns INTEGER, until_ns INTEGER,
+    reason     TEXT NOT NULL,
+    audit_seq  INTEGER NOT NULL,       -- the erasure's first run
+    created_at INTEGER NOT NULL,
+    done_at    INTEGER
 );
 CREATE TABLE IF NOT EXISTS deleted_ranges (          -- records removed by retention or erasure
     source_id TEXT NOT NULL, start INTEGER NOT NULL, "end" INTEGER NOT NULL,
@@ -214,6 +222,13 @@ class SqliteCatalog:
                 deleted: Sequence[tuple[str, int, int, str]] = (), audit_seq: int = 0) -> None:
         db = self._db
         with self._tx():
+            # a hold placed after the job was planned still wins: checked in the swap's own transaction
+            holds = self.holds()
+            for e in removed:
+                held = holding(holds, e)
+                if held:
+                    raise CatalogConflictError(f"legal hold {held[0].id} ({held[0].selector.describe()}) was placed "
+                                               f"on {e.path} while it was being replaced; nothing was changed")
             db.executemany("INSERT INTO deleted_ranges VALUES (?, ?, ?, ?, ?)", [(*r, audit_seq) for r in deleted])
             for e in removed:
                 row = db.execute("SELECT id FROM files WHERE path = ?", (e.path,)).fetchone()
@@ -260,6 +275,22 @@ class SqliteCatalog:
             self._db.execute("UPDATE holds SET released_at = ?, released_by = ?, release_reason = ? "
                              "WHERE id = ? AND released_at IS NULL", (time.time_ns(), by, reason, hold_id))
         return next((h for h in self.holds(include_released=True) if h.id == hold_id), None)
+
+    def add_pending_erasure(self, selector: Selector, reason: str, audit_seq: int) -> int:
+        cur = self._db.execute(
+            "INSERT INTO erasures (namespace, pod, container, since_ns, until_ns, reason, audit_seq, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (selector.namespace, selector.pod, selector.container,
+                                                selector.since_ns, selector.until_ns, reason, audit_seq,
+                                                time.time_ns()))
+        return int(cur.lastrowid or 0)
+
+    def pending_erasures(self) -> list[tuple[int, Selector, str]]:
+        return [(r[0], Selector(*r[1:6]), r[6]) for r in self._db.execute(
+            "SELECT id, namespace, pod, container, since_ns, until_ns, reason FROM erasures "
+            "WHERE done_at IS NULL ORDER BY id")]
+
+    def finish_erasure(self, erasure_id: int) -> None:
+        self._db.execute("UPDATE erasures SET done_at = ? WHERE id = ?", (time.time_ns(), erasure_id))
 
     def deleted_ranges(self) -> list[tuple[str, int, int, str]]:
         return self._db.execute('SELECT source_id, start, "end", why FROM deleted_ranges '

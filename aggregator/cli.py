@@ -67,19 +67,20 @@ class RetentionTotals:
     files_rewritten: int = 0
     keys_destroyed: int = 0
 
-    def add(self, result: dict | None) -> None:
-        if result:
+    def add(self, results: list[dict]) -> None:
+        for result in results:
             self.rows_deleted += result["rows_deleted"]
             self.files_deleted += result["files_deleted"]
             self.files_rewritten += result["files_rewritten"]
             self.keys_destroyed += len(result["keys_destroyed"])
 
 
-def _apply_retention(remover: Remover) -> dict | None:
+def _apply_retention(remover: Remover) -> list[dict]:
+    results = remover.finish_pending_erasures()
     plan = remover.retention_plan()
-    if not any(d.action in ("delete", "rewrite") for d in plan.decisions) and not remover.retired_ready():
-        return None
-    return remover.apply(plan)
+    if any(d.action in ("delete", "rewrite") for d in plan.decisions) or remover.retired_ready():
+        results.append(remover.apply(plan))
+    return results
 
 
 def metrics(agg: Aggregator, compaction: Report, retention: RetentionTotals) -> Registry:

@@ -91,6 +91,9 @@ def _apply_or_show(remover: Remover, plan: Plan, dry_run: bool) -> None:
     print(f"done: {result['rows_deleted']} records deleted; {result['files_deleted']} files deleted, "
           f"{result['files_rewritten']} rewritten, {result['files_reencrypted']} re-encrypted; "
           f"keys destroyed: {', '.join(result['keys_destroyed']) or 'none'}")
+    if "pending_erasure" in result:
+        print(f"erasure request {result['pending_erasure']} stays pending: records a legal hold keeps are erased "
+              "once the hold is released (at the release, or the next retention run)")
     if result["keys_retired"]:
         print(f"not destroyed yet (a held file still needs them; destroyed by the first run after the hold "
               f"is released): {', '.join(result['keys_retired'])}; until then a backup copy written with "
@@ -100,6 +103,14 @@ def _apply_or_show(remover: Remover, plan: Plan, dry_run: bool) -> None:
 def retention(args: argparse.Namespace) -> None:
     with opened(args) as (_, remover):
         _apply_or_show(remover, remover.retention_plan(), args.dry_run)
+        if not args.dry_run:
+            _finish_pending(remover)
+
+
+def _finish_pending(remover: Remover) -> None:
+    for result in remover.finish_pending_erasures():
+        print(f"pending erasure {result['pending_erasure']}: {result['rows_deleted']} records deleted"
+              + (", some still kept by another hold" if result["kept_by_hold"] else ", finished"))
 
 
 def erase(args: argparse.Namespace) -> None:
@@ -129,6 +140,7 @@ def hold(args: argparse.Namespace) -> None:
             audit.append("hold-release", {"hold": args.id, "selector": released.selector.describe(),
                                           "reason": args.reason})
             print(released.describe())
+            _finish_pending(remover)
         else:
             for h in catalog.holds(include_released=args.all):
                 print(h.describe())

@@ -155,12 +155,15 @@ class Settings:
 
 
 def _check_secrets(cfg: config_file.ConfigFile) -> None:
-    """An inline master key is only as secret as the file that holds it."""
-    if cfg.path is None or "master_key" not in cfg.data.get("aggregator", {}):
+    """An inline master key, or a KMS hook's command line (which often carries a token), is only as
+    secret as the file that holds it."""
+    secrets = {"master_key", "master_key_command"} & set(cfg.data.get("aggregator", {}))
+    if cfg.path is None or not secrets:
         return
     mode = stat.S_IMODE(cfg.path.stat().st_mode)
     if mode & 0o077:
-        raise ConfigError(f"config file {cfg.path} holds [aggregator] master_key but is readable by group or others "
+        raise ConfigError(f"config file {cfg.path} holds [aggregator] {' and '.join(sorted(secrets))} but is readable "
+                          f"by group or others "
                           f"(mode {mode:o}); run 'chmod 600 {cfg.path}', or better pass the key in "
                           "LOGLAKE_AGGREGATOR_MASTER_KEY or use key_file or master_key_command")
 

@@ -119,7 +119,7 @@ def load_master(key_file: Path, *, env_key: str | None = None, command: str | No
     if command:
         return _from_command(command)
     if env_key:
-        return _decode(env_key, "LOGLAKE_AGGREGATOR_MASTER_KEY")
+        return _decode(env_key, "[aggregator] master_key (or LOGLAKE_AGGREGATOR_MASTER_KEY)")
     if create and not key_file.exists():
         key_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         write_durably(key_file, base64.b64encode(secrets.token_bytes(KEY_BYTES)) + b"\n", mode=0o600)

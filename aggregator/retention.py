@@ -71,10 +71,12 @@ class Decision:
 
 @dataclass
 class Plan:
-    what: str                       # retention | erasure
+    what: str                       # retention | erasure | key-destroy
     why_sql: str
     decisions: list[Decision]
     details: dict[str, Any] = field(default_factory=dict)
+    selector: Selector | None = None   # erasure: what was asked for
+    pending_id: int | None = None      # erasure: the pending request this run goes on with
 
     def summary(self) -> dict[str, Any]:
         reasons: dict[str, dict[str, int]] = defaultdict(lambda: {"files": 0, "rows": 0, "bytes": 0})
@@ -144,8 +146,23 @@ class Remover:
     def erasure_plan(self, selector: Selector, reason: str) -> Plan:
         candidates = [f for f in self.catalog.files() if selector.may_match(f.namespaces, f.containers, f.min_time,
                                                                              f.max_time)]
-        return self._plan("erasure", f"CASE WHEN {selector.sql()} THEN 'erasure' END", candidates,
+        plan = self._plan("erasure", f"CASE WHEN {selector.sql()} THEN 'erasure' END", candidates,
                           {"selector": selector.describe(), "reason": reason})
+        plan.selector = selector
+        return plan
+
+    def finish_pending_erasures(self) -> list[dict[str, Any]]:
+        """Go on with erasures a legal hold kept from finishing (after a release, at every retention run)."""
+        results = []
+        for erasure_id, selector, reason in self.catalog.pending_erasures():
+            plan = self.erasure_plan(selector, reason)
+            if any(d.action == "held" for d in plan.decisions) and not any(
+                    d.action in ("delete", "rewrite") for d in plan.decisions):
+                continue  # still held, nothing to do yet
+            plan.pending_id = erasure_id
+            plan.details["pending_erasure"] = erasure_id
+            results.append(self.apply(plan))
+        return results
 
     def _plan(self, what: str, why_sql: str, candidates: list[FileEntry], details: dict[str, Any]) -> Plan:
         holds = self.catalog.holds()
@@ -223,6 +240,15 @@ class Remover:
                       "files_reencrypted": len(rekey), "rows_deleted": sum(d.rows for d in acting),
                       "deleted_ranges": len(ranges), "keys_destroyed": destroyed,
                       "keys_retired": retired, "kept_by_hold": plan.summary()["kept_by_hold"]}
+            if plan.what == "erasure" and plan.selector is not None:
+                still_held = bool(result["kept_by_hold"])
+                if plan.pending_id is None and still_held:
+                    result["pending_erasure"] = self.catalog.add_pending_erasure(plan.selector, plan.details["reason"],
+                                                                                 start["seq"])
+                elif plan.pending_id is not None:
+                    result["pending_erasure"] = plan.pending_id
+                    if not still_held:
+                        self.catalog.finish_erasure(plan.pending_id)
             self.audit.append(plan.what, result)
         return result
 

@@ -85,30 +85,28 @@ class Selector:
         if self.since_ns is not None and self.until_ns is not None and self.since_ns > self.until_ns:
             raise SelectorError("--since is later than --until; swap them")
 
+    def _clauses(self) -> list[tuple[str, object]]:
+        """(SQL condition with one ``?``, its parameter) each."""
+        out: list[tuple[str, object]] = [(f"coalesce({column}, '') GLOB ?", getattr(self, column))
+                                         for column in ("namespace", "pod", "container")
+                                         if getattr(self, column) is not None]
+        if self.since_ns is not None:
+            out.append(("time >= make_timestamp_ns(?)", self.since_ns))
+        if self.until_ns is not None:
+            out.append(("time < make_timestamp_ns(?)", self.until_ns))
+        return out
+
     def where(self) -> tuple[list[str], list[object]]:
         """SQL conditions (to AND together) and their parameters."""
-        clauses: list[str] = []
-        params: list[object] = []
-        for column in ("namespace", "pod", "container"):
-            pattern = getattr(self, column)
-            if pattern is not None:
-                clauses.append(f"coalesce({column}, '') GLOB ?")
-                params.append(pattern)
-        if self.since_ns is not None:
-            clauses.append("time >= make_timestamp_ns(?)")
-            params.append(self.since_ns)
-        if self.until_ns is not None:
-            clauses.append("time < make_timestamp_ns(?)")
-            params.append(self.until_ns)
-        return clauses, params
+        clauses = self._clauses()
+        return [c for c, _ in clauses], [p for _, p in clauses]
 
     def sql(self) -> str:
-        """The selector as one SQL condition with its parameters inlined (for CASE expressions)."""
-        clauses, params = self.where()
-        out = " AND ".join(clauses) or "TRUE"
-        for p in params:
-            out = out.replace("?", "'" + p.replace("'", "''") + "'" if isinstance(p, str) else str(int(p)), 1)
-        return out
+        """The selector as one SQL condition with its parameters inlined (for CASE expressions). Each
+        clause is filled on its own, so a ``?`` inside a glob is never taken for a placeholder."""
+        def literal(p: object) -> str:
+            return "'" + p.replace("'", "''") + "'" if isinstance(p, str) else str(int(p))  # type: ignore[call-overload]
+        return " AND ".join(c.replace("?", literal(p)) for c, p in self._clauses()) or "TRUE"
 
     def may_match(self, namespaces: tuple[str, ...], containers: tuple[str, ...], min_time: int,
                   max_time: int) -> bool:

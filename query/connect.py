@@ -193,7 +193,9 @@ class Result:
 
     def _all(self) -> list[tuple[Any, ...]]:
         if self._rows is None:
-            columns = [c.to_pylist() for c in self.table.columns]
+            # as DuckDB's own fetchall does: Python datetimes stop at microseconds (arrow() keeps the ns)
+            columns = [(c.cast(pa.timestamp("us", c.type.tz), safe=False) if pa.types.is_timestamp(c.type)
+                        and c.type.unit == "ns" else c).to_pylist() for c in self.table.columns]
             self._rows = list(zip(*columns)) if columns else []
         return self._rows
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 import types
 import typing
@@ -26,6 +27,8 @@ T = TypeVar("T")
 Location = NewType("Location", str)
 ENV_PREFIX = "LOGLAKE_"
 _TRUE = {"1", "true", "yes", "on"}
+# Keys whose values are never repeated in an error message.
+_SECRET = re.compile(r"master_key|password|secret|token", re.IGNORECASE)
 _FALSE = {"0", "false", "no", "off"}
 
 
@@ -117,7 +120,8 @@ def _coerce(value: Any, tp: Any, where: str, base_dir: Path) -> Any:
                 raise ValueError
             return {str(k).strip(): str(v).strip() for k, v in value.items()}
     except (ValueError, TypeError):
-        raise ConfigError(f"{where} has an invalid value {value!r}; expected {getattr(tp, '__name__', tp)}") from None
+        shown = "(not shown: it may be a secret)" if _SECRET.search(where) else repr(value)
+        raise ConfigError(f"{where} has an invalid value {shown}; expected {getattr(tp, '__name__', tp)}") from None
     raise ConfigError(f"{where}: unsupported field type {tp}")  # a programming error, caught by tests
 
 

@@ -48,3 +48,21 @@ def test_a_failing_master_key_command_does_not_echo_its_arguments(tmp_path, caps
     assert aggregator(["--config", str(config), "--once"]) == 1
     err = capsys.readouterr().err
     assert "is not a base64 32-byte key" in err and "SUPERSECRET" not in err
+
+
+def test_a_kms_command_line_in_a_readable_config_is_refused_and_bad_values_are_not_echoed(tmp_path, capsys):
+    """Found by the attacker's review: a token-bearing master_key_command in a 0644 file was accepted, and a
+    value of the wrong type was printed back."""
+    config = write_config(tmp_path)
+    base = config.read_text()
+    config.write_text(base.replace("[aggregator]\n", '[aggregator]\nmaster_key_command = "kms --token=SUPERSECRET"\n'))
+    config.chmod(0o644)
+    assert aggregator(["--config", str(config), "--once"]) == 1
+    err = capsys.readouterr().err
+    assert "holds [aggregator] master_key_command but is readable by group or others" in err
+    assert "SUPERSECRET" not in err
+    config.write_text(base.replace("[aggregator]\n", '[aggregator]\nmaster_key_command = ["kms", "--token=SUPERSECRET"]\n'))
+    config.chmod(0o600)
+    assert aggregator(["--config", str(config), "--once"]) == 1
+    err = capsys.readouterr().err
+    assert "master_key_command has an invalid value (not shown: it may be a secret)" in err and "SUPERSECRET" not in err
