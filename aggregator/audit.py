@@ -137,6 +137,8 @@ class AuditLog:
     def _signing_key(self) -> tuple[Ed25519PrivateKey, str]:
         pinned = self._pinned()
         first_use = pinned is None and not self.path.exists()
+        if first_use and (self.catalog.audit_head() is not None or self.catalog.audit_evidence()):
+            raise AuditError(self._removed())
         key = _load_key(self.key_path, create=first_use)
         mine = fingerprint(key.public_key())
         if pinned is None:
@@ -145,6 +147,15 @@ class AuditLog:
             raise AuditError(f"the audit signing key {self.key_path} is {mine}, but this lake's trail is "
                              f"signed by {pinned}; restore the original key from your key backup")
         return key, mine
+
+    def ready(self) -> None:
+        """Check (and on a lake's first use, start) the trail before an action it will record, so the
+        action is not done when its entry cannot be written."""
+        self._signing_key()
+
+    def _removed(self) -> str:
+        return (f"the audit trail {self.path} is missing, but the catalog records actions that were audited "
+                "(holds, deletions, destroyed keys); restore the trail and its key from backup")
 
     def append(self, action: str, details: dict[str, Any]) -> dict[str, Any]:
         """Append one entry and record the new head in the catalog. Raises AuditError (nothing done)
@@ -209,6 +220,8 @@ class AuditLog:
             problems.append(Problem(0, "no audit public key is pinned and the signing key is missing: "
                                        "no signature can be checked"))
         prev_hash, prev_seq, n = GENESIS, 0, 0
+        if not self.path.exists() and head is None and self.catalog.audit_evidence():
+            problems.append(Problem(0, self._removed()))
         if not self.path.exists():
             if head is not None:
                 problems.append(Problem(0, f"the log is missing but the catalog's head is entry {head[0]}"))

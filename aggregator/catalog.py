@@ -108,6 +108,9 @@ class Catalog(Protocol):
     def audit_key(self) -> str | None:
         """The fingerprint of the public key the audit trail is signed with (pinned at first use)."""
     def set_audit_key(self, fingerprint: str) -> None: ...
+    def audit_evidence(self) -> int:
+        """How many rows (holds, deletions, destroyed or retired keys) were made with an audit entry:
+        a lake with any has a trail, and a missing one was removed."""
 
     # data keys (aggregator.keys wraps and unwraps; the catalog only stores) ---
     def live_data_key(self, scope: str) -> tuple[str] | None: ...

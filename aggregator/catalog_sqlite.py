@@ -311,6 +311,13 @@ class SqliteCatalog:
         row = self._db.execute("SELECT value FROM meta WHERE key = 'audit_key'").fetchone()
         return row[0] if row else None
 
+    def audit_evidence(self) -> int:
+        # each of these rows was made together with an audit entry
+        return self._db.execute(
+            "SELECT (SELECT count(*) FROM holds) + (SELECT count(*) FROM deleted_ranges) + "
+            "(SELECT count(*) FROM erasures) + (SELECT count(*) FROM data_keys WHERE destroyed_at IS NOT NULL "
+            "OR retired_at IS NOT NULL)").fetchone()[0]
+
     def set_audit_key(self, fingerprint: str) -> None:
         # first use only: a pin, once set, is never replaced by this call
         self._db.execute("INSERT OR IGNORE INTO meta VALUES ('audit_key', ?)", (fingerprint,))

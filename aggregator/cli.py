@@ -144,6 +144,7 @@ def _keys(args: argparse.Namespace) -> None:
         if args.action == "rotate":
             if not args.new_key_file:
                 raise ConfigError("keys rotate needs --new-key-file PATH (a new file for the new master key)")
+            audit.ready()
             new = keys.new_master_file(args.new_key_file)
             count = ring.rotate(new)
             audit.append("keys-rotate", {"event": "master key rotated", "master_key": new.key_id,
@@ -177,6 +178,7 @@ def _destroy_key(settings: config.Settings, ring: keys.KeyRing, key_id: str, for
             raise ConfigError(f"data key {key_id} still encrypts {len(files)} files ({sum(f.rows for f in files)} "
                               f"records, e.g. {files[0].tier} {files[0].path}); pass --force to destroy them with it")
         if not files:
+            remover.audit.ready()
             remover.keyring.destroy(key_id)
             remover.audit.append("keys-destroy", {"event": "data key destroyed by hand", "key_id": key_id})
         else:

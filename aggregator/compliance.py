@@ -128,12 +128,14 @@ def hold(args: argparse.Namespace) -> None:
             selector = _selector(args)
             if not args.reason:
                 raise ConfigError("hold add needs --reason (the case or matter it is for)")
+            audit.ready()
             hold_id = catalog.add_hold(selector, args.reason, actor())
             audit.append("hold-add", {"hold": hold_id, "selector": selector.describe(), "reason": args.reason})
             print(f"hold {hold_id} placed on {selector.describe()}")
         elif args.action == "release":
             if args.id is None or not args.reason:
                 raise ConfigError("hold release needs the hold ID and --reason")
+            audit.ready()
             released = catalog.release_hold(args.id, actor(), args.reason)
             if released is None:
                 raise ConfigError(f"there is no hold {args.id}; see 'loglake-aggregator hold list'")

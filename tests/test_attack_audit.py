@@ -266,3 +266,21 @@ def test_the_real_os_user_is_recorded_beside_the_claimed_name(lake, capsys, monk
     assert aggregator(["--config", str(config), "report", "--out", str(tmp / "r.md")]) == 0
     if real != "auditor":
         assert f"(OS user {real})" in (tmp / "r.md").read_text()
+
+
+def test_a_deleted_trail_with_its_pin_and_head_is_not_started_afresh(lake, capsys):
+    """Found by the attacker's review: delete audit.jsonl and the catalog's pin and head, and the next
+    append began a new, clean trail."""
+    import sqlite3
+    tmp, config, _ = lake
+    assert aggregator(["--config", str(config), "hold", "add", "-n", "pay", "--reason", "case"]) == 0
+    (tmp / "lake" / "audit" / "audit.jsonl").unlink()
+    db = sqlite3.connect(tmp / "lake" / "catalog.sqlite")
+    db.execute("DELETE FROM meta WHERE key IN ('audit_key', 'audit_head')")
+    db.commit()
+    capsys.readouterr()
+    assert aggregator(["--config", str(config), "verify"]) == 1
+    assert "the audit trail" in capsys.readouterr().out
+    assert q(["--config", str(config), "logs", "--since", "all"]) == 1
+    assert "is missing, but the catalog records actions that were audited" in capsys.readouterr().err
+    assert not (tmp / "lake" / "audit" / "audit.jsonl").exists()
