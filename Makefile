@@ -15,9 +15,14 @@ NATIVE := shipper/lines/Cargo.toml shipper/lines/Cargo.lock $(wildcard shipper/l
 
 all: venv
 
-$(BIN)/.installed: pyproject.toml $(NATIVE)
+# Runtime dependencies only (what `make demo` needs); the test extras (moto, …) come on top for `make test`.
+$(BIN)/.runtime: pyproject.toml $(NATIVE)
 	@command -v cargo >/dev/null || { echo "cargo not found: install Rust (https://rustup.rs) to build shipper/lines"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(BIN)/.installed: $(BIN)/.runtime
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@
 
@@ -36,7 +41,7 @@ kafka-up: venv certs
 kafka-down:
 	deploy/kafka/kafka.sh down
 
-demo: venv
+demo: $(BIN)/.runtime
 	rm -rf $(DEMO)
 	$(BIN)/python benchmarks/loggen.py --out $(DEMO)/logs --lines 5000 --files 8
 	$(BIN)/loglake-shipper --config $(DEMO_CONFIG) --once --log-level WARNING
