@@ -6,6 +6,13 @@ fills it from the file and from ``LOGLAKE_<SECTION>_<KEY>`` variables (e.g.
 over the file. Relative paths in the file are resolved against the file's own
 directory, so a config works from any working directory; paths given in the
 environment are resolved against the working directory, like any shell path.
+
+A variable naming no setting is an error (that catches typos), except the ones
+kubelet injects for every Service of the namespace ("service links"): a Service
+``loglake-shipper`` gives ``LOGLAKE_SHIPPER_PORT=tcp://10.0.0.1:2020``,
+``LOGLAKE_SHIPPER_SERVICE_HOST`` and so on, which look like [shipper] overrides
+but are not. Those shapes are skipped unless the name is a real setting (see
+``service_link``).
 """
 
 from __future__ import annotations
@@ -30,6 +37,30 @@ _TRUE = {"1", "true", "yes", "on"}
 # Keys whose values are never repeated in an error message.
 _SECRET = re.compile(r"master_key|password|secret|token", re.IGNORECASE)
 _FALSE = {"0", "false", "no", "off"}
+# Kubernetes service links, as what follows LOGLAKE_<SECTION>_ (kubelet spells a Service's name in
+# upper case with '_' for '-', so a Service loglake-shipper-metrics gives LOGLAKE_SHIPPER_METRICS_PORT):
+#   <SVC>_PORT=tcp://10.0.0.1:2020             <SVC>_PORT_2020_TCP=tcp://10.0.0.1:2020
+#   <SVC>_PORT_2020_TCP_PROTO=tcp  _PORT=2020  _ADDR=10.0.0.1
+#   <SVC>_SERVICE_HOST=10.0.0.1  <SVC>_SERVICE_PORT=2020  <SVC>_SERVICE_PORT_<PORT NAME>=2020
+_SVC = r"(?:[A-Z0-9_]+_)?"
+_PROTO = r"(?:TCP|UDP|SCTP)"
+_LINK_NAME = re.compile(_SVC + rf"(?:PORT_[0-9]+_{_PROTO}(?:_(?:PROTO|PORT|ADDR))?"
+                        r"|SERVICE_HOST|SERVICE_PORT(?:_[A-Z0-9_]+)?)")
+_LINK_URL_NAME = re.compile(_SVC + rf"PORT(?:_[0-9]+_{_PROTO})?")
+_LINK_URL = re.compile(r"(?:tcp|udp|sctp)://(?:\[[0-9A-Fa-f:.]+\]|[^\s/:\[\]]+):[0-9]+")
+
+
+def service_link(rest: str, value: str, fields: typing.Collection[str] = ()) -> bool:
+    """Whether ``LOGLAKE_<SECTION>_<rest>=value`` is a variable kubelet injected for a Service rather
+    than a setting of the section, whose field names are ``fields``.
+
+    ``..._PORT`` is one only when its value is a service-link URL (``tcp://10.0.0.1:2020``); the other
+    shapes (``..._PORT_<n>_<PROTO>[_PROTO|_PORT|_ADDR]``, ``..._SERVICE_HOST``, ``..._SERVICE_PORT[_<NAME>]``)
+    by their name alone. A name that is a setting of the section is that setting, unless its value is a
+    service-link URL and its name one of the shapes whose value kubelet sets to one."""
+    if _LINK_NAME.fullmatch(rest) and rest.lower() not in fields:
+        return True
+    return _LINK_URL_NAME.fullmatch(rest) is not None and _LINK_URL.fullmatch(value) is not None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,9 +73,15 @@ class ConfigFile:
     def base_dir(self) -> Path:
         return self.path.parent if self.path else Path.cwd()
 
-    def has_section(self, name: str) -> bool:
+    def has_section(self, name: str, cls: type | None = None) -> bool:
+        """Whether the file has ``[name]`` or a variable sets one of its keys; kubelet's service links
+        (see ``service_link``; a Service loglake-kafka) do not count. With ``cls``, the section's
+        dataclass, a real setting of a service-link shape counts."""
+        if name in self.data:
+            return True
         prefix = f"{ENV_PREFIX}{name.upper()}_"
-        return name in self.data or any(k.startswith(prefix) for k in self.env)
+        fields = {f.name for f in dataclasses.fields(cls)} if cls else set()  # type: ignore[arg-type]
+        return any(k.startswith(prefix) and not service_link(k[len(prefix):], v, fields) for k, v in self.env.items())
 
 
 def read(path: str | os.PathLike[str] | None, env: Mapping[str, str] | None = None) -> ConfigFile:
@@ -154,6 +191,8 @@ def load_section(cls: type[T], cfg: ConfigFile, section: str) -> T:
     prefix = f"{ENV_PREFIX}{section.upper()}_"
     for key, value in cfg.env.items():
         if key.startswith(prefix):
+            if service_link(key[len(prefix):], value, fields):
+                continue
             name = key[len(prefix):].lower()
             if name not in fields:
                 raise ConfigError(f"environment variable {key} names no setting of [{section}]; "
