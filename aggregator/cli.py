@@ -203,8 +203,8 @@ def _selector_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--namespace", "-n", help="namespace glob")
     p.add_argument("--pod", help="pod glob")
     p.add_argument("--container", help="container glob")
-    p.add_argument("--since", help="from (15m, 7d or an RFC 3339 time)")
-    p.add_argument("--until", help="until (15m, 7d or an RFC 3339 time)")
+    p.add_argument("--since", help="from (15m, 1h30m, 7d or an RFC 3339 time)")
+    p.add_argument("--until", help="until (15m, 1h30m, 7d or an RFC 3339 time)")
 
 
 def _common_options(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

@@ -2,7 +2,7 @@
 
 Shared by queries, legal holds, retention rules and erasure requests: the same
 selector gives the SQL that matches rows and the test that rules a file out
-from its catalog entry alone. Times are relative (``15m``, ``2h``, ``7d``,
+from its catalog entry alone. Times are relative (``15m``, ``1h30m``, ``2d12h``,
 ``now``) or RFC 3339 (``2026-11-24T10:00:00Z``, ``2026-11-24``).
 """
 
@@ -13,11 +13,19 @@ import re
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from fractions import Fraction
 
 from schemas.errors import ConfigError
 
 _NS = 1_000_000_000
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_UNITS = {"ms": Fraction(1, 1000), "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
+# "ms" before "m" so that 5ms is five milliseconds, not five minutes and a stray "s"
+_DURATION_PART = re.compile(r"(\d+)(?:\.(\d+))?(ms|[smhdwy])")
+_DURATION = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|[smhdwy]))+")
+_DURATION_ISH = re.compile(r"[\d.]+[a-zA-Z\u00b5][\w.\u00b5]*")  # looks meant as a duration: say how to write one
+# The latest instant a timestamp_ns holds: DuckDB reads int64 max itself as 'infinity'.
+MAX_TIME_NS = 2**63 - 2
+_BEYOND_EPOCH_NS = 2**64  # a duration longer than the lake can span
 
 
 class SelectorError(ConfigError):
@@ -46,25 +54,52 @@ def levels_sql(ranges: tuple[tuple[int, int], ...]) -> str:
     return "(" + " OR ".join(f"severity_number BETWEEN {a} AND {b}" for a, b in ranges) + ")" if ranges else "TRUE"
 
 
+def parse_duration_ns(text: str) -> int | None:
+    """ns in a duration like ``90s``, ``1h30m``, ``2d12h`` or ``1.5h`` (numbers each with a unit, as logcli
+    and Prometheus write them), or None when ``text`` is not one. Exact (Fraction, not float), so a huge
+    count neither overflows nor loses digits: callers clamp."""
+    if not _DURATION.fullmatch(text):
+        return None
+    total = Fraction(0)
+    for whole, frac, unit in _DURATION_PART.findall(text):
+        if len(whole.lstrip("0")) > 24:  # past any date (and Python's int-from-text digit limit): all time
+            return _BEYOND_EPOCH_NS
+        # digits past the 18th are below a nanosecond even for years
+        total += Fraction(whole + "." + (frac[:18] or "0")) * _UNITS[unit] * _NS
+    return int(total)
+
+
 def parse_time(text: str, now_ns: int | None = None) -> int:
-    """ns since the epoch for a relative duration (that long ago) or an RFC 3339 time."""
+    """ns since the epoch for a duration ago (``15m``, ``1h30m``), ``now`` or an RFC 3339 time.
+
+    Clamped to what the lake can hold: nothing is stored before 1970 (aggregator.validate refuses it), so
+    an earlier time, or a duration reaching back before 1970, means "from the beginning" (0). A time after
+    ``MAX_TIME_NS`` (2262, the end of 64-bit nanoseconds, which DuckDB and the catalog's SQLite use) cannot
+    be represented at all and is an error, not silently moved."""
     now = time.time_ns() if now_ns is None else now_ns
     t = text.strip()
     if t == "now":
         return now
-    m = re.fullmatch(r"(\d+(?:\.\d+)?)([smhdw])", t)
-    if m:
-        return now - int(float(m.group(1)) * _UNITS[m.group(2)] * _NS)
+    ago = parse_duration_ns(t)
+    if ago is not None:
+        return min(max(now - ago, 0), MAX_TIME_NS)
     try:
         dt = datetime.fromisoformat(t.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
-        raise SelectorError(f"bad time expression {text!r}: use a duration ago like 15m, 2h or 7d, "
-                                  "or an RFC 3339 time like 2026-11-24T10:00:00Z") from None
+        if _DURATION_ISH.fullmatch(t):
+            raise SelectorError(f"bad time expression {text!r}: a duration is numbers each with a unit "
+                                "(ms, s, m, h, d, w or y), like 90s, 1h30m or 2d12h") from None
+        raise SelectorError(f"bad time expression {text!r}: use a duration ago like 15m, 1h30m or 7d, "
+                            "or an RFC 3339 time like 2026-11-24T10:00:00Z") from None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=timezone.utc)
     frac = re.search(r"\.(\d+)", t.split("T", 1)[1]) if "T" in t else None
     nanos = int(frac.group(1)[:9].ljust(9, "0")) if frac else 0
-    return int(dt.replace(microsecond=0).timestamp()) * _NS + nanos
+    ns = int(dt.replace(microsecond=0).timestamp()) * _NS + nanos
+    if ns > MAX_TIME_NS:
+        raise SelectorError(f"time {text!r} is after {format_time(MAX_TIME_NS)}, the latest time the lake can "
+                            "represent (64-bit nanoseconds); give an earlier time")
+    return max(ns, 0)
 
 
 def format_time(ns: int | None) -> str:

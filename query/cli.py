@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -23,7 +24,7 @@ from query import config as query_config
 from query.connect import Lake
 from query.errors import QueryError
 from aggregator.selector import Selector, parse_levels, parse_time
-from query.filters import Filters
+from query.filters import Filters, trace_id
 from query.follow import follow
 from schemas.durable import write_durably
 from schemas.errors import LoglakeError
@@ -91,10 +92,10 @@ def _sql(s: Session) -> None:
 
 def _trace(s: Session) -> None:
     s.lake.require_data()
-    chosen = plan.trace(s.lake.catalog, s.args.trace_id)
+    tid = trace_id(s.args.trace_id)  # stored ids are lowercase hex without dashes
+    chosen = plan.trace(s.lake.catalog, tid)
     columns = "*" if s.args.output else TRACE_COLUMNS
-    s.emit(s.run(chosen, f"SELECT {columns} FROM logs WHERE trace_id = ? ORDER BY time, record_id",
-                 [s.args.trace_id]))
+    s.emit(s.run(chosen, f"SELECT {columns} FROM logs WHERE trace_id = ? ORDER BY time, record_id", [tid]))
 
 
 def _logs(s: Session) -> None:
@@ -106,10 +107,12 @@ def _logs(s: Session) -> None:
     # the newest --limit lines, shown oldest first (newest first with --reverse), like `tail -n`
     result = s.run(plan.select(s.lake.catalog, f),
                    f"SELECT {columns} FROM logs WHERE {where} ORDER BY time DESC, record_id DESC {limit}", params)
-    s.emit(result if s.args.reverse else result.take(list(range(result.num_rows - 1, -1, -1))))
+    s.emit(result if s.args.reverse else output.reversed_rows(result))
 
 
 def _tail(s: Session) -> None:
+    if s.args.follow and not s.args.interval > 0:  # also NaN, which time.sleep refuses with a traceback
+        raise QueryError(f"--interval {s.args.interval:g}: give a number of seconds above 0, e.g. 0.5")
     f = filters_of(s.args)
     fmt = s.args.format
 
@@ -191,6 +194,17 @@ def _verify_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _count(text: str) -> int:
+    """A count option (--limit, --lines): checked here, so a negative one is a usage line, not SQL's error."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"{n} is negative; give 0 or more")
+    return n
+
+
 def _common(parser: argparse.ArgumentParser, *format_flags: str) -> argparse.ArgumentParser:
     parser.add_argument("--config", "-c", help="loglake TOML file (LOGLAKE_* variables override it)")
     parser.add_argument(*format_flags, choices=output.FORMATS, dest="format", help="table (default), json lines, csv")
@@ -206,8 +220,9 @@ def _filter_options(p: argparse.ArgumentParser, since_help: str) -> None:
     p.add_argument("--pod", help="pod glob, e.g. 'checkout-*'")
     p.add_argument("--container", help="container glob")
     p.add_argument("--level", help="trace|debug|info|warn|error|fatal, comma-separated; warn+ = warn and above")
-    p.add_argument("--since", help=f"15m, 2h, 7d or an RFC 3339 time; 'all' for no bound ({since_help})")
-    p.add_argument("--until", help="15m, 2h, 7d or an RFC 3339 time (default now)")
+    p.add_argument("--since", help=f"a duration ago (15m, 1h30m, 2d12h) or an RFC 3339 time; 'all' for no bound "
+                                   f"({since_help})")
+    p.add_argument("--until", help="a duration ago (15m, 1h30m, 2d12h) or an RFC 3339 time (default now)")
     p.add_argument("--grep", help="only lines whose body contains this text")
     p.add_argument("--regex", action="store_true", help="--grep is a regular expression (RE2 syntax)")
 
@@ -223,15 +238,15 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sql", parents=[common], help="run DuckDB SQL against the view 'logs'")
     p.add_argument("query")
     p = sub.add_parser("trace", parents=[common], help="every line of a trace, across services, in time order")
-    p.add_argument("trace_id")
+    p.add_argument("trace_id", help="32 hex digits (upper case and dashes are fine)")
     p = sub.add_parser("logs", parents=[common], help="lines matching filters (newest --limit, oldest first)")
     _filter_options(p, "default 1h")
-    p.add_argument("--limit", type=int, default=1000, help="at most this many lines, the newest (0: all)")
+    p.add_argument("--limit", type=_count, default=1000, help="at most this many lines, the newest (0: all)")
     p.add_argument("--reverse", action="store_true", help="newest first")
     p = sub.add_parser("tail", parents=[common], help="the last lines, and with -f new ones as they land")
     _filter_options(p, "default: all")
     p.add_argument("--follow", "-f", action="store_true", help="keep printing new lines until interrupted")
-    p.add_argument("--lines", type=int, default=10, help="how many of the last lines to show first")
+    p.add_argument("--lines", type=_count, default=10, help="how many of the last lines to show first")
     p.add_argument("--interval", type=float, default=1.0, help="seconds between checks for new data")
     p = sub.add_parser("stats", parents=[common], help="lines and bytes by namespace, container, level, hour")
     _filter_options(p, "default 24h")
@@ -239,7 +254,7 @@ def parser() -> argparse.ArgumentParser:
                    help=f"comma-separated dimensions: {', '.join(STATS_DIMENSIONS)}")
     p = sub.add_parser("export", parents=[common], help="a signed case archive of matching records")
     _filter_options(p, "this or --trace is required")
-    p.add_argument("--trace", help="export this trace")
+    p.add_argument("--trace", help="export this trace (32 hex digits)")
     p.add_argument("--out", type=Path, required=True, help="the archive to write, e.g. case.zip")
     p = sub.add_parser("verify-export", parents=[common], help="check a case archive's digests and signature")
     p.add_argument("archive", type=Path)
@@ -252,6 +267,18 @@ def parser() -> argparse.ArgumentParser:
 
 
 COMMANDS = {"sql": _sql, "trace": _trace, "logs": _logs, "tail": _tail, "stats": _stats, "export": _export}
+
+
+def _stdout_to_devnull() -> None:
+    """After a broken pipe: point stdout at /dev/null so the interpreter's final flush of what is still
+    buffered does not fail again ("Exception ignored … BrokenPipeError"), as the Python docs advise
+    (library/signal.html, "Note on SIGPIPE"). Under a test's captured stdout there is no descriptor."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # io.UnsupportedOperation is both
+        pass
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -271,6 +298,12 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"loglake-query: {e}", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        # the reader left (`| head`, `| grep -q`): like grep, stop quietly; what it read was what it wanted
+        _stdout_to_devnull()
+        return 0
+    except KeyboardInterrupt:
+        return 130  # Ctrl-C: the shell's convention (128 + SIGINT), without a traceback
 
 
 if __name__ == "__main__":

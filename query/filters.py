@@ -2,7 +2,11 @@
 catalog bounds (see aggregator.selector for selectors and time expressions).
 
 Levels are OpenTelemetry severity ranges, so ``error`` matches ``ERROR``,
-``err`` and ``E`` lines alike; ``warn+`` means warn and above.
+``err`` and ``E`` lines alike; ``warn+`` means warn and above. A ``--grep
+--regex`` pattern is checked by the engine that runs it (DuckDB's RE2), not by
+Python's ``re``, whose syntax differs (look-around, backreferences). Trace ids
+are stored as 32 lowercase hex digits (aggregator.validate), so what a person
+types is brought to that form.
 """
 
 from __future__ import annotations
@@ -10,8 +14,39 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+import duckdb
+
+from aggregator.duck import first_line
 from aggregator.selector import Selector, levels_sql
 from query.errors import QueryError
+
+_TRACE_ID = re.compile(r"[0-9a-f]{32}")
+_LOOK_AROUND = re.compile(r"\(\?<?[=!]")
+_BACKREFERENCE = re.compile(r"\\[1-9]")
+
+
+def trace_id(text: str) -> str:
+    """A trace id as stored: 32 lowercase hex digits. Upper case and dashes (a UUID-style spelling) are
+    fine; anything else is one sentence."""
+    tid = text.strip().replace("-", "").lower()
+    if not _TRACE_ID.fullmatch(tid):
+        raise QueryError(f"{text!r} is not a trace id: give its 32 hex digits, like "
+                         "4bf92f3577b34da6a3ce929d0e0e4736 (upper case and dashes are fine)")
+    return tid
+
+
+def check_regex(pattern: str) -> None:
+    """Refuse a pattern DuckDB's RE2 would refuse, with one sentence, before anything is planned or read.
+    Asked of DuckDB itself (a plain in-memory connection, no lake), so what passes here also runs."""
+    try:
+        with duckdb.connect() as con:
+            con.execute("SELECT regexp_matches('', ?)", [pattern]).fetchall()
+    except duckdb.Error as e:
+        why = first_line(e).removeprefix("Invalid Input Error: ")
+        hint = ("RE2 has no look-around" if _LOOK_AROUND.search(pattern)
+                else "RE2 has no backreferences" if _BACKREFERENCE.search(pattern)
+                else "drop --regex to search the text as is")
+        raise QueryError(f"--grep regex {pattern!r} is not valid RE2: {why}; {hint}") from None
 
 
 @dataclass(frozen=True)
@@ -24,10 +59,9 @@ class Filters:
 
     def __post_init__(self) -> None:
         if self.regex and self.grep is not None:
-            try:
-                re.compile(self.grep)
-            except re.error as e:
-                raise QueryError(f"bad regular expression {self.grep!r} ({e}); drop --regex to search the text as is")
+            check_regex(self.grep)
+        if self.trace_id is not None:
+            object.__setattr__(self, "trace_id", trace_id(self.trace_id))  # frozen: set once, here
 
     @property
     def since_ns(self) -> int | None:

@@ -17,7 +17,7 @@ from types import FrameType
 
 import pyarrow as pa
 
-from query import plan
+from query import output, plan
 from query.connect import Lake, run_sql
 from query.filters import Filters
 
@@ -36,7 +36,7 @@ def follow(lake: Lake, filters: Filters, columns: str, lines: int, interval_s: f
     chosen = plan.select(lake.catalog, filters)
     last = run_sql(lake._view(chosen.files), f"SELECT {columns} FROM logs WHERE {where} "
                                             f"ORDER BY time DESC, record_id DESC LIMIT {lines}", params)
-    show(last.take(list(range(last.num_rows - 1, -1, -1))), True)
+    show(output.reversed_rows(last), True)
     try:
         while follow_new:
             time.sleep(interval_s)
