@@ -20,6 +20,7 @@ from aggregator.retention import Remover
 from aggregator.source import Source
 from aggregator.spool import SpoolSource
 from aggregator.storage import Storage
+from schemas.config import version
 from schemas import jsonlog
 from schemas.errors import ConfigError, LoglakeError
 from schemas.metrics import Registry, serve
@@ -216,6 +217,7 @@ def _common_options(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = _common_options(argparse.ArgumentParser(prog="loglake-aggregator", description=__doc__))
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     parser.set_defaults(log_level="INFO")
     # Options may also follow the subcommand; SUPPRESS keeps a subcommand from
     # resetting what was given before it.

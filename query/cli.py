@@ -26,6 +26,7 @@ from query.errors import QueryError
 from aggregator.selector import Selector, parse_levels, parse_time
 from query.filters import Filters, trace_id
 from query.follow import follow
+from schemas.config import version
 from schemas.durable import write_durably
 from schemas.errors import LoglakeError
 
@@ -57,7 +58,7 @@ class Session:
         return "loglake-query " + " ".join(self.args.argv)
 
     def run(self, chosen: plan.Plan, sql: str, params: list[object], user_sql: bool = False) -> pa.Table:
-        what = {"command": self.command, **({"output": str(self.args.output)} if self.args.output else {})}
+        what = {"command": self.command, **({"output": str(self.args.output_file)} if self.args.output_file else {})}
         result = self.lake.query(chosen.files, sql, params, rows=chosen.row_ranges(), what=what, user_sql=user_sql)
         if self.args.explain:
             ms = (time.perf_counter() - self.started) * 1000
@@ -69,9 +70,9 @@ class Session:
         return result
 
     def emit(self, table: pa.Table) -> None:
-        if self.args.output:
-            output.write_parquet(table, self.args.output)
-            print(f"wrote {table.num_rows} rows to {self.args.output}", file=sys.stderr)
+        if self.args.output_file:
+            output.write_parquet(table, self.args.output_file)
+            print(f"wrote {table.num_rows} rows to {self.args.output_file}", file=sys.stderr)
         else:
             output.write(table, self.args.format, tz=self.tz)
 
@@ -94,7 +95,7 @@ def _trace(s: Session) -> None:
     s.lake.require_data()
     tid = trace_id(s.args.trace_id)  # stored ids are lowercase hex without dashes
     chosen = plan.trace(s.lake.catalog, tid)
-    columns = "*" if s.args.output else TRACE_COLUMNS
+    columns = "*" if s.args.output_file else TRACE_COLUMNS
     s.emit(s.run(chosen, f"SELECT {columns} FROM logs WHERE trace_id = ? ORDER BY time, record_id", [tid]))
 
 
@@ -103,7 +104,7 @@ def _logs(s: Session) -> None:
     f = filters_of(s.args, default_since="1h")
     where, params = f.where()
     limit = f"LIMIT {s.args.limit}" if s.args.limit else ""
-    columns = "*" if s.args.output else LINE_COLUMNS
+    columns = "*" if s.args.output_file else LINE_COLUMNS
     # the newest --limit lines, shown oldest first (newest first with --reverse), like `tail -n`
     result = s.run(plan.select(s.lake.catalog, f),
                    f"SELECT {columns} FROM logs WHERE {where} ORDER BY time DESC, record_id DESC {limit}", params)
@@ -205,11 +206,21 @@ def _count(text: str) -> int:
     return n
 
 
+def _output_file(value: str) -> str:
+    if value in output.FORMATS:  # kubectl habit: -o json; a file named "json" is never what was meant
+        raise argparse.ArgumentTypeError(f"{value!r} is an output format: choose it with -o {value}, "
+                                         "and give --output-file a file name (e.g. result.parquet)")
+    return value
+
+
 def _common(parser: argparse.ArgumentParser, *format_flags: str) -> argparse.ArgumentParser:
-    parser.add_argument("--config", "-c", help="loglake TOML file (LOGLAKE_* variables override it)")
-    parser.add_argument(*format_flags, choices=output.FORMATS, dest="format", help="table (default), json lines, csv")
+    parser.add_argument("--config", "-c", help="loglake TOML file (default: $LOGLAKE_CONFIG, else ./loglake.toml, "
+                                               "~/.config/loglake/loglake.toml, /etc/loglake/loglake.toml)")
+    parser.add_argument("--output", "-o", *format_flags, choices=output.FORMATS, dest="format",
+                        help="table (default; cells over 120 characters end in …), wide (never cut), "
+                             "json or jsonl (one object per line), csv")
     parser.add_argument("--tz", help="show times in this IANA time zone (default UTC, or [query] tz)")
-    parser.add_argument("--output", "-o", help="write the result to this Parquet file instead")
+    parser.add_argument("--output-file", type=_output_file, help="write the result to this Parquet file instead")
     parser.add_argument("--explain", action="store_true", help="print the files and row groups chosen (stderr)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     return parser
@@ -228,9 +239,10 @@ def _filter_options(p: argparse.ArgumentParser, since_help: str) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    top = _common(argparse.ArgumentParser(prog="loglake-query", description=__doc__,
+    top = _common(argparse.ArgumentParser(prog="loglake-query", description=__doc__, allow_abbrev=False,
                                           formatter_class=argparse.RawDescriptionHelpFormatter), "--format", "-f")
     top.set_defaults(format="table")
+    top.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     # Options may also follow the subcommand; SUPPRESS keeps a subcommand from resetting them.
     # After the subcommand, -f is tail's --follow; the format is spelled --format there.
     common = _common(argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS), "--format")

@@ -15,7 +15,9 @@ import pyarrow.parquet as pq
 
 from query.errors import QueryError
 
-FORMATS = ("table", "json", "csv")
+# kubectl's -o words: table cuts a cell at MAX_CELL (marked …), wide never cuts; json and jsonl are both
+# one object per line (what logcli and jq expect from a stream of log lines).
+FORMATS = ("table", "wide", "json", "jsonl", "csv")
 MAX_CELL = 120
 
 
@@ -53,12 +55,17 @@ def check_tz(tz: str) -> str:
     return tz
 
 
+def _cell(v: Any, wide: bool) -> str:
+    text = _text(v).replace("\n", "\\n")
+    return text if wide or len(text) <= MAX_CELL else text[:MAX_CELL - 1] + "…"
+
+
 def write(table: pa.Table, fmt: str, out: IO[str] | None = None, *, tz: str = "UTC", header: bool = True) -> None:
     out = out or sys.stdout
     table = _timestamps_as_text(table, tz)
     columns = table.column_names
     rows = list(zip(*(table.column(i).to_pylist() for i in range(table.num_columns)))) if columns else []
-    if fmt == "json":
+    if fmt in ("json", "jsonl"):
         for row in rows:
             out.write(orjson.dumps(dict(zip(columns, row)), default=_text).decode() + "\n")
     elif fmt == "csv":
@@ -67,7 +74,7 @@ def write(table: pa.Table, fmt: str, out: IO[str] | None = None, *, tz: str = "U
             w.writerow(columns)
         w.writerows([_text(v) for v in row] for row in rows)
     else:
-        cells = [[_text(v).replace("\n", "\\n")[:MAX_CELL] for v in row] for row in rows]
+        cells = [[_cell(v, fmt == "wide") for v in row] for row in rows]
         widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
         if header:
             out.write("  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip() + "\n")

@@ -84,8 +84,26 @@ class ConfigFile:
         return any(k.startswith(prefix) and not service_link(k[len(prefix):], v, fields) for k, v in self.env.items())
 
 
+# Where a config is looked for when neither --config nor LOGLAKE_CONFIG names one (like logcli's
+# LOKI_ADDR, kubectl's KUBECONFIG): the working directory, the user's, the system's.
+SEARCH_PATH = (Path("loglake.toml"), Path("~/.config/loglake/loglake.toml"), Path("/etc/loglake/loglake.toml"))
+
+
+def version() -> str:
+    """The installed loglake's version, for --version."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+    try:
+        return installed("loglake")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def read(path: str | os.PathLike[str] | None, env: Mapping[str, str] | None = None) -> ConfigFile:
     env = dict(os.environ if env is None else env)
+    if path is None:
+        path = env.get(f"{ENV_PREFIX}CONFIG") or next(
+            (str(p.expanduser()) for p in SEARCH_PATH if p.expanduser().is_file()), None)
     if path is None:
         return ConfigFile(None, {}, env)
     p = Path(path).resolve()

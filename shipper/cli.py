@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 
+from schemas.config import version
 from schemas import jsonlog
 from schemas.errors import ConfigError, LoglakeError
 from schemas.metrics import Registry, serve
@@ -90,6 +91,7 @@ async def _run(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="loglake-shipper", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     parser.add_argument("--config", "-c", help="loglake TOML file (LOGLAKE_* variables override it)")
     parser.add_argument("--once", action="store_true",
                         help="ship everything present, wait for every acknowledgement, save the checkpoint, exit")

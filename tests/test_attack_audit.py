@@ -166,12 +166,12 @@ def test_the_spill_directory_is_private_to_the_query(lake, capsys, monkeypatch):
 def test_output_files_are_private_and_never_written_through_a_planted_link(lake, capsys):
     tmp, config, _ = lake
     out = tmp / "result.parquet"
-    assert q(["--config", str(config), "sql", "SELECT * FROM logs", "--output", str(out)]) == 0
+    assert q(["--config", str(config), "sql", "SELECT * FROM logs", "--output-file", str(out)]) == 0
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
     victim = tmp / "victim.txt"
     victim.write_text("precious")
     (tmp / "planted.parquet").symlink_to(victim)
-    assert q(["--config", str(config), "sql", "SELECT * FROM logs", "--output", str(tmp / "planted.parquet")]) == 1
+    assert q(["--config", str(config), "sql", "SELECT * FROM logs", "--output-file", str(tmp / "planted.parquet")]) == 1
     assert "already exists" in capsys.readouterr().err and victim.read_text() == "precious"
 
 

@@ -82,7 +82,7 @@ def test_empty_export_is_a_signed_archive_of_nothing(lake, capsys, tmp_path):
 def test_empty_parquet_output(lake, capsys, tmp_path):
     import pyarrow.parquet as pq
     _, config, _ = lake
-    rc, _, err = run(capsys, config, "logs", "-n", "nosuch", "--output", str(tmp_path / "none.parquet"))
+    rc, _, err = run(capsys, config, "logs", "-n", "nosuch", "--output-file", str(tmp_path / "none.parquet"))
     assert rc == 0 and "wrote 0 rows" in err
     assert pq.read_table(tmp_path / "none.parquet").num_rows == 0
 

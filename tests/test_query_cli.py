@@ -80,7 +80,7 @@ def test_times_in_another_zone_and_parquet_output(lake, capsys, tmp_path):
     _, config, n = lake
     got = rows(capsys, config, "logs", "--since", HOUR, "--until", "2026-11-20T23:00:01Z", "--tz", "Asia/Tokyo")
     assert got and all(r["time"].startswith("2026-11-21T08:00:00.") and r["time"].endswith("+0900") for r in got)
-    rc, _, err = run(capsys, config, "logs", "--since", "all", "--limit", "0", "--output", str(tmp_path / "x.parquet"))
+    rc, _, err = run(capsys, config, "logs", "--since", "all", "--limit", "0", "--output-file", str(tmp_path / "x.parquet"))
     assert rc == 0 and f"wrote {n} rows" in err
     assert pq.read_table(tmp_path / "x.parquet").num_rows == n
     assert "record_id" in pq.read_schema(tmp_path / "x.parquet").names
