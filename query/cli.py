@@ -238,6 +238,46 @@ def _filter_options(p: argparse.ArgumentParser, since_help: str) -> None:
     p.add_argument("--regex", action="store_true", help="--grep is a regular expression (RE2 syntax)")
 
 
+EXAMPLES: dict[str, tuple[str, ...]] = {
+    "sql": (
+        'loglake-query sql "SELECT container, count(*) FROM logs GROUP BY ALL"',
+        'loglake-query sql "SELECT time, body FROM logs WHERE severity_number >= 17 ORDER BY time DESC LIMIT 20"',
+        'loglake-query -o csv sql "SELECT namespace, count(*) FROM logs GROUP BY ALL" > counts.csv',
+    ),
+    "trace": (
+        'loglake-query trace 4bf92f3577b34da6a3ce929d0e0e4736',
+        'loglake-query trace 4BF92F35-77B3-4DA6-A3CE-929D0E0E4736 -o json --explain',
+    ),
+    "logs": (
+        "loglake-query logs -n shop --pod 'checkout-*' --level warn+ --since 15m",
+        'loglake-query logs --container nginx --since 2026-11-24T10:00:00Z --until 1h --grep timeout',
+        "loglake-query logs --grep 'status=5\\d\\d' --regex --since 1h30m -o wide",
+    ),
+    "tail": (
+        'loglake-query tail -f -n payments --level error',
+        'loglake-query tail --lines 50 --container nginx -o json',
+    ),
+    "stats": (
+        'loglake-query stats --since 24h --by namespace,level',
+        'loglake-query stats --since 7d --by day -o csv',
+    ),
+    "export": (
+        'loglake-query export --trace 4bf92f3577b34da6a3ce929d0e0e4736 --out case-1234.zip',
+        'loglake-query export -n payments --since 2026-11-01T00:00:00Z --until 2026-11-08T00:00:00Z --out case.zip',
+    ),
+    "verify-export": (
+        'loglake-query verify-export case.zip --public-key export-signing.pub.pem',
+        'loglake-query verify-export case.zip --trust-embedded-key   # integrity only',
+    ),
+}
+
+
+def _examples(command: str) -> dict[str, object]:
+    """Help with examples under it, as kubectl's subcommands have."""
+    return {"epilog": "examples:\n" + "\n".join("  " + e for e in EXAMPLES[command]),
+            "formatter_class": argparse.RawDescriptionHelpFormatter}
+
+
 def parser() -> argparse.ArgumentParser:
     top = _common(argparse.ArgumentParser(prog="loglake-query", description=__doc__, allow_abbrev=False,
                                           formatter_class=argparse.RawDescriptionHelpFormatter), "--format", "-f")
@@ -247,28 +287,35 @@ def parser() -> argparse.ArgumentParser:
     # After the subcommand, -f is tail's --follow; the format is spelled --format there.
     common = _common(argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS), "--format")
     sub = top.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("sql", parents=[common], help="run DuckDB SQL against the view 'logs'")
+    p = sub.add_parser("sql", parents=[common], **_examples("sql"),
+                       help="run DuckDB SQL against the view 'logs'")
     p.add_argument("query")
-    p = sub.add_parser("trace", parents=[common], help="every line of a trace, across services, in time order")
+    p = sub.add_parser("trace", parents=[common], **_examples("trace"),
+                       help="every line of a trace, across services, in time order")
     p.add_argument("trace_id", help="32 hex digits (upper case and dashes are fine)")
-    p = sub.add_parser("logs", parents=[common], help="lines matching filters (newest --limit, oldest first)")
+    p = sub.add_parser("logs", parents=[common], **_examples("logs"),
+                       help="lines matching filters (newest --limit, oldest first)")
     _filter_options(p, "default 1h")
     p.add_argument("--limit", type=_count, default=1000, help="at most this many lines, the newest (0: all)")
     p.add_argument("--reverse", action="store_true", help="newest first")
-    p = sub.add_parser("tail", parents=[common], help="the last lines, and with -f new ones as they land")
+    p = sub.add_parser("tail", parents=[common], **_examples("tail"),
+                       help="the last lines, and with -f new ones as they land")
     _filter_options(p, "default: all")
     p.add_argument("--follow", "-f", action="store_true", help="keep printing new lines until interrupted")
     p.add_argument("--lines", type=_count, default=10, help="how many of the last lines to show first")
     p.add_argument("--interval", type=float, default=1.0, help="seconds between checks for new data")
-    p = sub.add_parser("stats", parents=[common], help="lines and bytes by namespace, container, level, hour")
+    p = sub.add_parser("stats", parents=[common], **_examples("stats"),
+                       help="lines and bytes by namespace, container, level, hour")
     _filter_options(p, "default 24h")
     p.add_argument("--by", default="namespace,container,level,hour",
                    help=f"comma-separated dimensions: {', '.join(STATS_DIMENSIONS)}")
-    p = sub.add_parser("export", parents=[common], help="a signed case archive of matching records")
+    p = sub.add_parser("export", parents=[common], **_examples("export"),
+                       help="a signed case archive of matching records")
     _filter_options(p, "this or --trace is required")
     p.add_argument("--trace", help="export this trace (32 hex digits)")
     p.add_argument("--out", type=Path, required=True, help="the archive to write, e.g. case.zip")
-    p = sub.add_parser("verify-export", parents=[common], help="check a case archive's digests and signature")
+    p = sub.add_parser("verify-export", parents=[common], **_examples("verify-export"),
+                       help="check a case archive's digests and signature")
     p.add_argument("archive", type=Path)
     p.add_argument("--public-key", type=Path, help="the signer's public key (PEM) to trust, from the signer")
     p.add_argument("--trust-embedded-key", action="store_true",

@@ -77,3 +77,11 @@ def test_version_on_every_binary(binary):
     done = subprocess.run([str(__import__("pathlib").Path(sys.executable).parent / binary), "--version"],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stdout.strip() == f"{binary} {version('loglake')}"
+
+
+@pytest.mark.parametrize("command", ["sql", "trace", "logs", "tail", "stats", "export", "verify-export"])
+def test_every_subcommand_help_has_examples(capsys, command):
+    with pytest.raises(SystemExit) as e:
+        q([command, "--help"])
+    out = capsys.readouterr().out
+    assert e.value.code == 0 and "examples:\n  loglake-query " in out
