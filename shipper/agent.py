@@ -34,7 +34,7 @@ from shipper.buffer import DiskBuffer
 from shipper.checkpoint import STALE_AFTER_S, Checkpoints
 from shipper.config import Settings
 from shipper.delivery import Delivery
-from shipper.enrich import K8sMeta, from_path
+from shipper.enrich import K8sMeta, display_path, from_path
 from shipper.identity import Position
 from shipper.records import RecordBuilder, detect_format, processing
 from shipper.tail import Chunk, FileTail
@@ -72,17 +72,92 @@ class Source:
     def position(self) -> Position:
         return Position(self.tail.offset, self.window)
 
+    @property
+    def name(self) -> str:
+        """The path as valid text, for records, checkpoints and logs (``path`` opens the file)."""
+        return display_path(self.path)
+
 
 def container_key(meta: K8sMeta, path: str) -> bytes:
     if meta.namespace and meta.pod and meta.container:
         return f"{meta.namespace}/{meta.pod}/{meta.container}".encode()
-    return path.encode()
+    return display_path(path).encode()
 
 
 def rotated_siblings(path: str) -> list[str]:
     """Files a rotation of ``path`` may have left: ``path.*`` and ``path-*`` beside its real file."""
     real = os.path.realpath(path)
     return sorted({*glob.glob(glob.escape(real) + ".*"), *glob.glob(glob.escape(real) + "-*")})
+
+
+def _name_matches(part: str, name: str) -> bool:
+    """One path component against one glob component; as glob does, ``*`` leaves hidden names alone."""
+    if name.startswith(".") and not part.startswith("."):
+        return False
+    return fnmatch.fnmatchcase(name, part)
+
+
+def _parts_match(pattern: tuple[str, ...], names: tuple[str, ...]) -> bool:
+    if not pattern:
+        return not names
+    if pattern[0] == "**":   # zero or more directories, none of them hidden
+        return _parts_match(pattern[1:], names) or bool(
+            names and not names[0].startswith(".") and _parts_match(pattern, names[1:]))
+    return bool(names) and _name_matches(pattern[0], names[0]) and _parts_match(pattern[1:], names[1:])
+
+
+def _walk(base: str) -> list[tuple[str, ...]]:
+    """Every non-directory under ``base``, as path components relative to it. Directory symlinks are
+    followed, but each directory (by device and inode) is listed once, so a symlink loop (``ln -s . a``,
+    ``ln -s .. b``) is not walked round and round: the walk is bounded by the number of real directories.
+    Real directories are listed before symlinked ones, so a file is named by its real path when both lead
+    to it."""
+    found: list[tuple[str, ...]] = []
+    visited: set[tuple[int, int]] = set()
+    real: list[tuple[str, ...]] = [()]
+    linked: list[tuple[str, ...]] = []
+    while real or linked:
+        rel = real.pop() if real else linked.pop(0)
+        d = os.path.join(base, *rel) if rel else base
+        try:
+            st = os.stat(d)
+            if (st.st_dev, st.st_ino) in visited:
+                continue
+            visited.add((st.st_dev, st.st_ino))
+            with os.scandir(d) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError:
+            continue
+        for e in entries:
+            try:
+                is_dir = e.is_dir()
+                (linked if e.is_symlink() else real).append(rel + (e.name,)) if is_dir else found.append(rel + (e.name,))
+            except OSError:
+                continue
+    return found
+
+
+def match_glob(pattern: str) -> list[str]:
+    """Paths matching ``pattern``, as ``glob.glob(pattern, recursive=True)`` gives them, except that
+    ``**`` does not follow directory symlinks round a loop (see _walk)."""
+    parts = pattern.split("/")
+    if "**" not in parts:
+        return glob.glob(pattern)
+    i = parts.index("**")
+    prefix = "/".join(parts[:i]) or ("/" if pattern.startswith("/") else "")
+    rest = tuple(p for p in parts[i:] if p)
+    if not prefix:
+        bases = ["."]
+    elif glob.has_magic(prefix):
+        bases = glob.glob(prefix)
+    else:
+        bases = [prefix]
+    out = []
+    for base in bases:
+        for rel in _walk(base):
+            if _parts_match(rest, rel):
+                out.append(os.path.join(*rel) if not prefix else os.path.join(base, *rel))
+    return out
 
 
 class Agent:
@@ -103,6 +178,7 @@ class Agent:
         # Read positions of content whose file was closed: a copy of it found later resumes there.
         self._released: dict[str, Position] = {}
         self._ignored: set[tuple[int, int]] = set()   # (dev, ino) of files that hold nothing to read
+        self._misnamed: set[str] = set()              # paths not valid UTF-8, warned about once
         self._rescan: set[str] = set()                # paths whose rotated siblings to look at
         self._started = False
         self._full: list[Batch] = []                  # batches that filled up during a read pass
@@ -128,7 +204,7 @@ class Agent:
     def _matching_paths(self) -> set[str]:
         """Included files, each once: /var/log/containers/*.log symlinks and the /var/log/pods files they
         point to are one file, tailed under its real path when the globs match both."""
-        paths = {p for pattern in self.cfg.include for p in glob.glob(str(pattern), recursive=True)}
+        paths = {p for pattern in self.cfg.include for p in match_glob(str(pattern))}
         chosen: dict[tuple[int, int], str] = {}
         for p in sorted(paths):
             try:
@@ -151,7 +227,7 @@ class Agent:
             st = os.fstat(tail.fd)
         except OSError as e:
             self.errors["open_failed"] += 1
-            log.warning("cannot open log file", extra={"path": path, "error": str(e)})
+            log.warning("cannot open log file", extra={"path": display_path(path), "error": str(e)})
             return None
         if not stat.S_ISREG(st.st_mode):  # swapped for a FIFO or device between stat and open
             tail.close()
@@ -257,7 +333,7 @@ class Agent:
         owner.gone_since = time.monotonic()
         self.retired.remove(copy)
         self.stats["rotated_files_adopted"] += 1
-        log.info("reading on in the copy of a truncated file", extra={"path": copy.path,
+        log.info("reading on in the copy of a truncated file", extra={"path": copy.name,
                                                                       "offset": owner.tail.offset})
 
     def _known(self, sid: str) -> Position | None:
@@ -303,15 +379,19 @@ class Agent:
         src.tail.offset, src.window, src.fp = pos.offset, pos.window, fp
         if src.adopt_after is not None:
             self.stats["rotated_files_adopted"] += 1
-            log.info("reading a rotated file", extra={"path": src.path, "offset": pos.offset})
+            log.info("reading a rotated file", extra={"path": src.name, "offset": pos.offset})
         first_line = os.pread(fd, 4096, 0).split(b"\n", 1)[0]
+        if src.name != src.path and src.path not in self._misnamed:
+            self._misnamed.add(src.path)
+            log.warning("file name is not valid UTF-8; shipped with U+FFFD in place of its bad bytes in source_path",
+                        extra={"path": src.name})
         meta = from_path(src.path)
         src.source_id, src.key = sid, container_key(meta, src.path)
-        src.builder = RecordBuilder(self.proc, source_id=sid, path=src.path, meta=meta,
+        src.builder = RecordBuilder(self.proc, source_id=sid, path=src.name, meta=meta,
                                     fmt=detect_format(first_line), errors=self.errors, redactions=self.redactions)
         if pos.offset:
-            self.batcher.report_later(src.key, sid, Progress(src.path, pos, src.builder.source))
-        log.info("tailing file", extra={"path": src.path, "source_id": sid, "offset": src.tail.offset,
+            self.batcher.report_later(src.key, sid, Progress(src.name, pos, src.builder.source))
+        log.info("tailing file", extra={"path": src.name, "source_id": sid, "offset": src.tail.offset,
                                         "format": src.builder.fmt})
         return True
 
@@ -381,7 +461,7 @@ class Agent:
         commit = min([src.tail.offset, *floors])
         pos = src.position() if commit == src.tail.offset else Position(commit, identity.window(src.tail.fd, commit))
         self._full += self.batcher.add(src.key, records, src.source_id,
-                                       Progress(src.path, pos, src.builder.source, sealed))
+                                       Progress(src.name, pos, src.builder.source, sealed))
 
     def _truncated(self, src: Source) -> None:
         """copytruncate: the file shrank or begins anew. ``src`` keeps the content read so far and
@@ -390,7 +470,7 @@ class Agent:
         holds now is a new source read from 0."""
         if src.builder is None or src.source_id is None:
             return
-        log.warning("file truncated; its new content is read from the start", extra={"path": src.path})
+        log.warning("file truncated; its new content is read from the start", extra={"path": src.name})
         self.stats["truncations"] += 1
         fresh = Source(src.path, FileTail(src.path, os.dup(src.tail.fd), 0), src.dev, src.ino, src.directory,
                        time.monotonic())

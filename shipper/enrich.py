@@ -27,11 +27,24 @@ class K8sMeta:
     container_id: str | None = None
 
 
+def display_path(path: str) -> str:
+    """``path`` as valid text: bytes of a file name that are not UTF-8 (held by Python as lone
+    surrogates) become U+FFFD, so the name can go into records, checkpoints and logs. The file
+    itself is still opened by its real name."""
+    try:
+        path.encode()
+        return path
+    except UnicodeEncodeError:
+        return os.fsencode(path).decode("utf-8", "replace")
+
+
 def from_path(path: str) -> K8sMeta:
-    """Metadata from a log path; a /var/log/containers symlink is followed for the pod UID."""
+    """Metadata from a log path; a /var/log/containers symlink is followed for the pod UID.
+    A name that is not valid UTF-8 is read as its displayable form (see display_path)."""
+    real, path = path, display_path(path)
     m = _CONTAINERS.search(path)
     if m:
-        target = _PODS.search(os.path.realpath(path))
+        target = _PODS.search(display_path(os.path.realpath(real)))
         return K8sMeta(m["ns"], m["pod"], target["uid"] if target else None, m["container"], m["cid"])
     m = _PODS.search(path)
     if m:

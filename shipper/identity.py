@@ -47,7 +47,7 @@ def fingerprint(fd: int, directory: str) -> str | None:
         head = head[:nl + 1]
     elif len(head) < FINGERPRINT_BYTES:
         return None
-    return hashlib.blake2b(directory.encode() + b"\0" + head, digest_size=8).hexdigest()
+    return hashlib.blake2b(os.fsencode(directory) + b"\0" + head, digest_size=8).hexdigest()
 
 
 def source_id(node: str, fp: str) -> str:
