@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from aggregator.cli import main as aggregator
-from shipper.agent import match_glob
+from shipper.discovery import match_glob
 from shipper.cli import main as shipper
 from tests.conftest import cri, pod_log, write_config
 
