@@ -278,3 +278,10 @@ def build_records(lines: list[bytes], fmt: str = "plain", *, drain: bool = True,
     if drain:
         out += decode_records(builder.drain())
     return Built(out, dict(errors), dict(redactions))
+
+
+def module_lake(tmp_path_factory, name: str, rounds: int, lines: int) -> tuple[Path, Path, int]:
+    """(dir, config, records) of a lake filled once for a test module (fill_lake on the spool)."""
+    tmp = tmp_path_factory.mktemp(name)
+    config = write_config(tmp)
+    return tmp, config, fill_lake(tmp, config, rounds=rounds, lines=lines)

@@ -11,15 +11,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from query.cli import main as q
-from tests.conftest import fill_lake, write_config
+from tests.conftest import module_lake
 
 
 @pytest.fixture(scope="module")
 def lake(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("conventions")
-    config = write_config(tmp)
-    n = fill_lake(tmp, config, rounds=1, lines=5)
-    return tmp, config, n
+    return module_lake(tmp_path_factory, "conventions", rounds=1, lines=5)
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:

@@ -12,7 +12,7 @@ import pytest
 
 from aggregator.selector import MAX_TIME_NS, SelectorError, parse_time
 from query.cli import main as q
-from tests.conftest import fill_lake, lake_trace, write_config
+from tests.conftest import lake_trace, module_lake, write_config
 
 QUERY = str(Path(sys.executable).parent / "loglake-query")  # the installed console script, as a person runs it
 LINE_HEADER = ["time", "namespace", "pod", "container", "stream", "level", "trace_id", "body"]
@@ -21,10 +21,7 @@ NOW = 1_795_215_600 * 10**9  # 2026-11-20T23:00:00Z
 
 @pytest.fixture(scope="module")
 def lake(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("robust")
-    config = write_config(tmp)
-    n = fill_lake(tmp, config, rounds=4, lines=60)
-    return tmp, config, n
+    return module_lake(tmp_path_factory, "robust", rounds=4, lines=60)
 
 
 def run(capsys, config, *argv: str) -> tuple[int, str, str]:
