@@ -12,7 +12,7 @@ import pytest
 
 from aggregator.selector import MAX_TIME_NS, SelectorError, parse_time
 from query.cli import main as q
-from tests.conftest import lake_trace, module_lake, write_config
+from tests.conftest import lake_trace, module_lake
 
 QUERY = str(Path(sys.executable).parent / "loglake-query")  # the installed console script, as a person runs it
 LINE_HEADER = ["time", "namespace", "pod", "container", "stream", "level", "trace_id", "body"]
