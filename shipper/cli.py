@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import signal
 import sys
 
@@ -24,7 +23,7 @@ def _lag(agent: Agent) -> list[tuple[dict[str, str], float]]:
     out = []
     for src in [*agent.active.values(), *agent.retired]:
         try:
-            out.append(({"path": src.path}, float(max(0, os.fstat(src.tail.fd).st_size - src.tail.offset))))
+            out.append(({"path": src.path}, float(src.tail.unread())))
         except OSError:
             continue
     return out

@@ -44,6 +44,10 @@ class FileTail:
     def size(self) -> int:
         return os.fstat(self.fd).st_size
 
+    def unread(self) -> int:
+        """Bytes written and not read yet."""
+        return max(0, self.size() - self.offset)
+
     def read(self, max_bytes: int, max_line: int) -> Chunk:
         """Up to about ``max_bytes`` of complete lines."""
         want = max(max_bytes, max_line + 1)
