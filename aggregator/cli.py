@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import signal
 import sys
@@ -21,7 +22,7 @@ from aggregator.source import Source
 from aggregator.spool import SpoolSource
 from aggregator.storage import Storage
 from schemas.config import version
-from schemas import jsonlog
+from schemas import completion, jsonlog
 from schemas.errors import ConfigError, LoglakeError
 from schemas.metrics import Registry, serve
 
@@ -117,13 +118,13 @@ def _compact(args: argparse.Namespace) -> None:
     settings = config.load(args.config)
     compactor = Compactor.open(settings, keys.master_for(settings.aggregator))
     try:
-        report: Report = compactor.run()
+        report: Report = compactor.run(progress=compliance.progress_of(args))
     finally:
         compactor.close()
     tiers = ", ".join(f"{n} {t}" for t, n in sorted(report.by_tier.items())) or "nothing to do"
-    print(f"compacted {report.files_in} files ({report.bytes_in} bytes) into {report.files_out} "
-          f"({report.bytes_out} bytes; {tiers}), {report.rows} rows in {report.seconds:.2f} s; "
-          f"deleted {report.deleted} replaced files")
+    compliance.emit(args, [f"compacted {report.files_in} files ({report.bytes_in} bytes) into {report.files_out} "
+                           f"({report.bytes_out} bytes; {tiers}), {report.rows} rows in {report.seconds:.2f} s; "
+                           f"deleted {report.deleted} replaced files"], dataclasses.asdict(report))
 
 
 async def _topics(args: argparse.Namespace) -> None:
@@ -209,8 +210,9 @@ def _selector_options(p: argparse.ArgumentParser) -> None:
 
 
 def _common_options(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.add_argument("--config", "-c", help="loglake TOML file (LOGLAKE_* variables override it)")
-    parser.add_argument("--log-level", help="DEBUG, INFO (default), WARNING, ERROR")
+    completion.files(parser.add_argument("--config", "-c", help="loglake TOML file (LOGLAKE_* variables override it)"))
+    parser.add_argument("--log-level", help="DEBUG, INFO (default of run), WARNING (default of the other "
+                                            "commands), ERROR")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     return parser
 
@@ -218,7 +220,6 @@ def _common_options(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = _common_options(argparse.ArgumentParser(prog="loglake-aggregator", description=__doc__))
     parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
-    parser.set_defaults(log_level="INFO")
     # Options may also follow the subcommand; SUPPRESS keeps a subcommand from
     # resetting what was given before it.
     common = _common_options(argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS))
@@ -231,12 +232,19 @@ def main(argv: list[str] | None = None) -> int:
     c = sub.add_parser("certs", parents=[common], help="create a development CA and certificates")
     c.add_argument("--out", type=Path, required=True)
     c.add_argument("--force", action="store_true", help="replace existing certificates")
-    sub.add_parser("compact", parents=[common], help="compact hot files into warm and warm into cold, now")
-    sub.add_parser("verify", parents=[common], help="check files against the catalog, the audit trail, and "
-                                                    "completeness (byte ranges never stored)")
-    r = sub.add_parser("retention", parents=[common], help="apply the retention policy now")
+    # long jobs: a progress bar on a terminal, and a summary as text or one JSON object
+    job = argparse.ArgumentParser(add_help=False)
+    job.add_argument("--format", choices=["text", "json"], default="text",
+                     help="summary on stdout: text (default) or one JSON object for scripts")
+    job.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                     help="progress bar on stderr (default: only when stderr is a terminal)")
+    sub.add_parser("compact", parents=[common, job], help="compact hot files into warm and warm into cold, now")
+    sub.add_parser("verify", parents=[common, job], help="check files against the catalog, the audit trail, and "
+                                                         "completeness (byte ranges never stored)")
+    r = sub.add_parser("retention", parents=[common, job], help="apply the retention policy now")
     r.add_argument("--dry-run", action="store_true", help="list what would go (files, rows, bytes, per rule)")
-    e = sub.add_parser("erase", parents=[common], help="remove matching records from every tier (erasure request)")
+    e = sub.add_parser("erase", parents=[common, job],
+                       help="remove matching records from every tier (erasure request)")
     _selector_options(e)
     e.add_argument("--reason", required=True, help="why (the request's reference); goes into the audit trail")
     e.add_argument("--dry-run", action="store_true", help="list what would go")
@@ -246,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     _selector_options(h)
     h.add_argument("--reason", help="add: the case it is for; release: why it ends")
     h.add_argument("--all", action="store_true", help="list: released holds too")
-    rp = sub.add_parser("report", parents=[common], help="compliance report (Markdown and JSON)")
+    rp = sub.add_parser("report", parents=[common, job], help="compliance report (Markdown and JSON)")
     rp.add_argument("--since", default="30d", help="period start: 30d, or an RFC 3339 time")
     rp.add_argument("--out", type=Path, default=Path("report.md"), help="Markdown file; the JSON goes beside it")
     t = sub.add_parser("topics", parents=[common], help="create the Kafka topic")
@@ -257,8 +265,13 @@ def main(argv: list[str] | None = None) -> int:
     k.add_argument("--new-key-file", type=Path, help="rotate: where to create the new master key")
     k.add_argument("--force", action="store_true",
                    help="destroy: also when files still need the key (they are listed, then removed)")
+    completion.add_command(sub)
     args = parser.parse_args(argv)
-    jsonlog.setup(args.log_level)
+    if args.command == "completion":
+        print(completion.script(parser, args.shell), end="")
+        return 0
+    # the daemon logs what it does; a one-off command prints its summary and logs only what goes wrong
+    jsonlog.setup(args.log_level or ("INFO" if args.command in (None, "run") else "WARNING"))
     try:
         if args.command == "certs":
             _certs(args)

@@ -38,6 +38,7 @@ from aggregator.keys import DataKey, MasterKey, key_scope
 from aggregator.storage import Storage
 from aggregator.workspace import Workspace
 from aggregator.writer import Layout
+from schemas.progress import QUIET, Progress
 from schemas.transport import safe_name
 
 log = logging.getLogger("loglake.compaction")
@@ -125,7 +126,8 @@ class Compactor:
     def close(self) -> None:
         self.catalog.close()
 
-    def run(self, now_ns: int | None = None, stop: threading.Event | None = None) -> Report:
+    def run(self, now_ns: int | None = None, stop: threading.Event | None = None,
+            progress: Progress = QUIET) -> Report:
         """One pass: tidy, hot → warm, warm → cold. ``now_ns`` moves the clock that ages data (tests,
         backfills); deletions of replaced files always follow the real clock."""
         now = time.time_ns() if now_ns is None else now_ns
@@ -134,11 +136,16 @@ class Compactor:
         with self.storage.exclusive():
             # Hot files are the consumer's: a running aggregator may be writing one right now.
             report.deleted += tidy(self.catalog, self.storage, ("warm", "cold"))
-            for plan in (self.plan_warm, self.plan_cold):  # cold is planned from the warm files just written
-                for job in plan(now):
-                    if stop is not None and stop.is_set():
-                        break
-                    report.add(self.execute(job))
+            for what, plan in (("hot → warm", self.plan_warm), ("warm → cold", self.plan_cold)):
+                jobs = plan(now)  # cold is planned from the warm files just written
+                inputs = [f for job in jobs for f in job.inputs]
+                with progress.phase(f"compact {what}", len(inputs), sum(f.bytes for f in inputs)) as step:
+                    for job in jobs:
+                        if stop is not None and stop.is_set():
+                            break
+                        report.add(self.execute(job))
+                        for f in job.inputs:
+                            step(f.bytes)
             if self.tiers.delete_grace_s == 0:
                 report.deleted += tidy(self.catalog, self.storage, ())
         report.seconds = time.monotonic() - started

@@ -8,10 +8,12 @@ the audit trail; ``verify`` checks the files, the trail and completeness, and
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -23,6 +25,7 @@ from aggregator.selector import Selector, format_time, parse_time
 from aggregator.storage import Storage
 from aggregator.verify import Duplicate, Finding, Gap, check_files, check_keys, duplicates, gaps
 from schemas.errors import ConfigError
+from schemas.progress import Progress
 
 
 @dataclass
@@ -64,11 +67,34 @@ class Verification:
         out.append("verify: OK" if self.ok else "verify: FAILED")
         return out
 
+    def summary(self) -> dict[str, Any]:
+        return {"ok": self.ok, "files_checked": self.files_checked,
+                "file_problems": [str(p) for p in self.file_problems], "audit_entries": self.audit_entries,
+                "audit_problems": self.audit_problems, "sources": self.sources,
+                "missing_bytes": sum(g.end - g.start for g in self.missing),
+                "gaps": [g.__dict__ for g in self.gaps], "duplicated": self.duplicated,
+                "duplicates": [str(d) for d in self.duplicates]}
+
+
+def emit(args: argparse.Namespace, lines: list[str], summary: dict[str, Any]) -> None:
+    """What a command did: its lines for a person, or with ``--format json`` one JSON object for a script."""
+    if getattr(args, "format", "text") == "json":
+        sys.stdout.write(orjson.dumps(summary, default=str).decode() + "\n")
+    else:
+        for line in lines:
+            print(line)
+
+
+def progress_of(args: argparse.Namespace) -> Progress:
+    """A bar on stderr when it is a terminal (``--progress``/``--no-progress`` decide otherwise)."""
+    return Progress(enabled=getattr(args, "progress", None))
+
 
 @contextmanager
 def opened(args: argparse.Namespace) -> Iterator[tuple[config.Settings, Remover]]:
     settings = config.load(args.config)
     remover = Remover.open(settings, keys.master_for(settings.aggregator))
+    remover.progress = progress_of(args)
     try:
         yield settings, remover
     finally:
@@ -81,36 +107,38 @@ def _selector(args: argparse.Namespace) -> Selector:
                     until_ns=parse_time(args.until) if args.until else None)
 
 
-def _apply_or_show(remover: Remover, plan: Plan, dry_run: bool) -> None:
-    for line in plan.lines():
-        print(line)
+def _apply_or_show(remover: Remover, plan: Plan, dry_run: bool) -> tuple[list[str], dict[str, Any]]:
+    lines = plan.lines()
+    summary: dict[str, Any] = {"plan": plan.summary(), "dry_run": dry_run, "result": None}
     if dry_run:
-        print("dry run: nothing was changed")
-        return
-    result = remover.apply(plan)
-    print(f"done: {result['rows_deleted']} records deleted; {result['files_deleted']} files deleted, "
-          f"{result['files_rewritten']} rewritten, {result['files_reencrypted']} re-encrypted; "
-          f"keys destroyed: {', '.join(result['keys_destroyed']) or 'none'}")
+        return [*lines, "dry run: nothing was changed"], summary
+    result = summary["result"] = remover.apply(plan)
+    lines.append(f"done: {result['rows_deleted']} records deleted; {result['files_deleted']} files deleted, "
+                 f"{result['files_rewritten']} rewritten, {result['files_reencrypted']} re-encrypted; "
+                 f"keys destroyed: {', '.join(result['keys_destroyed']) or 'none'}")
     if "pending_erasure" in result:
-        print(f"erasure request {result['pending_erasure']} stays pending: records a legal hold keeps are erased "
-              "once the hold is released (at the release, or the next retention run)")
+        lines.append(f"erasure request {result['pending_erasure']} stays pending: records a legal hold keeps are "
+                     "erased once the hold is released (at the release, or the next retention run)")
     if result["keys_retired"]:
-        print(f"not destroyed yet (a held file still needs them; destroyed by the first run after the hold "
-              f"is released): {', '.join(result['keys_retired'])}; until then a backup copy written with "
-              "them can still be opened with the master key")
+        lines.append(f"not destroyed yet (a held file still needs them; destroyed by the first run after the hold "
+                     f"is released): {', '.join(result['keys_retired'])}; until then a backup copy written with "
+                     "them can still be opened with the master key")
+    return lines, summary
 
 
 def retention(args: argparse.Namespace) -> None:
     with opened(args) as (_, remover):
-        _apply_or_show(remover, remover.retention_plan(), args.dry_run)
+        lines, summary = _apply_or_show(remover, remover.retention_plan(), args.dry_run)
         if not args.dry_run:
-            _finish_pending(remover)
+            more, summary["pending_erasures"] = _finish_pending(remover)
+            lines += more
+    emit(args, lines, summary)
 
 
-def _finish_pending(remover: Remover) -> None:
-    for result in remover.finish_pending_erasures():
-        print(f"pending erasure {result['pending_erasure']}: {result['rows_deleted']} records deleted"
-              + (", some still kept by another hold" if result["kept_by_hold"] else ", finished"))
+def _finish_pending(remover: Remover) -> tuple[list[str], list[dict[str, Any]]]:
+    results = remover.finish_pending_erasures()
+    return [f"pending erasure {r['pending_erasure']}: {r['rows_deleted']} records deleted"
+            + (", some still kept by another hold" if r["kept_by_hold"] else ", finished") for r in results], results
 
 
 def erase(args: argparse.Namespace) -> None:
@@ -118,7 +146,7 @@ def erase(args: argparse.Namespace) -> None:
     if selector == Selector():
         raise ConfigError("erase needs a selector: --namespace, --pod, --container, --since or --until")
     with opened(args) as (_, remover):
-        _apply_or_show(remover, remover.erasure_plan(selector, args.reason), args.dry_run)
+        emit(args, *_apply_or_show(remover, remover.erasure_plan(selector, args.reason), args.dry_run))
 
 
 def hold(args: argparse.Namespace) -> None:
@@ -142,7 +170,8 @@ def hold(args: argparse.Namespace) -> None:
             audit.append("hold-release", {"hold": args.id, "selector": released.selector.describe(),
                                           "reason": args.reason})
             print(released.describe())
-            _finish_pending(remover)
+            for line in _finish_pending(remover)[0]:
+                print(line)
         else:
             for h in catalog.holds(include_released=args.all):
                 print(h.describe())
@@ -150,12 +179,16 @@ def hold(args: argparse.Namespace) -> None:
 
 def verification(settings: config.Settings, catalog: Catalog, remover: Remover) -> Verification:
     storage = Storage(settings.aggregator, settings.tiers)
-    checked, problems = check_files(catalog, storage)
+    checked, problems = check_files(catalog, storage, remover.progress)
     problems += check_keys(catalog, remover.keyring)
     entries, audit_problems = AuditLog.of(settings.aggregator, catalog).verify()
     unreadable = {p.path for p in problems if p.kind in ("missing", "altered", "unreadable")}
-    sources, found = gaps(catalog, storage, remover.keyring, unreadable)
-    duplicated, twice = duplicates(catalog, storage, remover.keyring, unreadable)
+    # one query each over every stored record: the bar shows which is running and for how long
+    with remover.progress.phase("verify: completeness, duplicates", 2) as step:
+        sources, found = gaps(catalog, storage, remover.keyring, unreadable)
+        step(0)
+        duplicated, twice = duplicates(catalog, storage, remover.keyring, unreadable)
+        step(0)
     return Verification(checked, problems, entries, [str(p) for p in audit_problems], sources, found,
                         duplicated, twice)
 
@@ -163,8 +196,7 @@ def verification(settings: config.Settings, catalog: Catalog, remover: Remover) 
 def verify(args: argparse.Namespace) -> int:
     with opened(args) as (settings, remover):
         v = verification(settings, remover.catalog, remover)
-    for line in v.lines():
-        print(line)
+    emit(args, v.lines(), v.summary())
     return 0 if v.ok else 1
 
 
@@ -176,4 +208,6 @@ def report(args: argparse.Namespace) -> None:
     out: Path = args.out
     out.write_text(to_markdown(doc))
     out.with_suffix(".json").write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
-    print(f"wrote {out} and {out.with_suffix('.json')} (period from {format_time(since)})")
+    emit(args, [f"wrote {out} and {out.with_suffix('.json')} (period from {format_time(since)})"],
+         {"markdown": str(out), "json": str(out.with_suffix(".json")), "period_from": format_time(since),
+          "verify_ok": doc["verify"]["ok"]})

@@ -66,10 +66,7 @@ def build(settings: Settings, remover: Remover, v: Verification, since_ns: int) 
                   "changes": events.get("hold-add", []) + events.get("hold-release", [])},
         "key_events": events.get("keys-rotate", []) + events.get("keys-destroy", []),
         "queries_by_actor": dict(queries),
-        "verify": {"ok": v.ok, "files_checked": v.files_checked, "file_problems": [str(p) for p in v.file_problems],
-                   "audit_entries": v.audit_entries, "audit_problems": v.audit_problems, "sources": v.sources,
-                   "gaps": [g.__dict__ for g in v.gaps], "duplicated": v.duplicated,
-                   "duplicates": [str(d) for d in v.duplicates]},
+        "verify": v.summary(),
     }
 
 

@@ -45,6 +45,7 @@ from aggregator.keys import DataKey, MasterKey
 from aggregator.selector import Selector, levels_sql, parse_levels
 from aggregator.workspace import Workspace
 from aggregator.writer import Layout
+from schemas.progress import QUIET, Progress
 
 DAY_NS = 86400 * 1_000_000_000
 WHY = "_loglake_why"
@@ -124,6 +125,7 @@ class Remover:
         self.settings = settings
         self.catalog, self.keyring, self.storage, self.writer = ws.catalog, ws.keyring, ws.storage, ws.writer
         self.audit = AuditLog.of(settings.aggregator, self.catalog)
+        self.progress: Progress = QUIET  # a command on a terminal sets a visible one
 
     @classmethod
     def open(cls, settings: Settings, master: MasterKey) -> Remover:
@@ -167,11 +169,13 @@ class Remover:
     def _plan(self, what: str, why_sql: str, candidates: list[FileEntry], details: dict[str, Any]) -> Plan:
         holds = self.catalog.holds()
         decisions = []
-        for f in candidates:
-            counts = dict(self.writer.con.execute(
-                f"SELECT {WHY}, count(*) FROM (SELECT {why_sql} AS {WHY} FROM ({self._scan(f)})) "
-                f"WHERE {WHY} IS NOT NULL GROUP BY ALL").fetchall())
-            decisions.append(Decision(f, counts, tuple(h.id for h in holding(holds, f))))
+        with self.progress.phase(f"{what}: scan", len(candidates), sum(f.bytes for f in candidates)) as step:
+            for f in candidates:
+                counts = dict(self.writer.con.execute(
+                    f"SELECT {WHY}, count(*) FROM (SELECT {why_sql} AS {WHY} FROM ({self._scan(f)})) "
+                    f"WHERE {WHY} IS NOT NULL GROUP BY ALL").fetchall())
+                decisions.append(Decision(f, counts, tuple(h.id for h in holding(holds, f))))
+                step(f.bytes)
         return Plan(what, why_sql, decisions, details)
 
     def _scan(self, f: FileEntry) -> str:
@@ -217,16 +221,20 @@ class Remover:
             rekey = [f for f in users if f.key_id not in held_keys]
             fresh: dict[str, DataKey] = {}
             written: list[NewFile] = []
+            work = [d.entry for d in acting] + rekey
             try:
-                ranges = [r for d in acting for r in self._deleted_ranges(d, plan.why_sql)]
-                for d in acting:
-                    if d.action == "rewrite":
-                        written.append(self._rewrite(d.entry, f"WHERE {WHY} IS NULL", plan.why_sql, start["seq"],
-                                                     fresh))
-                for f in rekey:
-                    written.append(self._rewrite(f, "", plan.why_sql, start["seq"], fresh))
-                removed = [d.entry for d in acting] + rekey
-                self.catalog.replace(removed, written, 0, ranges, start["seq"])
+                with self.progress.phase(plan.what, len(work), sum(f.bytes for f in work)) as step:
+                    ranges = []
+                    for d in acting:
+                        ranges += self._deleted_ranges(d, plan.why_sql)
+                        if d.action == "rewrite":
+                            written.append(self._rewrite(d.entry, f"WHERE {WHY} IS NULL", plan.why_sql,
+                                                         start["seq"], fresh))
+                        step(d.entry.bytes)
+                    for f in rekey:
+                        written.append(self._rewrite(f, "", plan.why_sql, start["seq"], fresh))
+                        step(f.bytes)
+                self.catalog.replace(work, written, 0, ranges, start["seq"])
             except BaseException:
                 for new in written:
                     self.storage.unlink(new.entry.tier, new.entry.path)

@@ -26,6 +26,7 @@ from aggregator.catalog import TIERS, Catalog
 from aggregator.errors import EncryptionKeyError
 from aggregator.keys import DataKey, KeyRing
 from aggregator.storage import Storage, digest
+from schemas.progress import QUIET, Progress
 from schemas.record import FLAG_TRUNCATED
 
 
@@ -40,22 +41,25 @@ class Finding:
         return f"{self.kind}: {self.tier} {self.path}: {self.detail}"
 
 
-def check_files(catalog: Catalog, storage: Storage) -> tuple[int, list[Finding]]:
+def check_files(catalog: Catalog, storage: Storage, progress: Progress = QUIET) -> tuple[int, list[Finding]]:
     """(files checked, findings)."""
     con = duck.connect()
     storage.configure(con)
     findings = []
     files = catalog.files()
-    for f in files:
-        where = storage.location(f.tier, f.path)
-        try:
-            size, sha = digest(where, con)
-        except (OSError, duckdb.Error):
-            findings.append(Finding("missing", f.tier, f.path, f"listed in the catalog but not readable at {where}"))
-            continue
-        if sha != f.sha256 or size != f.bytes:
-            findings.append(Finding("altered", f.tier, f.path, f"sha256 {sha} ({size} bytes) differs from the "
-                                                              f"catalog's {f.sha256} ({f.bytes} bytes)"))
+    with progress.phase("verify: files", len(files), sum(f.bytes for f in files)) as step:
+        for f in files:
+            where = storage.location(f.tier, f.path)
+            try:
+                size, sha = digest(where, con)
+            except (OSError, duckdb.Error):
+                findings.append(Finding("missing", f.tier, f.path,
+                                        f"listed in the catalog but not readable at {where}"))
+            else:
+                if sha != f.sha256 or size != f.bytes:
+                    findings.append(Finding("altered", f.tier, f.path, f"sha256 {sha} ({size} bytes) differs "
+                                                                      f"from the catalog's {f.sha256} ({f.bytes} bytes)"))
+            step(f.bytes)
     listed = {f.path for f in files} | {p for _, p in catalog.pending_deletes()}
     for tier in TIERS:
         for rel in storage.local_files(tier):

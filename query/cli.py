@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import orjson
 import pyarrow as pa
 
 from query import export, output, plan
@@ -26,7 +27,9 @@ from query.errors import QueryError
 from aggregator.selector import Selector, parse_levels, parse_time
 from query.filters import Filters, trace_id
 from query.follow import follow
+from schemas import completion
 from schemas.config import version
+from schemas.progress import Progress
 from schemas.durable import write_durably
 from schemas.errors import LoglakeError
 
@@ -163,14 +166,32 @@ def _export(s: Session) -> None:
     where, params = f.where()
     sql = f"SELECT * FROM logs WHERE {where} ORDER BY time, record_id"
     chosen = plan.select(s.lake.catalog, f)
-    table = s.run(chosen, sql, params)
     key_path = _signing_key_path(s.args.config)
     key = export.load_signing_key(key_path, create=True)
-    query = {"command": s.command, "filters": _filters_doc(f), "sql": sql,
-             "parameters": [str(p) for p in params]}
-    manifest = export.write(s.args.out, table, query, list(chosen.files), key)
-    print(f"exported {table.num_rows} records to {s.args.out}, signed by {manifest['signer']['fingerprint']} "
-          f"(public key: {_public_key_file(key_path, key)}; check with verify-export --public-key)")
+    # two steps, the query over the chosen files and the archive: the bar shows which runs, and for how long
+    with Progress(s.args.progress).phase(f"export: {len(chosen.files)} files, "
+                                         f"{sum(e.bytes for e in chosen.files)} bytes", 2) as step:
+        table = s.run(chosen, sql, params)
+        step(0)
+        query = {"command": s.command, "filters": _filters_doc(f), "sql": sql,
+                 "parameters": [str(p) for p in params]}
+        manifest = export.write(s.args.out, table, query, list(chosen.files), key)
+        step(0)
+    public = _public_key_file(key_path, key)
+    _summary(s.args, [f"exported {table.num_rows} records to {s.args.out}, signed by "
+                      f"{manifest['signer']['fingerprint']} (public key: {public}; check with verify-export "
+                      "--public-key)"],
+             {"archive": str(s.args.out), "records": table.num_rows, "files": len(chosen.files),
+              "signer": manifest["signer"]["fingerprint"], "public_key": str(public)})
+
+
+def _summary(args: argparse.Namespace, lines: list[str], doc: dict[str, object]) -> None:
+    """A command's outcome: its lines, or with -o json (jsonl) one JSON object for a script."""
+    if args.format in ("json", "jsonl"):
+        sys.stdout.write(orjson.dumps(doc).decode() + "\n")
+    else:
+        for line in lines:
+            print(line)
 
 
 def _filters_doc(f: Filters) -> dict[str, object]:
@@ -188,10 +209,12 @@ def _verify_export(args: argparse.Namespace) -> int:
         if local.exists():
             trusted = export.load_signing_key(local, create=False).public_key()
     v = export.verify(args.archive, trusted, trust_embedded=args.trust_embedded_key, max_bytes=args.max_bytes)
-    print(f"{args.archive}: intact, {v.rows} records, signed by {v.signer}"
-          + ("" if v.trusted else " (integrity only: checked against the key inside the archive, which says "
-                                  "nothing about who signed it; pass --public-key for that)"))
-    print(f"query: {v.query.get('command')}")
+    _summary(args, [f"{args.archive}: intact, {v.rows} records, signed by {v.signer}"
+                    + ("" if v.trusted else " (integrity only: checked against the key inside the archive, which "
+                                            "says nothing about who signed it; pass --public-key for that)"),
+                    f"query: {v.query.get('command')}"],
+             {"archive": str(args.archive), "intact": True, "records": v.rows, "signer": v.signer,
+              "trusted": v.trusted, "query": v.query.get("command")})
     return 0
 
 
@@ -214,8 +237,9 @@ def _output_file(value: str) -> str:
 
 
 def _common(parser: argparse.ArgumentParser, *format_flags: str) -> argparse.ArgumentParser:
-    parser.add_argument("--config", "-c", help="loglake TOML file (default: $LOGLAKE_CONFIG, else ./loglake.toml, "
-                                               "~/.config/loglake/loglake.toml, /etc/loglake/loglake.toml)")
+    completion.files(parser.add_argument(
+        "--config", "-c", help="loglake TOML file (default: $LOGLAKE_CONFIG, else ./loglake.toml, "
+                               "~/.config/loglake/loglake.toml, /etc/loglake/loglake.toml)"))
     parser.add_argument("--output", "-o", *format_flags, choices=output.FORMATS, dest="format",
                         help="table (default; cells over 120 characters end in …), wide (never cut), "
                              "json or jsonl (one object per line), csv")
@@ -314,6 +338,8 @@ def parser() -> argparse.ArgumentParser:
     _filter_options(p, "this or --trace is required")
     p.add_argument("--trace", help="export this trace (32 hex digits)")
     p.add_argument("--out", type=Path, required=True, help="the archive to write, e.g. case.zip")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress on stderr (default: only when stderr is a terminal)")
     p = sub.add_parser("verify-export", parents=[common], **_examples("verify-export"),
                        help="check a case archive's digests and signature")
     p.add_argument("archive", type=Path)
@@ -322,6 +348,7 @@ def parser() -> argparse.ArgumentParser:
                    help="with no trusted key: check integrity only, against the key inside the archive")
     p.add_argument("--max-bytes", type=int, default=export.DEFAULT_MAX_BYTES,
                    help="largest record data to read (uncompressed bytes; default 4 GiB)")
+    completion.add_command(sub)
     return top
 
 
@@ -342,8 +369,12 @@ def _stdout_to_devnull() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = parser().parse_args(argv)
+    top = parser()
+    args = top.parse_args(argv)
     args.argv = argv
+    if args.command == "completion":
+        print(completion.script(top, args.shell), end="")
+        return 0
     try:
         if args.command == "verify-export":
             return _verify_export(args)

@@ -8,8 +8,8 @@ import logging
 import signal
 import sys
 
+from schemas import completion, jsonlog
 from schemas.config import version
-from schemas import jsonlog
 from schemas.errors import ConfigError, LoglakeError
 from schemas.metrics import Registry, serve
 from shipper import config
@@ -91,7 +91,8 @@ async def _run(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="loglake-shipper", description=__doc__)
     parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
-    parser.add_argument("--config", "-c", help="loglake TOML file (LOGLAKE_* variables override it)")
+    completion.files(parser.add_argument("--config", "-c", help="loglake TOML file (LOGLAKE_* variables override it)"))
+    parser.add_argument("--print-completion", action=completion.PrintCompletion)
     parser.add_argument("--once", action="store_true",
                         help="ship everything present, wait for every acknowledgement, save the checkpoint, exit")
     parser.add_argument("--log-level", default="INFO")
