@@ -10,8 +10,13 @@ PYTEST_ARGS ?=
 # rustup installs cargo here; the shipper's native core (shipper/lines) is built with it.
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 NATIVE := shipper/lines/Cargo.toml shipper/lines/Cargo.lock $(wildcard shipper/lines/src/*.rs)
+DIST   := dist
+# `make dist` builds with the venv's Python when there is one: the editable install built the
+# native core with that interpreter, and cargo rebuilds pyo3 and the core (about 25 s) whenever
+# the interpreter changes. Elsewhere (the Dockerfile's build stage) $(PYTHON).
+DIST_PYTHON ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON))
 
-.PHONY: all venv certs kafka-fetch kafka-up kafka-down demo test clean
+.PHONY: all venv certs kafka-fetch kafka-up kafka-down demo test dist clean
 
 all: venv
 
@@ -65,6 +70,15 @@ test: venv certs kafka-fetch
 	@status=0; LOGLAKE_TEST_CERTS=$(CURDIR)/$(CERTS) $(BIN)/python -m pytest $(PYTEST_ARGS) || status=$$?; \
 	  deploy/kafka/kafka.sh down; exit $$status
 
+# A wheel with the native core compiled in release mode (pyproject: debug = false), installable
+# with no Rust toolchain: $(DIST)/loglake-<version>-<python>-<abi>-<platform>.whl. build/ is
+# removed first, so a module deleted from the tree cannot linger in the wheel.
+dist:
+	@command -v cargo >/dev/null || { echo "cargo not found: install Rust (https://rustup.rs) to build shipper/lines"; exit 1; }
+	rm -rf build $(DIST)/loglake-*.whl
+	$(DIST_PYTHON) -m pip wheel -q --no-deps --wheel-dir $(DIST) .
+	@ls -l $(DIST)/loglake-*.whl
+
 clean:
 	-deploy/kafka/kafka.sh down
-	rm -rf var $(VENV)
+	rm -rf var $(VENV) build $(DIST)

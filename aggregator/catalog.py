@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from aggregator.config import AggregatorConfig
+from schemas.errors import LoglakeError
 from schemas.wire import Extent
 
 if TYPE_CHECKING:
@@ -26,6 +27,12 @@ if TYPE_CHECKING:
     from aggregator.selector import Selector
 
 TIERS = ("hot", "warm", "cold")
+
+
+class CatalogValueError(LoglakeError):
+    """A catalog value is not what loglake writes there (edited by hand, damaged, or written by another
+    program); the message names the catalog, the row and the value."""
+
 Mark = tuple[str, str]           # (source_id, stream): see aggregator.dedup
 TraceEntry = tuple[int, int]     # (trace key, row-group mask): see aggregator.trace_index
 
@@ -125,6 +132,11 @@ class Catalog(Protocol):
         but a held file still uses them); a retired key is never used for new writes."""
     def retired_data_keys(self) -> dict[str, str]:
         """Retired keys not destroyed yet, with why."""
+
+    # integrity ---------------------------------------------------------------
+    def malformed(self, limit: int = 100) -> list[str]:
+        """Every value (up to ``limit``) that is not what loglake writes there, one sentence each naming
+        the row and the value; the other methods raise CatalogValueError at the first they read."""
 
 
 def open_catalog(cfg: AggregatorConfig) -> Catalog:

@@ -3,22 +3,32 @@
 See aggregator.catalog for what a catalog promises. Every change is one
 ``BEGIN IMMEDIATE`` transaction, so concurrent writers (the consumer, a
 compaction) serialise and a reader always sees a committed state.
+
+SQLite stores whatever it is given in any column, so every value read is
+checked against what loglake writes there (``_KINDS``): a hand-edited or
+damaged value is a CatalogValueError naming the catalog, the row and the value,
+not a TypeError deep in a query or a compaction, and ``malformed()`` lists them
+all for ``verify``. A catalog that cannot be opened or written (a read-only data
+directory, a file that is no database) is one sentence too.
 """
 
 from __future__ import annotations
 
+import os
+import re
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import orjson
 
-from aggregator.catalog import FileEntry, Mark, NewFile
+from aggregator.catalog import TIERS, CatalogValueError, FileEntry, Mark, NewFile
 from aggregator.holds import Hold, holding
 from aggregator.selector import Selector
 from aggregator.errors import CatalogConflictError, EncryptionKeyError
 from schemas.durable import make_private_dirs
+from schemas.errors import ConfigError
 from schemas.record import MAX_SOURCE_OFFSET
 from schemas.wire import Extent
 
@@ -122,28 +132,159 @@ _ADDED_COLUMNS = (("files", "key_lineage", "TEXT NOT NULL DEFAULT '[]'"), ("data
                   ("data_keys", "retired_why", "TEXT"))
 
 
-def _entry(row: Sequence[object]) -> FileEntry:
-    d = dict(zip(_COLUMNS, row))
-    for c in _JSON_COLUMNS:
-        d[c] = tuple(orjson.loads(d[c]))  # type: ignore[arg-type]
-    return FileEntry(**d)  # type: ignore[arg-type]
+def _texts(v: object) -> bool:
+    try:
+        items = orjson.loads(v) if isinstance(v, str) else None
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(items, list) and all(isinstance(i, str) for i in items)
+
+
+Kind = tuple[str, Callable[[object], bool]]
+_INT: Kind = ("an integer", lambda v: type(v) is int)
+_TEXT: Kind = ("text", lambda v: type(v) is str)
+_TIER: Kind = (f"one of {', '.join(TIERS)}", lambda v: v in TIERS)
+_LIST: Kind = ("a JSON array of text", _texts)
+_BLOB: Kind = ("bytes", lambda v: type(v) is bytes)
+_INT_OR_NULL: Kind = ("an integer or NULL", lambda v: v is None or type(v) is int)
+_TEXT_OR_NULL: Kind = ("text or NULL", lambda v: v is None or type(v) is str)
+_SCHEMA_VERSION: Kind = ("a whole number", lambda v: type(v) is str and v.isdigit())
+_AUDIT_HEAD: Kind = ("<seq>:<hex digest>", lambda v: type(v) is str and re.fullmatch(r"\d+:[0-9a-f]+", v) is not None)
+# What loglake writes in each column: (table, the columns naming a row, {column: kind}).
+_FILE_KINDS = {"path": _TEXT, "tier": _TIER, "topic": _TEXT, "partition": _TEXT, "first_offset": _INT,
+               "last_offset": _INT, "min_time": _INT, "max_time": _INT, "rows": _INT, "bytes": _INT,
+               "row_groups": _INT, "row_group_rows": _INT, "sha256": _TEXT, "key_id": _TEXT, "namespaces": _LIST,
+               "containers": _LIST, "created_at": _INT, "key_lineage": _LIST}
+_FILE_TYPES = tuple(int if _FILE_KINDS[c] is _INT else str for c in _COLUMNS)
+_KINDS: dict[str, tuple[tuple[str, ...], dict[str, Kind]]] = {
+    "files": (("path",), _FILE_KINDS),
+    "positions": (("topic", "partition"), {"topic": _TEXT, "partition": _TEXT, "next_offset": _INT}),
+    "source_marks": (("topic", "partition", "source_id", "stream"), {
+        "topic": _TEXT, "partition": _TEXT, "source_id": _TEXT, "stream": _TEXT, "max_offset": _INT}),
+    "source_extents": (("source_id",), {"source_id": _TEXT, "path": _TEXT, "length": _INT, "sealed": _INT,
+                                        "updated_at": _INT}),
+    "trace_index": (("trace_key", "file_id"), {"trace_key": _INT, "file_id": _INT, "row_groups": _INT}),
+    "pending_deletes": (("tier", "path"), {"tier": _TIER, "path": _TEXT, "due_at": _INT}),
+    "holds": (("id",), {"id": _INT, "namespace": _TEXT_OR_NULL, "pod": _TEXT_OR_NULL, "container": _TEXT_OR_NULL,
+                        "since_ns": _INT_OR_NULL, "until_ns": _INT_OR_NULL, "reason": _TEXT, "created_at": _INT,
+                        "created_by": _TEXT, "released_at": _INT_OR_NULL, "released_by": _TEXT_OR_NULL,
+                        "release_reason": _TEXT_OR_NULL}),
+    "erasures": (("id",), {"id": _INT, "namespace": _TEXT_OR_NULL, "pod": _TEXT_OR_NULL, "container": _TEXT_OR_NULL,
+                           "since_ns": _INT_OR_NULL, "until_ns": _INT_OR_NULL, "reason": _TEXT, "audit_seq": _INT,
+                           "created_at": _INT, "done_at": _INT_OR_NULL}),
+    "deleted_ranges": (("source_id", "start"), {"source_id": _TEXT, "start": _INT, "end": _INT, "why": _TEXT,
+                                                "audit_seq": _INT}),
+    "data_keys": (("key_id",), {"key_id": _TEXT, "scope": _TEXT, "wrapped": _BLOB, "master_id": _TEXT,
+                                "created_at": _INT, "destroyed_at": _INT_OR_NULL, "retired_at": _INT_OR_NULL,
+                                "retired_why": _TEXT_OR_NULL}),
+    "meta": (("key",), {"key": _TEXT, "value": _TEXT}),
+}
+_META_KINDS = {"schema_version": _SCHEMA_VERSION, "audit_head": _AUDIT_HEAD}
+
+
+def _show(v: object) -> str:
+    text = repr(v)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _quote(name: str) -> str:
+    return f'"{name}"'
 
 
 class SqliteCatalog:
     def __init__(self, path: Path) -> None:
-        make_private_dirs(path.parent)
         self.path = path
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=60)
+        try:
+            make_private_dirs(path.parent)
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=60)
+            self._open()
+        except OSError as e:
+            raise self._unwritable(e.strerror or str(e)) from None
+        except sqlite3.DatabaseError as e:
+            if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+                raise self._unwritable(str(e)) from None
+            advice = ("check that no other program holds it locked" if isinstance(e, sqlite3.OperationalError)
+                      else "restore it from a backup")   # not a database, or a damaged one
+            raise ConfigError(f"the catalog {path} cannot be opened ({e}); {advice}") from None
+
+    def _unwritable(self, why: str) -> ConfigError:
+        return ConfigError(f"the aggregator data directory {self.path.parent} cannot be written ({why}); make it "
+                           "writable, or point [aggregator] data_dir (LOGLAKE_AGGREGATOR_DATA_DIR) at a writable "
+                           "directory")
+
+    def _open(self) -> None:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         # Destroyed data keys must not linger in free pages.
         self._db.execute("PRAGMA secure_delete=ON")
         self._db.executescript(_DDL)
+        version = self._meta("schema_version")
+        if version is not None and int(version) > SCHEMA_VERSION:
+            raise ConfigError(f"the catalog {self.path} has schema version {version}, this loglake knows up to "
+                              f"{SCHEMA_VERSION}; run the newer loglake that wrote it")
         for table, column, decl in _ADDED_COLUMNS:
             if column not in {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}:
                 self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
         self._db.execute("INSERT INTO meta VALUES ('schema_version', ?) ON CONFLICT (key) DO UPDATE "
                          "SET value = excluded.value", (str(SCHEMA_VERSION),))
+
+    # values as read: checked (see _KINDS) -------------------------------------
+
+    def _problem(self, table: str, key: Sequence[object], column: str, value: object, kind: Kind) -> str:
+        row = f"{table} row {', '.join(str(k) for k in key)}" if key else f"a {table} row"
+        return (f"catalog {self.path}: {row} has {column} = {_show(value)}, not {kind[0]}; restore the "
+                "catalog from a backup, or correct that value with sqlite3")
+
+    def _checked(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> list[Sequence[object]]:
+        """``rows`` of ``table`` (holding ``columns``), each value of the kind loglake writes there."""
+        keys, kinds = _KINDS[table]
+        at = [columns.index(k) for k in keys if k in columns]
+        checks = [(i, c, kinds[c]) for i, c in enumerate(columns) if c in kinds]
+        for row in rows:
+            for i, c, kind in checks:
+                if not kind[1](row[i]):
+                    raise CatalogValueError(self._problem(table, [row[j] for j in at], c, row[i], kind))
+        return list(rows)
+
+    def _select(self, table: str, columns: Sequence[str], sql: str, params: Sequence[object] = ()) -> list:
+        return self._checked(table, columns, self._db.execute(sql, params).fetchall())
+
+    def _meta(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            return None
+        kind = _META_KINDS.get(key, _TEXT)
+        if not kind[1](row[0]):
+            raise CatalogValueError(self._problem("meta", [key], "value", row[0], kind))
+        return row[0]
+
+    def _entry(self, row: Sequence[object]) -> FileEntry:
+        # the common case at the cost of one tuple comparison (query planning reads every listed file)
+        d = dict(zip(_COLUMNS, row))
+        try:
+            if tuple(map(type, row)) != _FILE_TYPES or d["tier"] not in TIERS:
+                raise ValueError
+            for c in _JSON_COLUMNS:
+                d[c] = items = tuple(orjson.loads(d[c]))  # type: ignore[arg-type]
+                if not all(type(i) is str for i in items):
+                    raise ValueError
+        except (ValueError, TypeError):   # orjson.JSONDecodeError is a ValueError
+            self._checked("files", _COLUMNS, [row])   # names the value
+            raise
+        return FileEntry(**d)  # type: ignore[arg-type]
+
+    def malformed(self, limit: int = 100) -> list[str]:
+        found: list[str] = []
+        for table, (keys, kinds) in _KINDS.items():
+            columns = list(kinds)
+            for row in self._db.execute(f"SELECT {', '.join(map(_quote, columns))} FROM {table}"):
+                for i, c in enumerate(columns):
+                    kind = _META_KINDS.get(row[0], _TEXT) if table == "meta" and c == "value" else kinds[c]
+                    if not kind[1](row[i]):
+                        found.append(self._problem(table, [row[columns.index(k)] for k in keys], c, row[i], kind))
+                        if len(found) >= limit:
+                            return found
+        return found
 
     def close(self) -> None:
         self._db.close()
@@ -154,12 +295,13 @@ class SqliteCatalog:
     # consumption -----------------------------------------------------------
 
     def positions(self, topic: str) -> dict[str, int]:
-        rows = self._db.execute("SELECT partition, next_offset FROM positions WHERE topic = ?", (topic,))
-        return dict(rows.fetchall())
+        return dict(self._select("positions", ("partition", "next_offset"),
+                                 "SELECT partition, next_offset FROM positions WHERE topic = ?", (topic,)))
 
     def source_marks(self, topic: str) -> dict[str, dict[Mark, int]]:
         out: dict[str, dict[Mark, int]] = {}
-        for partition, sid, stream, offset in self._db.execute(
+        for partition, sid, stream, offset in self._select(
+                "source_marks", ("partition", "source_id", "stream", "max_offset"),
                 "SELECT partition, source_id, stream, max_offset FROM source_marks WHERE topic = ?", (topic,)):
             out.setdefault(partition, {})[(sid, stream)] = offset
         return out
@@ -186,7 +328,8 @@ class SqliteCatalog:
                        "DO UPDATE SET next_offset = excluded.next_offset", (topic, partition, next_offset))
 
     def source_extents(self) -> list[tuple[str, str, int, bool]]:
-        return [(sid, p, n, bool(sealed)) for sid, p, n, sealed in self._db.execute(
+        return [(sid, p, n, bool(sealed)) for sid, p, n, sealed in self._select(
+            "source_extents", ("source_id", "path", "length", "sealed"),
             "SELECT source_id, path, length, sealed FROM source_extents ORDER BY source_id")]
 
     # files -----------------------------------------------------------------
@@ -212,7 +355,7 @@ class SqliteCatalog:
                 where.append(clause)
                 params.append(value)
         sql = _SELECT_FILES + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY f.tier, f.path"
-        return [_entry(r) for r in self._db.execute(sql, params)]
+        return [self._entry(r) for r in self._db.execute(sql, params)]
 
     def totals(self) -> tuple[int, int]:
         files, groups = self._db.execute("SELECT count(*), coalesce(sum(row_groups), 0) FROM files").fetchone()
@@ -243,7 +386,7 @@ class SqliteCatalog:
 
     def pending_deletes(self, due_by_ns: int | None = None) -> list[tuple[str, str]]:
         sql = "SELECT tier, path FROM pending_deletes" + (" WHERE due_at <= ?" if due_by_ns is not None else "")
-        return self._db.execute(sql, (due_by_ns,) if due_by_ns is not None else ()).fetchall()
+        return self._select("pending_deletes", ("tier", "path"), sql, (due_by_ns,) if due_by_ns is not None else ())
 
     def forget_pending(self, paths: Sequence[tuple[str, str]]) -> None:
         with self._tx():
@@ -253,7 +396,9 @@ class SqliteCatalog:
         rows = self._db.execute(_SELECT_FILES.replace(" FROM files f", ", t.row_groups FROM trace_index t "
                                                       "JOIN files f ON f.id = t.file_id WHERE t.trace_key = ? "
                                                       "ORDER BY f.min_time"), (trace_key,))
-        return [(_entry(r[:-1]), r[-1]) for r in rows]
+        rows = rows.fetchall()
+        self._checked("trace_index", ("row_groups",), [(r[-1],) for r in rows])
+        return [(self._entry(r[:-1]), r[-1]) for r in rows]
 
     # compliance ------------------------------------------------------------
 
@@ -265,10 +410,11 @@ class SqliteCatalog:
         return int(cur.lastrowid or 0)
 
     def holds(self, include_released: bool = False) -> list[Hold]:
-        sql = ("SELECT id, namespace, pod, container, since_ns, until_ns, reason, created_at, created_by, "
-               "released_at, released_by, release_reason FROM holds"
+        columns = ("id", "namespace", "pod", "container", "since_ns", "until_ns", "reason", "created_at",
+                   "created_by", "released_at", "released_by", "release_reason")
+        sql = (f"SELECT {', '.join(columns)} FROM holds"
                + ("" if include_released else " WHERE released_at IS NULL") + " ORDER BY id")
-        return [Hold(r[0], Selector(*r[1:6]), *r[6:]) for r in self._db.execute(sql)]
+        return [Hold(r[0], Selector(*r[1:6]), *r[6:]) for r in self._select("holds", columns, sql)]
 
     def release_hold(self, hold_id: int, by: str, reason: str) -> Hold | None:
         with self._tx():
@@ -285,22 +431,22 @@ class SqliteCatalog:
         return int(cur.lastrowid or 0)
 
     def pending_erasures(self) -> list[tuple[int, Selector, str]]:
-        return [(r[0], Selector(*r[1:6]), r[6]) for r in self._db.execute(
-            "SELECT id, namespace, pod, container, since_ns, until_ns, reason FROM erasures "
-            "WHERE done_at IS NULL ORDER BY id")]
+        columns = ("id", "namespace", "pod", "container", "since_ns", "until_ns", "reason")
+        return [(r[0], Selector(*r[1:6]), r[6]) for r in self._select(
+            "erasures", columns, f"SELECT {', '.join(columns)} FROM erasures WHERE done_at IS NULL ORDER BY id")]
 
     def finish_erasure(self, erasure_id: int) -> None:
         self._db.execute("UPDATE erasures SET done_at = ? WHERE id = ?", (time.time_ns(), erasure_id))
 
     def deleted_ranges(self) -> list[tuple[str, int, int, str]]:
-        return self._db.execute('SELECT source_id, start, "end", why FROM deleted_ranges '
-                                "ORDER BY source_id, start").fetchall()
+        return self._select("deleted_ranges", ("source_id", "start", "end", "why"),
+                            'SELECT source_id, start, "end", why FROM deleted_ranges ORDER BY source_id, start')
 
     def audit_head(self) -> tuple[int, str] | None:
-        row = self._db.execute("SELECT value FROM meta WHERE key = 'audit_head'").fetchone()
-        if row is None:
+        value = self._meta("audit_head")
+        if value is None:
             return None
-        seq, digest = row[0].split(":", 1)
+        seq, digest = value.split(":", 1)
         return int(seq), digest
 
     def set_audit_head(self, seq: int, digest: str) -> None:
@@ -308,8 +454,7 @@ class SqliteCatalog:
                          "SET value = excluded.value", (f"{seq}:{digest}",))
 
     def audit_key(self) -> str | None:
-        row = self._db.execute("SELECT value FROM meta WHERE key = 'audit_key'").fetchone()
-        return row[0] if row else None
+        return self._meta("audit_key")
 
     def audit_evidence(self) -> int:
         # each of these rows was made together with an audit entry
@@ -334,10 +479,13 @@ class SqliteCatalog:
                          "VALUES (?, ?, ?, ?, ?)", (key_id, scope, wrapped, master_id, time.time_ns()))
 
     def data_key(self, key_id: str) -> tuple[bytes, int | None] | None:
-        return self._db.execute("SELECT wrapped, destroyed_at FROM data_keys WHERE key_id = ?", (key_id,)).fetchone()
+        rows = self._select("data_keys", ("wrapped", "destroyed_at"),
+                            "SELECT wrapped, destroyed_at FROM data_keys WHERE key_id = ?", (key_id,))
+        return rows[0] if rows else None
 
     def live_data_keys(self) -> list[tuple[str, bytes]]:
-        return self._db.execute("SELECT key_id, wrapped FROM data_keys WHERE destroyed_at IS NULL").fetchall()
+        return self._select("data_keys", ("key_id", "wrapped"),
+                            "SELECT key_id, wrapped FROM data_keys WHERE destroyed_at IS NULL")
 
     def data_key_list(self) -> list[tuple[str, str, str, bool]]:
         return [(k, s, m, d is not None) for k, s, m, d in self._db.execute(

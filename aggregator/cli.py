@@ -17,14 +17,14 @@ from aggregator.errors import EncryptionKeyError
 from aggregator.catalog import open_catalog
 from aggregator.compaction import Compactor, Report
 from aggregator.consume import Aggregator, Periodic
+from aggregator.metrics import serve
 from aggregator.retention import Remover
 from aggregator.source import Source
 from aggregator.spool import SpoolSource
 from aggregator.storage import Storage
 from schemas.config import version
 from schemas import completion, jsonlog
-from schemas.errors import ConfigError, LoglakeError
-from schemas.metrics import Registry, serve
+from schemas.errors import ConfigError, LoglakeError, sentence
 
 log = logging.getLogger("loglake.aggregator")
 
@@ -50,8 +50,7 @@ async def _run(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, agg.stop)
-    server = (await serve(cfg.metrics_address, metrics(agg, compaction, retention), lambda: (True, "ok"))
-              if cfg.metrics_address else None)
+    server = await serve(agg, compaction, retention, cfg.metrics_address) if cfg.metrics_address else None
     log.info("aggregator started", extra={"transport": settings.transport.name, "data_dir": str(cfg.data_dir),
                                           "master_key": keyring.master.key_id})
     try:
@@ -83,35 +82,6 @@ def _apply_retention(remover: Remover) -> list[dict]:
     if any(d.action in ("delete", "rewrite") for d in plan.decisions) or remover.retired_ready():
         results.append(remover.apply(plan))
     return results
-
-
-def metrics(agg: Aggregator, compaction: Report, retention: RetentionTotals) -> Registry:
-    r = Registry("loglake_aggregator")
-    for name, what in (("batches_consumed", "batches consumed"), ("records_stored", "records written to Parquet"),
-                       ("files_written", "Parquet files written"), ("batches_quarantined", "batches quarantined")):
-        r.value(f"{name}_total", "counter", what, lambda n=name: agg.stats[n])
-    r.value("duplicates_dropped_total", "counter", "resent records dropped by id", lambda: agg.dedup.dropped)
-    r.add("quarantined_total", "counter", "batches quarantined by reason",
-          lambda: [({"reason": k}, v) for k, v in sorted(agg.quarantined_by_reason.items())])
-    r.add("spool_rewinds_total", "counter", "times a node's spool sequence went back and was read again",
-          lambda: [({"node": k}, v) for k, v in sorted(getattr(agg.source, "rewinds", {}).items())])
-    r.value("buffered_records", "gauge", "records decoded and waiting to be written",
-            lambda: sum(b.rows for b in agg.buffers.values()))
-    r.value("last_flush_timestamp_seconds", "gauge", "when a partition was last committed",
-            lambda: agg.last_flush_unix)
-    for name, what in (("jobs", "compaction jobs done"), ("files_in", "files compacted away"),
-                       ("files_out", "files written by compaction"), ("rows", "rows compacted"),
-                       ("bytes_in", "bytes read by compaction"), ("bytes_out", "bytes written by compaction")):
-        r.value(f"compaction_{name}_total", "counter", what, lambda n=name: getattr(compaction, n))
-    for name, what in (("rows_deleted", "records deleted by retention"), ("files_deleted", "files deleted by retention"),
-                       ("files_rewritten", "files rewritten by retention"),
-                       ("keys_destroyed", "data keys destroyed (crypto-shredded) by retention")):
-        r.value(f"retention_{name}_total", "counter", what, lambda n=name: getattr(retention, n))
-    r.add("background_runs_total", "counter", "background passes done, by job",
-          lambda: [({"job": j.name}, j.runs) for j in agg.jobs])
-    r.add("background_errors_total", "counter", "background passes that failed, by job",
-          lambda: [({"job": j.name}, j.errors) for j in agg.jobs])
-    return r
 
 
 def _compact(args: argparse.Namespace) -> None:
@@ -287,10 +257,10 @@ def main(argv: list[str] | None = None) -> int:
             getattr(compliance, args.command)(args)
         else:
             asyncio.run(_run(args))
-    except LoglakeError as e:
+    except (LoglakeError, OSError) as e:
         if args.debug:
             raise
-        print(f"loglake-aggregator: {e}", file=sys.stderr)
+        print(f"loglake-aggregator: {sentence(e)}", file=sys.stderr)
         return 1
     return 0
 

@@ -19,7 +19,7 @@ import orjson
 
 from aggregator import config, keys
 from aggregator.audit import AuditLog, actor
-from aggregator.catalog import Catalog
+from aggregator.catalog import Catalog, open_catalog
 from aggregator.retention import Plan, Remover
 from aggregator.selector import Selector, format_time, parse_time
 from aggregator.storage import Storage
@@ -194,10 +194,27 @@ def verification(settings: config.Settings, catalog: Catalog, remover: Remover) 
 
 
 def verify(args: argparse.Namespace) -> int:
-    with opened(args) as (settings, remover):
-        v = verification(settings, remover.catalog, remover)
+    v = _malformed_catalog(config.load(args.config))
+    if v is None:
+        with opened(args) as (settings, remover):
+            v = verification(settings, remover.catalog, remover)
     emit(args, v.lines(), v.summary())
     return 0 if v.ok else 1
+
+
+def _malformed_catalog(settings: config.Settings) -> Verification | None:
+    """Every damaged catalog value as a finding (the other checks would stop at the first one they read),
+    or None when there is none."""
+    catalog = open_catalog(settings.aggregator)
+    try:
+        bad = catalog.malformed()
+    finally:
+        catalog.close()
+    if not bad:
+        return None
+    where = str(settings.aggregator.catalog_path)
+    return Verification(0, [Finding("malformed", "catalog", where, p.removeprefix(f"catalog {where}: ")) for p in bad],
+                        0, ["not checked: the catalog holds malformed values (above)"], 0, [])
 
 
 def report(args: argparse.Namespace) -> None:

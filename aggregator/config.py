@@ -43,14 +43,19 @@ class AggregatorConfig:
     # Client identity for Kafka mutual TLS.
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
-    # HTTP /metrics and /healthz, e.g. "0.0.0.0:2021"; empty: off.
+    # HTTP /metrics, /healthz and /readyz, e.g. "0.0.0.0:2021"; empty: off.
     metrics_address: str = ""
+    # /healthz fails when batches wait in the source and nothing has been committed for this long
+    # beyond flush_interval_ms (a hung storage write, a consumer that no longer fetches); 0: never.
+    stall_after_s: int = 300
     # The audit trail's public key ("ed25519:<hex>", printed by verify), held outside the lake: with it,
     # a trail re-signed under another key, catalog pin included, fails verify. Unset: the catalog's pin.
     audit_key_fingerprint: str | None = None
 
     def __post_init__(self) -> None:
         _check_row_groups("aggregator", parquet_row_group_size=self.parquet_row_group_size)
+        if self.stall_after_s < 0:
+            raise ConfigError(f"[aggregator] stall_after_s = {self.stall_after_s} must be 0 (off) or more seconds")
 
     @property
     def catalog_path(self) -> Path:

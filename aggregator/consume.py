@@ -13,6 +13,10 @@ the file, so ``verify`` knows how long every source is.
 Background jobs (compaction every ``[tiers] compact_interval_s``, retention
 every ``[retention] interval_s``) run in worker threads, each with its own
 catalog connection and DuckDB.
+
+``stalled_for`` tells the health check (aggregator.metrics) how long there has
+been something to consume with nothing committed: the clock restarts at every
+commit and at every poll that finds the source's lag at 0.
 """
 
 from __future__ import annotations
@@ -106,6 +110,8 @@ class Aggregator:
         self.stats = {"batches_consumed": 0, "records_stored": 0, "files_written": 0, "batches_quarantined": 0}
         self.quarantined_by_reason: dict[str, int] = {}
         self.last_flush_unix = 0.0
+        self.polled = False                  # the source answered a first poll
+        self._progress_at = time.monotonic()  # the last commit, or the last poll with no lag
 
     def stop(self) -> None:
         self._stopping.set()
@@ -172,6 +178,13 @@ class Aggregator:
                             list(buf.extents.values()))
         await self.source.commit(partition, buf.last_offset + 1)
         self.last_flush_unix = time.time()
+        self._progress_at = time.monotonic()
+
+    def stalled_for(self) -> float:
+        """Seconds with batches waiting in the source and nothing committed; 0 when nothing waits."""
+        if not any(self.source.lag().values()):
+            return 0.0
+        return time.monotonic() - self._progress_at
 
     async def flush_partitions(self, partitions: list[str]) -> None:
         for p in partitions:
@@ -211,6 +224,9 @@ class Aggregator:
         idle_deadline = time.monotonic() + 60
         while not self._stopping.is_set():
             messages = await self.source.poll(poll_timeout)
+            self.polled = True
+            if not any(self.source.lag().values()):
+                self._progress_at = time.monotonic()
             if messages:
                 idle_deadline = time.monotonic() + 60
             for msg in messages:

@@ -4,6 +4,12 @@ Positions live in the catalog, committed with the files; Kafka's committed
 offsets are only a courtesy for lag monitoring. On every assignment the
 consumer seeks to the catalog's positions, so a restart after a crash resumes
 exactly after the last stored record.
+
+Lag per partition (``lag``) is the partition's end (the last stable offset each
+fetch response brings, or the end offsets asked for at assignment) minus the
+position committed to the catalog; it needs no request of its own. The source
+counts as connected while every assigned partition had a fetch answered
+within ``FETCH_SILENCE_S`` (an idle consumer's fetches return every 500 ms).
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -23,6 +30,7 @@ from aggregator.source import Message
 from schemas.errors import TransportError
 from schemas.transport import KafkaSettings, client_ssl_context
 
+FETCH_SILENCE_S = 30.0
 
 
 def _client_args(kafka: KafkaSettings, cert: Path | None, key: Path | None) -> dict:
@@ -57,6 +65,7 @@ class KafkaSource:
         self._positions: Callable[[], dict[str, int]] = dict
         self._next: dict[int, int] = {}
         self._end: dict[int, int] = {}
+        self._committed: dict[int, int] = {}
         self._consumer = AIOKafkaConsumer(
             **_client_args(kafka, cfg.tls_cert_file, cfg.tls_key_file),
             group_id=cfg.group_id, enable_auto_commit=False, auto_offset_reset="earliest",
@@ -75,10 +84,11 @@ class KafkaSource:
     async def assigned(self, tps: list[TopicPartition]) -> None:
         stored = self._positions()
         self._next.clear()
+        self._committed.clear()
         for tp in tps:
             if str(tp.partition) in stored:
                 self._consumer.seek(tp, stored[str(tp.partition)])
-            self._next[tp.partition] = await self._consumer.position(tp)
+            self._next[tp.partition] = self._committed[tp.partition] = await self._consumer.position(tp)
         ends = await self._consumer.end_offsets(tps) if tps else {}
         self._end = {tp.partition: off for tp, off in ends.items()}
 
@@ -95,7 +105,31 @@ class KafkaSource:
     def caught_up(self) -> bool:
         return bool(self._end) and all(self._next.get(p, 0) >= end for p, end in self._end.items())
 
+    def lag(self) -> dict[str, int]:
+        out = {}
+        for tp in self._consumer.assignment():
+            # read_committed: the last stable offset is the end this consumer can reach
+            end = self._consumer.last_stable_offset(tp)
+            if end is None or end < 0:
+                end = self._consumer.highwater(tp)
+            end = max(end or 0, self._end.get(tp.partition, 0))
+            out[str(tp.partition)] = max(0, end - self._committed.get(tp.partition, end))
+        return out
+
+    def unavailable(self) -> str | None:
+        tps = self._consumer.assignment()
+        if not tps:
+            return f"no partition of topic {self.topic} assigned to this consumer (yet)"
+        now_ms = time.time() * 1000
+        silent = sorted(tp.partition for tp in tps if now_ms - (self._consumer.last_poll_timestamp(tp) or 0)
+                        > FETCH_SILENCE_S * 1000)
+        if silent:
+            return (f"Kafka at {self.kafka.bootstrap_servers} answered no fetch for partition(s) "
+                    f"{', '.join(map(str, silent))} of topic {self.topic} within {FETCH_SILENCE_S:g} s")
+        return None
+
     async def commit(self, partition: str, next_offset: int) -> None:
+        self._committed[int(partition)] = next_offset
         try:
             await self._consumer.commit({TopicPartition(self.topic, int(partition)): next_offset})
         except (CommitFailedError, KafkaError):

@@ -30,6 +30,13 @@ class Source(Protocol):
     def caught_up(self) -> bool:
         """Nothing was left to read at the last poll (used by --once)."""
 
+    def lag(self) -> dict[str, int]:
+        """Batches per partition not yet committed: the transport's end minus the committed position
+        (Kafka: offsets; spool: segments), for every partition this consumer reads."""
+
+    def unavailable(self) -> str | None:
+        """None while the transport answers; otherwise why not, in one sentence (readiness)."""
+
     async def commit(self, partition: str, next_offset: int) -> None:
         """Tell the transport the position is stored (the catalog already has it)."""
 

@@ -43,6 +43,9 @@ TOPIC = "spool"
 # Bytes read in one poll (always at least one segment): bounds memory whatever the segments hold.
 MAX_POLL_BYTES = 64 * 1024 * 1024
 _OPEN = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+# Quarantine reasons of entries that are not batches (metrics start every reason at 0).
+NOT_A_FILE, TOO_LARGE = "not_a_file", "too_large"
+UNREADABLE_REASONS = (NOT_A_FILE, TOO_LARGE)
 
 
 def _kind(mode: int) -> str:
@@ -52,6 +55,12 @@ def _kind(mode: int) -> str:
         if test(mode):
             return name
     return "not a regular file"
+
+
+def _above(segments: list[tuple[int, Path]], committed: int) -> int:
+    """Segments not committed yet: sequence numbers jump (a shipper may start at the time in
+    microseconds), so they are counted, not subtracted."""
+    return sum(1 for seq, _ in segments if seq >= committed)
 
 
 class _Gone(Exception):
@@ -74,6 +83,7 @@ class SpoolSource:
         self._skipped: set[str] = set()                 # node directory names that are not directories, warned once
         self._behind = True
         self.rewinds: Counter[str] = Counter()
+        self._lag: dict[str, int] = {}                  # node -> segments at or above its committed position
         self.on_revoke = None  # one spool, one consumer: nothing is ever revoked
 
     async def start(self, positions: Callable[[], dict[str, int]]) -> None:
@@ -122,6 +132,7 @@ class SpoolSource:
 
     def _pending(self) -> list[tuple[str, int, Path]]:
         out = []
+        lag: dict[str, int] = {}
         for node_dir in self._nodes():
             node = node_dir.name
             segments = list_segments(node_dir)
@@ -136,6 +147,8 @@ class SpoolSource:
                 self._kept.pop(node, None)
             start = self._next.get(node, 0)
             out += [(node, seq, path) for seq, path in segments if seq >= start]
+            lag[node] = _above(segments, self._committed.get(node, 0))
+        self._lag = lag
         return out
 
     def _aside(self, node: str, seq: int, path: Path, reason: str, what: str) -> bytes:
@@ -184,22 +197,22 @@ class SpoolSource:
                     target = f" to {os.readlink(path)[:200]!r}"
                 except OSError:
                     pass
-            return self._aside(node, seq, path, "not_a_file", f"is {_kind(st.st_mode)}{target}, not a regular file")
+            return self._aside(node, seq, path, NOT_A_FILE, f"is {_kind(st.st_mode)}{target}, not a regular file")
         try:
             fd = os.open(path, _OPEN)
         except FileNotFoundError:
             raise _Gone from None
         except OSError as e:
             if e.errno == errno.ELOOP:  # became a link since lstat
-                return self._aside(node, seq, path, "not_a_file", "is a symbolic link, not a regular file")
+                return self._aside(node, seq, path, NOT_A_FILE, "is a symbolic link, not a regular file")
             raise TransportError(f"cannot read spool segment {path}: {e.strerror}; the aggregator must run as "
                                  "the user the spool directory belongs to") from None
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
-                return self._aside(node, seq, path, "not_a_file", f"is {_kind(st.st_mode)}, not a regular file")
+                return self._aside(node, seq, path, NOT_A_FILE, f"is {_kind(st.st_mode)}, not a regular file")
             if st.st_size > self.max_segment_bytes:
-                return self._aside(node, seq, path, "too_large", f"holds {st.st_size} bytes, more than the "
+                return self._aside(node, seq, path, TOO_LARGE, f"holds {st.st_size} bytes, more than the "
                                                                 f"{self.max_segment_bytes} a batch can take")
             if st.st_size > budget:
                 return None
@@ -211,7 +224,7 @@ class SpoolSource:
                 chunks.append(chunk)
                 n += len(chunk)
             if n > self.max_segment_bytes:
-                return self._aside(node, seq, path, "too_large", f"holds more than the {self.max_segment_bytes} "
+                return self._aside(node, seq, path, TOO_LARGE, f"holds more than the {self.max_segment_bytes} "
                                                                 "bytes a batch can take")
             return b"".join(chunks)
         except OSError as e:
@@ -249,6 +262,16 @@ class SpoolSource:
     def caught_up(self) -> bool:
         return not self._behind
 
+    def lag(self) -> dict[str, int]:
+        return dict(self._lag)
+
+    def unavailable(self) -> str | None:
+        if not os.path.isdir(self.dir):
+            return f"spool directory {self.dir} is missing"
+        if not os.access(self.dir, os.R_OK | os.X_OK):
+            return f"spool directory {self.dir} is not readable"
+        return None
+
     async def commit(self, partition: str, next_offset: int) -> None:
         segments = list_segments(self.dir / partition)
         for seq, path in segments[:-1]:
@@ -259,6 +282,7 @@ class SpoolSource:
                     log.warning("cannot remove a consumed spool entry", extra={"path": str(path),
                                                                                "error": e.strerror})
         self._committed[partition] = next_offset
+        self._lag[partition] = _above(segments, next_offset)
         if segments and segments[-1][0] < next_offset:
             try:
                 self._kept[partition] = (segments[-1][0], os.lstat(segments[-1][1]).st_ino)

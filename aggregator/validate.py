@@ -21,8 +21,12 @@ does not decode:
   between, never its own stream's);
 - severity_number 0-24 (OpenTelemetry), flags only within
   schemas.record.KNOWN_FLAGS, trace_id 32 and span_id 16 lowercase hex digits
-  when present, time and observed_time not before 1970 (the shipper's clock and
-  parser give 1970-01-01 to 2262-04-11, the range of int64 nanoseconds).
+  when present, trace_flags 0-255 (W3C, one byte) when present, time and
+  observed_time not before 1970 (the shipper's clock and parser give 1970-01-01
+  to 2262-04-11, the range of int64 nanoseconds);
+- ``resource``, when present, a JSON object (the query view reads names such
+  as ``k8s.container.restart_count`` out of it: text that is not JSON would make
+  every query touching them fail).
 
 A position is *not* an upper bound of the batch's records: it is where the
 shipper may resume, which stays at the start of a record still being
@@ -38,6 +42,7 @@ from __future__ import annotations
 
 import re
 
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -47,6 +52,7 @@ from schemas.record import KNOWN_FLAGS, MAX_SOURCE_OFFSET
 
 REASON = "invalid"
 MAX_SEVERITY = 24
+MAX_TRACE_FLAGS = 255
 _HEX = "[0-9a-f]+"
 # What follows "<node>:" in the ids shipper/identity.py makes: source_id, distinct_id, legacy_id.
 _ID_TAIL = re.compile(rf"[0-9a-f]{{16}}(?::{_HEX}:{_HEX})?|{_HEX}:{_HEX}:[0-9a-f]{{8}}")
@@ -118,6 +124,28 @@ def check(batch: wire.Batch, table: pa.Table, extents: list[wire.Extent]) -> Non
         if pc.any(bad).as_py():
             row = _first(table, bad)
             raise _invalid(f"a {_where(row)} has {name} {row[name]} ns, before 1970")
+    flags = table.column("trace_flags")
+    if flags.null_count < len(flags):
+        bad = pc.fill_null(pc.or_(pc.less(flags, 0), pc.greater(flags, MAX_TRACE_FLAGS)), False)
+        if pc.any(bad).as_py():
+            row = _first(table, bad)
+            raise _invalid(f"a {_where(row)} has trace_flags {row['trace_flags']}, outside 0-{MAX_TRACE_FLAGS}")
+    _check_resource(table)
+
+
+def _check_resource(table: pa.Table) -> None:
+    """Each distinct resource (a file's records share one) is a JSON object."""
+    column = table.column("resource")
+    if column.null_count == len(column):
+        return
+    for value in pc.unique(column.drop_null()).to_pylist():
+        try:
+            ok = isinstance(orjson.loads(value), dict)
+        except orjson.JSONDecodeError:
+            ok = False
+        if not ok:
+            row = _first(table, pc.equal(column, value))
+            raise _invalid(f"a {_where(row)} has resource {value[:80]!r}, not a JSON object")
 
 
 def _codes(column: pa.Array) -> tuple[pa.Array, int]:

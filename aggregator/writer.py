@@ -5,6 +5,11 @@ ORDER BY …)`` with Parquet modular encryption (AES-GCM) to the target's stagin
 name; the file is then read back to describe what it really holds (rows, time
 range, namespaces, containers, the trace index entries, sha256), and published
 (fsync, rename, directory fsync). Only then may the catalog list it.
+
+Every file gets exactly the columns of schemas.record.LOG_SCHEMA, in its order
+and with its types, whatever the query gives (duck.typed_sql): a scan of files
+written before a column existed gives it as null (duck.scan_sql), so compacting
+or rewriting them brings them up to the current schema.
 """
 
 from __future__ import annotations
@@ -65,7 +70,8 @@ class ParquetWriter:
         self._keys = duck.KeyRegistry(self.con)
 
     def scan(self, files: dict[DataKey, list[str]]) -> str:
-        """SQL reading the given files (grouped by data key) as one relation."""
+        """SQL reading the given files (grouped by data key) as one relation with LOG_SCHEMA's columns
+        (a file's columns are looked at once, then remembered)."""
         return duck.scan_sql(self._keys, files)
 
     def write_table(self, table: pa.Table, target: Target, key: DataKey, layout: Layout) -> Written:
@@ -80,7 +86,8 @@ class ParquetWriter:
         options = (f"FORMAT parquet, ENCRYPTION_CONFIG {{footer_key: '{self._keys.add(key)}'}}, COMPRESSION zstd, "
                    f"COMPRESSION_LEVEL {layout.zstd_level}, ROW_GROUP_SIZE {layout.row_group_size}, PARQUET_VERSION V2")
         try:
-            self.con.execute(f"COPY (SELECT * FROM ({query}) ORDER BY {SORT_ORDER}) TO '{target.staging}' ({options})")
+            self.con.execute(f"COPY (SELECT * FROM ({duck.typed_sql(query)}) ORDER BY {SORT_ORDER}) "
+                             f"TO '{target.staging}' ({options})")
             written = self._describe(target.staging, key, layout)
             target.publish()
         except (duckdb.IOException, duckdb.HTTPException, OSError) as e:

@@ -22,7 +22,7 @@ import pyarrow as pa
 from query import export, output, plan
 from aggregator import config as agg_config
 from query import config as query_config
-from query.connect import Lake
+from query.connect import RECORD_COLUMNS_SQL, Lake
 from query.errors import QueryError
 from aggregator.selector import Selector, parse_levels, parse_time
 from query.filters import Filters, trace_id
@@ -31,7 +31,7 @@ from schemas import completion
 from schemas.config import version
 from schemas.progress import Progress
 from schemas.durable import write_durably
-from schemas.errors import LoglakeError
+from schemas.errors import LoglakeError, sentence
 
 LINE_COLUMNS = "time, namespace, pod, container, stream, severity_text AS level, trace_id, body"
 TRACE_COLUMNS = "time, namespace, pod, container, severity_text AS level, span_id, body"
@@ -86,7 +86,8 @@ def filters_of(args: argparse.Namespace, default_since: str | None = None) -> Fi
                         since_ns=None if since in (None, "all") else parse_time(since),
                         until_ns=parse_time(args.until) if args.until else None)
     return Filters(selector, levels=parse_levels(args.level) if args.level else (),
-                   grep=args.grep, regex=args.regex, trace_id=getattr(args, "trace", None))
+                   grep=args.grep, regex=args.regex, trace_id=getattr(args, "trace", None),
+                   previous=getattr(args, "previous", False))
 
 
 def _sql(s: Session) -> None:
@@ -98,16 +99,16 @@ def _trace(s: Session) -> None:
     s.lake.require_data()
     tid = trace_id(s.args.trace_id)  # stored ids are lowercase hex without dashes
     chosen = plan.trace(s.lake.catalog, tid)
-    columns = "*" if s.args.output_file else TRACE_COLUMNS
+    columns = RECORD_COLUMNS_SQL if s.args.output_file else TRACE_COLUMNS
     s.emit(s.run(chosen, f"SELECT {columns} FROM logs WHERE trace_id = ? ORDER BY time, record_id", [tid]))
 
 
 def _logs(s: Session) -> None:
     s.lake.require_data()
-    f = filters_of(s.args, default_since="1h")
+    f = filters_of(s.args, default_since=None if s.args.previous else "1h")  # --previous: any age, as kubectl
     where, params = f.where()
     limit = f"LIMIT {s.args.limit}" if s.args.limit else ""
-    columns = "*" if s.args.output_file else LINE_COLUMNS
+    columns = RECORD_COLUMNS_SQL if s.args.output_file else LINE_COLUMNS
     # the newest --limit lines, shown oldest first (newest first with --reverse), like `tail -n`
     result = s.run(plan.select(s.lake.catalog, f),
                    f"SELECT {columns} FROM logs WHERE {where} ORDER BY time DESC, record_id DESC {limit}", params)
@@ -164,7 +165,7 @@ def _export(s: Session) -> None:
     s.lake.require_data()
     f = filters_of(s.args)
     where, params = f.where()
-    sql = f"SELECT * FROM logs WHERE {where} ORDER BY time, record_id"
+    sql = f"SELECT {RECORD_COLUMNS_SQL} FROM logs WHERE {where} ORDER BY time, record_id"
     chosen = plan.select(s.lake.catalog, f)
     key_path = _signing_key_path(s.args.config)
     key = export.load_signing_key(key_path, create=True)
@@ -276,6 +277,7 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
         "loglake-query logs -n shop --pod 'checkout-*' --level warn+ --since 15m",
         'loglake-query logs --container nginx --since 2026-11-24T10:00:00Z --until 1h --grep timeout',
         "loglake-query logs --grep 'status=5\\d\\d' --regex --since 1h30m -o wide",
+        "loglake-query logs -n shop --pod checkout-5d8f7-abcde --container app --previous",
     ),
     "tail": (
         'loglake-query tail -f -n payments --level error',
@@ -322,6 +324,9 @@ def parser() -> argparse.ArgumentParser:
     _filter_options(p, "default 1h")
     p.add_argument("--limit", type=_count, default=1000, help="at most this many lines, the newest (0: all)")
     p.add_argument("--reverse", action="store_true", help="newest first")
+    p.add_argument("--previous", "-p", action="store_true",
+                   help="the lines of each container's run before its latest (restart count one lower), like "
+                        "kubectl logs --previous; any age unless --since is given")
     p = sub.add_parser("tail", parents=[common], **_examples("tail"),
                        help="the last lines, and with -f new ones as they land")
     _filter_options(p, "default: all")
@@ -383,15 +388,15 @@ def main(argv: list[str] | None = None) -> int:
             return COMMANDS[args.command](session) or 0
         finally:
             session.close()
-    except LoglakeError as e:
-        if args.debug:
-            raise
-        print(f"loglake-query: {e}", file=sys.stderr)
-        return 1
     except BrokenPipeError:
         # the reader left (`| head`, `| grep -q`): like grep, stop quietly; what it read was what it wanted
         _stdout_to_devnull()
         return 0
+    except (LoglakeError, OSError) as e:
+        if args.debug:
+            raise
+        print(f"loglake-query: {sentence(e)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130  # Ctrl-C: the shell's convention (128 + SIGINT), without a traceback
 

@@ -16,6 +16,18 @@ the keys, the catalog and the audit trail are not in them), no extension
 loading, configuration locked; and user SQL must be one read-only statement,
 so ``COPY … TO``, ``ATTACH``, ``SET`` and the like are refused. Plaintext leaves
 the lake only through ``export`` or ``--output``, which are audited.
+
+The view has the stored columns (schemas.record), ``record_id``, and the same
+data under the names OpenTelemetry's and Kubernetes' semantic conventions give
+it (``SEMANTIC_COLUMNS``: ``"k8s.namespace.name"``, ``"k8s.container.restart_count"``,
+``"log.iostream"``, …; quoted in SQL, they hold dots). They cost nothing unless
+a query names them.
+
+Files written before ``trace_flags`` and ``resource`` existed lack them. The
+view reads every file as having them (aggregator.duck.scan_sql without
+probing; files oldest first), which costs nothing in a lake written since;
+when DuckDB says a file lacks them, the lake looks at every file's columns
+instead, for the rest of its life, and the view gives them as null there.
 """
 
 from __future__ import annotations
@@ -63,6 +75,41 @@ def check_read_only(sql: str) -> None:
                          "of the lake use 'loglake-query export' or --output, which are audited")
 
 
+def _resource(name: str) -> str:
+    return f"json_extract_string(resource, '$.\"{name}\"')"
+
+
+# Semantic-convention name -> SQL over the stored columns (and record_id).
+SEMANTIC_COLUMNS: dict[str, str] = {
+    "timestamp": "time",                       # OpenTelemetry log data model: Timestamp, ObservedTimestamp
+    "observed_timestamp": "observed_time",
+    "k8s.namespace.name": "namespace",
+    "k8s.pod.name": "pod",
+    "k8s.pod.uid": "pod_uid",
+    "k8s.container.name": "container",
+    "k8s.container.restart_count": f"TRY_CAST({_resource('k8s.container.restart_count')} AS INTEGER)",
+    "k8s.node.name": "node",
+    "container.id": "container_id",
+    "container.name": _resource("container.name"),
+    "service.name": _resource("service.name"),
+    "log.iostream": "stream",
+    "log.file.path": "source_path",
+    "log.file.name": "regexp_extract(source_path, '[^/]*$')",
+    "log.record.uid": "record_id",
+}
+VIEW_COLUMNS: tuple[str, ...] = (*LOG_SCHEMA.names, "record_id", *SEMANTIC_COLUMNS)
+# A record's own columns, without the semantic-convention copies ``SELECT *`` also gives: what exports and
+# --output-file need.
+RECORD_COLUMNS_SQL = ", ".join([*LOG_SCHEMA.names, "record_id"])
+_SEMANTIC_SQL = ", ".join(f'{sql} AS "{name}"' for name, sql in SEMANTIC_COLUMNS.items())
+_VIEW_COLUMNS_TEXT = ", ".join(n if n.isidentifier() else '"' + n + '"' for n in VIEW_COLUMNS)
+_MISSING_COLUMN = re.compile(r'Referenced column "([^"]+)" not found')
+
+
+class StoredColumnsDiffer(QueryError):
+    """DuckDB read a stored file without a column the files before it in the same scan have."""
+
+
 def _parse(sql: str) -> list[duckdb.Statement]:
     try:
         return duckdb.extract_statements(sql)
@@ -90,6 +137,8 @@ class Lake:
         # One DuckDB connection per lake: views are replaced, keys registered once.
         self._con: duckdb.DuckDBPyConnection | None = None
         self._keys: duck.KeyRegistry | None = None
+        # Look at each file's columns (a lake with files older than some column), once that is known.
+        self._probe = False
         self._spill: tempfile.TemporaryDirectory[str]
 
     def close(self) -> None:
@@ -117,7 +166,13 @@ class Lake:
         try:
             if user_sql:
                 check_read_only(sql)
-            result = run_sql(self._view(files, rows), sql, params)
+            try:
+                result = run_sql(self._view(files, rows), sql, params)
+            except StoredColumnsDiffer:
+                if self._probe:
+                    raise
+                self._probe = True
+                result = run_sql(self._view(files, rows), sql, params)
         except LoglakeError as e:
             self.audit("query-result", {"query_seq": entry["seq"], "status": "failed", "error": type(e).__name__})
             raise
@@ -151,19 +206,40 @@ class Lake:
         for a file's catalog path, when it gives any). Not audited: callers audit what they run on it."""
         by_key: dict[DataKey, list[str]] = defaultdict(list)
         ranges = {}
-        for f in files:
+        # oldest first: a file older than a column is then the first of its key's list, which DuckDB
+        # reads when the view is made (a BinderException, below) rather than when a query reaches it
+        for f in sorted(files, key=lambda f: f.created_at):
             where = self.storage.location(f.tier, f.path)
             by_key[self.keyring.get(f.key_id)].append(where)
             if rows and f.path in rows:
                 ranges[where] = rows[f.path]
         con = self._connection()
+        for attempt in (False, True):
+            view = self._view_sql(con, by_key, ranges, name)
+            try:
+                con.execute(view)
+                return con
+            except duckdb.BinderException as e:
+                missing = _MISSING_COLUMN.search(str(e))
+                if self._probe or attempt or not missing or missing.group(1) not in LOG_SCHEMA.names:
+                    raise _translate(e) from None
+                self._probe = True
+            except duckdb.Error as e:
+                raise _translate(e) from None
+        raise AssertionError("unreachable")
+
+    def _view_sql(self, con: duckdb.DuckDBPyConnection, by_key: Mapping[DataKey, Sequence[str]],
+                  ranges: Mapping[str, Sequence[tuple[int, int]]], name: str) -> str:
         assert self._keys is not None
-        scan = duck.scan_sql(self._keys, by_key, ranges)
+        try:
+            scan = duck.scan_sql(self._keys, by_key, ranges, probe=self._probe)
+        except duckdb.Error as e:  # a file's columns could not be looked at
+            raise _translate(e) from None
         if not scan:
             con.register("_no_files", LOG_SCHEMA.empty_table())
             scan = "SELECT * FROM _no_files"
-        run_sql(con, f"CREATE OR REPLACE VIEW {name} AS SELECT *, {RECORD_ID_SQL} AS record_id FROM ({scan})")
-        return con
+        return (f"CREATE OR REPLACE VIEW {name} AS SELECT *, {_SEMANTIC_SQL} FROM "
+                f"(SELECT *, {RECORD_ID_SQL} AS record_id FROM ({scan}))")
 
 
 class Result:
@@ -239,23 +315,28 @@ def run_sql(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[object] =
     try:
         result = con.execute(sql, params)
         return result.to_arrow_table() if result.description else pa.table({})
-    except duckdb.InvalidInputException as e:
+    except duckdb.Error as e:
+        raise _translate(e) from None
+
+
+def _translate(e: duckdb.Error) -> LoglakeError:
+    """One of DuckDB's errors as one actionable sentence."""
+    if isinstance(e, duckdb.InvalidInputException):
         text = str(e)
         if "AES tag" in text or "encrypted" in text:
-            raise EncryptionKeyError("stored files cannot be decrypted with the configured key; "
-                                     "point [aggregator] key_file at the key they were written with") from None
+            return EncryptionKeyError("stored files cannot be decrypted with the configured key; "
+                                      "point [aggregator] key_file at the key they were written with")
+        if "schema mismatch" in text:
+            return StoredColumnsDiffer(f"stored files differ in their columns ({duck.first_line(e)}); "
+                                       "run the query again")
         if "Parquet file" in text or "magic bytes" in text:
-            raise StorageError(f"a stored file is unreadable ({duck.first_line(e)}); "
-                               "run 'loglake-aggregator verify' and restore it from backup") from None
-        raise QueryError(f"query failed: {duck.first_line(e)}") from None
-    except duckdb.BinderException as e:
-        missing = re.search(r'Referenced column "([^"]+)" not found', str(e))
+            return StorageError(f"a stored file is unreadable ({duck.first_line(e)}); "
+                                "run 'loglake-aggregator verify' and restore it from backup")
+    elif isinstance(e, duckdb.BinderException):
+        missing = _MISSING_COLUMN.search(str(e))
         if missing:
-            raise QueryError(f"unknown column {missing.group(1)!r}: the logs view has "
-                             f"{', '.join(LOG_SCHEMA.names)}, record_id") from None
-        raise QueryError(f"query failed: {duck.first_line(e)}") from None
-    except duckdb.IOException as e:
-        raise StorageError(f"a stored file cannot be read ({duck.first_line(e)}); "
-                           "run 'loglake-aggregator verify' and restore it from backup") from None
-    except duckdb.Error as e:
-        raise QueryError(f"query failed: {duck.first_line(e)}") from None
+            return QueryError(f"unknown column {missing.group(1)!r}: the logs view has {_VIEW_COLUMNS_TEXT}")
+    elif isinstance(e, duckdb.IOException):
+        return StorageError(f"a stored file cannot be read ({duck.first_line(e)}); "
+                            "run 'loglake-aggregator verify' and restore it from backup")
+    return QueryError(f"query failed: {duck.first_line(e)}")

@@ -7,6 +7,13 @@ Levels are OpenTelemetry severity ranges, so ``error`` matches ``ERROR``,
 Python's ``re``, whose syntax differs (look-around, backreferences). Trace ids
 are stored as 32 lowercase hex digits (aggregator.validate), so what a person
 types is brought to that form.
+
+``previous`` asks what ``kubectl logs --previous`` shows: the lines of the run
+of a container before its latest one, that is of the restart count one below
+the highest the lake holds for that container of that pod (kubelet's
+``<restart>.log``, the view's ``"k8s.container.restart_count"``). A container
+whose files give no restart count (Docker without Kubernetes labels, a plain
+file) has no previous run.
 """
 
 from __future__ import annotations
@@ -21,6 +28,12 @@ from aggregator.selector import Selector, levels_sql
 from query.errors import QueryError
 
 _TRACE_ID = re.compile(r"[0-9a-f]{32}")
+RESTART = '"k8s.container.restart_count"'
+# The run before the latest of each container (of each pod: a new pod of the same name counts from 0 again).
+PREVIOUS_SQL = (f"{RESTART} = (SELECT max(run.{RESTART}) - 1 FROM logs AS run "
+                "WHERE run.pod_uid IS NOT DISTINCT FROM logs.pod_uid AND run.namespace IS NOT DISTINCT FROM "
+                "logs.namespace AND run.pod IS NOT DISTINCT FROM logs.pod AND run.container IS NOT DISTINCT FROM "
+                "logs.container)")
 _LOOK_AROUND = re.compile(r"\(\?<?[=!]")
 _BACKREFERENCE = re.compile(r"\\[1-9]")
 
@@ -56,6 +69,7 @@ class Filters:
     grep: str | None = None
     regex: bool = False
     trace_id: str | None = None
+    previous: bool = False
 
     def __post_init__(self) -> None:
         if self.regex and self.grep is not None:
@@ -82,6 +96,8 @@ class Filters:
         if self.trace_id is not None:
             clauses.append("trace_id = ?")
             params.append(self.trace_id)
+        if self.previous:
+            clauses.append(PREVIOUS_SQL)
         return (" AND ".join(clauses) or "TRUE"), params
 
     def may_match(self, namespaces: tuple[str, ...], containers: tuple[str, ...], min_time: int,

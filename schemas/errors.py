@@ -33,3 +33,13 @@ class WireError(LoglakeError):
 
 class TransportError(LoglakeError):
     pass
+
+
+def sentence(e: LoglakeError | OSError) -> str:
+    """What a CLI prints for an error that ends a command. A LoglakeError is already one sentence; an
+    OSError that reaches a CLI is a path the configuration names and the system refuses."""
+    if isinstance(e, LoglakeError):
+        return str(e)
+    where = f"{e.filename} " if e.filename else ""
+    return (f"cannot use {where}({e.strerror or e}); check the configured paths and their permissions "
+            "(--debug shows where)")

@@ -1,8 +1,9 @@
 """The canonical log record: one definition, used by the shipper, the aggregator and query.
 
 The fields follow the OpenTelemetry log data model (Timestamp, ObservedTimestamp,
-SeverityText, SeverityNumber, Body, TraceId, SpanId, Attributes), flattened with
-the Kubernetes resource fields and the record's provenance:
+SeverityText, SeverityNumber, Body, TraceId, SpanId, TraceFlags, Attributes,
+Resource), with the Kubernetes resource fields as columns of their own and the
+record's provenance:
 
     field            type               meaning
     time             timestamp[ns]      when the event happened, UTC (from the line when it says, else the runtime's)
@@ -12,7 +13,11 @@ the Kubernetes resource fields and the record's provenance:
     body             string             the message (for JSON lines, the message field)
     trace_id         string             32 lowercase hex digits, null if none
     span_id          string             16 lowercase hex digits, null if none
+    trace_flags      int32              W3C trace flags 0..255 (bit 0: sampled), null if the line gave none
     attributes       string             JSON object of the remaining structured fields, null if none
+    resource         string             JSON object of OpenTelemetry resource attributes not in the columns
+                                        below (k8s.container.restart_count, container.name,
+                                        container.label.<name>, an OTel line's own resource), null if none
     node             string             node the shipper runs on
     namespace        string             Kubernetes namespace
     pod              string             pod name
@@ -25,6 +30,10 @@ the Kubernetes resource fields and the record's provenance:
     source_offset    int64              byte offset of the record's first line in the source file
     source_end       int64              offset just past the record's last line (for completeness checks)
     flags            int32              bit set of FLAG_* below
+
+``trace_flags`` and ``resource`` were added after the first lakes were written:
+files written before them lack the two columns, and every reader
+(aggregator.duck.scan_sql) gives them as null there.
 
 A record's stable unique id is the pair (source_id, source_offset): the same bytes
 read twice (a resend after a crash) give the same id, so duplicates can be
@@ -71,7 +80,9 @@ _FIELDS: tuple[tuple[str, pa.DataType, bool], ...] = (
     ("body", pa.string(), False),
     ("trace_id", pa.string(), True),
     ("span_id", pa.string(), True),
+    ("trace_flags", pa.int32(), True),
     ("attributes", pa.string(), True),
+    ("resource", pa.string(), True),
     ("node", pa.string(), False),
     ("namespace", pa.string(), True),
     ("pod", pa.string(), True),
@@ -91,6 +102,11 @@ FIELD_NAMES: tuple[str, ...] = tuple(name for name, _, _ in _FIELDS)
 # and source, and the node once per batch (schemas.wire), not in every record.
 SOURCE_FIELDS: tuple[str, ...] = ("namespace", "pod", "pod_uid", "container", "container_id", "source_id",
                                   "source_path")
+# The same for most records of a file, so also sent once per source, but a record may carry its own
+# (an OpenTelemetry line's resource, merged with the file's): a record's own value wins.
+SOURCE_DEFAULT_FIELDS: tuple[str, ...] = ("resource",)
+# The columns every file has, including those written before trace_flags and resource existed.
+FIRST_FIELD_NAMES: tuple[str, ...] = tuple(n for n in FIELD_NAMES if n not in ("trace_flags", "resource"))
 TIME_FIELDS: tuple[str, ...] = ("time", "observed_time")
 
 LOG_SCHEMA = pa.schema([pa.field(n, t, nullable=null) for n, t, null in _FIELDS])

@@ -2,7 +2,7 @@
 
     offset  size  field
     0       4     magic          b"LLKB"
-    4       1     version        2
+    4       1     version        3 (2 is read too)
     5       1     flags          0 (reserved)
     6       2     node_len       length of the node name in bytes (big-endian, as every integer here)
     8       4     record_count   number of records in the body
@@ -15,9 +15,12 @@ The body's first line says where the records come from; the record lines follow,
 one JSON object each, with the fields of schemas.record.WIRE_SCHEMA except the node
 and the SOURCE_FIELDS, which are the same for all records of one file and travel
 once here instead of in every record. A record line may leave out a field at its
-default (WIRE_DEFAULTS): flags and severity_number 0, observed_time equal to time.
+default (WIRE_DEFAULTS): flags and severity_number 0, observed_time equal to time;
+and a SOURCE_DEFAULT_FIELDS field (``resource``) the source gives, which is then
+the source's.
 
-    {"sources": [{"namespace": "shop", "pod": "cart-1", …, "source_id": "…", "source_path": "…"}, …],
+    {"sources": [{"namespace": "shop", "pod": "cart-1", …, "source_id": "…", "source_path": "…",
+                  "resource": "{\"k8s.container.restart_count\":1}"}, …],
      "runs": [[0, 812], [1, 40]],       # 812 records of source 0, then 40 of source 1
      "positions": [[0, 1048576, 0], [1, 9120, 1]]}
 
@@ -27,6 +30,12 @@ earlier batch's, and the third value is 1 once the source is finished
 (sealed: its file was closed). The lake keeps the largest, so ``verify`` can
 name a tail that never arrived. A batch may hold no records and only
 positions (a report).
+
+Version 3 added ``trace_flags`` and ``resource`` (records, and ``resource`` in
+sources). A version-2 batch (an older shipper's) is a version-3 batch without
+them and is read as such: they are null. A version-2 reader refuses version 3
+as ``unknown_version`` (quarantined whole, never half-read): upgrade the
+aggregators before the shippers.
 
 Decoding checks, in order: magic, version, lengths (truncation), checksum, then
 decompression and the body's schema. Each failure raises WireError with a
@@ -47,10 +56,11 @@ import pyarrow.json as pa_json
 import zstandard
 
 from schemas.errors import WireError
-from schemas.record import SOURCE_FIELDS, WIRE_SCHEMA
+from schemas.record import SOURCE_DEFAULT_FIELDS, SOURCE_FIELDS, WIRE_SCHEMA
 
 MAGIC = b"LLKB"
-VERSION = 2
+VERSION = 3
+READ_VERSIONS = (2, 3)
 _HEADER = struct.Struct(">4sBBHIII")
 HEADER_SIZE = _HEADER.size
 MAX_BODY_BYTES = 256 * 1024 * 1024
@@ -59,6 +69,7 @@ _PER_BATCH = {"node", *SOURCE_FIELDS}
 # Record lines are parsed with every field nullable so a missing required field can be named.
 _PARSE_SCHEMA = pa.schema([f.with_nullable(True) for f in WIRE_SCHEMA if f.name not in _PER_BATCH])
 _REQUIRED_SOURCE_FIELDS = {f.name for f in WIRE_SCHEMA if f.name in SOURCE_FIELDS and not f.nullable}
+_SOURCE_KEYS = (*SOURCE_FIELDS, *SOURCE_DEFAULT_FIELDS)
 # Value of a record-line field that is left out: a constant, or the name of the field it equals.
 WIRE_DEFAULTS: dict[str, int | str] = {"flags": 0, "severity_number": 0, "observed_time": "time"}
 
@@ -67,7 +78,7 @@ WIRE_DEFAULTS: dict[str, int | str] = {"flags": 0, "severity_number": 0, "observ
 class Run:
     """Consecutive records of one source file."""
 
-    source: bytes   # JSON object of the file's SOURCE_FIELDS
+    source: bytes   # JSON object of the file's SOURCE_FIELDS (and SOURCE_DEFAULT_FIELDS)
     records: bytes  # JSON objects, each followed by a newline
     count: int
 
@@ -121,8 +132,9 @@ def decode(data: bytes) -> Batch:
     if len(data) < HEADER_SIZE:
         raise WireError("truncated", f"batch truncated: {len(data)} bytes is shorter than the {HEADER_SIZE}-byte header")
     magic, version, _flags, node_len, count, body_len, crc = _HEADER.unpack_from(data)
-    if version != VERSION:
-        raise WireError("unknown_version", f"unknown batch version {version}; this build reads version {VERSION}, upgrade the reader")
+    if version not in READ_VERSIONS:
+        raise WireError("unknown_version", f"unknown batch version {version}; this build reads versions "
+                                           f"{', '.join(map(str, READ_VERSIONS))}, upgrade the reader")
     end = HEADER_SIZE + node_len + body_len
     if len(data) < end:
         raise WireError("truncated", f"batch truncated: header announces {end} bytes, only {len(data)} present")
@@ -159,8 +171,8 @@ def _sources(head: bytes, record_count: int) -> tuple[list[dict], list[tuple[int
     if not set(value) <= _HEAD_FIELDS or not {"sources", "runs"} <= set(value):
         raise _schema_error(f"unknown batch header field(s) {sorted(set(value) - _HEAD_FIELDS)}")
     for src in sources:
-        if not isinstance(src, dict) or not set(src) <= set(SOURCE_FIELDS):
-            raise _schema_error(f"a source with fields outside {', '.join(SOURCE_FIELDS)}")
+        if not isinstance(src, dict) or not set(src) <= set(_SOURCE_KEYS):
+            raise _schema_error(f"a source with fields outside {', '.join(_SOURCE_KEYS)}")
         if any(v is not None and not isinstance(v, str) for v in src.values()):
             raise _schema_error("a source field that is not a string")
         missing = _REQUIRED_SOURCE_FIELDS - {k for k, v in src.items() if v is not None}
@@ -173,6 +185,13 @@ def _sources(head: bytes, record_count: int) -> tuple[list[dict], list[tuple[int
     if sum(n for _, n in runs) != record_count:
         raise WireError("schema", f"batch header announces {record_count} records, "
                                   f"its runs hold {sum(n for _, n in runs)}")
+    # Every record of a run gets its source's fields: a small forged header (a huge field, many records)
+    # must not make the reader allocate without limit, any more than a huge body may.
+    sizes = [sum(len(v) for v in src.values() if v is not None) for src in sources]
+    expanded = sum(sizes[i] * n for i, n in runs)
+    if expanded > MAX_BODY_BYTES:
+        raise WireError("schema", f"batch sources would expand to {expanded} bytes over its records "
+                                  f"(at most {MAX_BODY_BYTES})")
     return sources, runs, positions
 
 
@@ -221,6 +240,8 @@ def to_table(batch: Batch) -> pa.Table:
             default = WIRE_DEFAULTS.get(field.name)
             if column.null_count and default is not None:
                 column = pc.coalesce(column, table.column(default) if isinstance(default, str) else default)
+            if field.name in SOURCE_DEFAULT_FIELDS and column.null_count and any(field.name in s for s in sources):
+                column = pc.coalesce(column, _repeated([s.get(field.name) for s in sources], runs))
             if not field.nullable and column.null_count:
                 raise WireError("schema", f"batch body has records without the required field {field.name!r}")
         columns.append(column.cast(field.type))

@@ -13,31 +13,35 @@ looked at whenever a rotation or truncation is seen and once at start, so a
 file rotated while the shipper was down, or created and rotated away between
 two polls, is read to its end: from its checkpointed position when it has
 one, else from 0 if it was written since the shipper's history began.
+
+At most ``max_open_files`` files are held open (shipper.slots): a file idle at
+its end is closed and opened again by path when it changes, its position
+checked against its content like any other; a file that finds no descriptor
+waits for one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import fnmatch
-import glob
 import logging
 import os
 import stat
 import time
 from collections import Counter
-from dataclasses import dataclass
 
 from shipper import identity
 from shipper.batch import Batch, Batcher, Progress, Records
 from shipper.buffer import DiskBuffer
-from shipper.checkpoint import STALE_AFTER_S, Checkpoints
+from shipper.checkpoint import STALE_AFTER_S, Checkpoints, prepare_state_dir
 from shipper.config import Settings
 from shipper.delivery import Delivery
-from shipper.discovery import match_glob
-from shipper.enrich import K8sMeta, display_path, from_path
+from shipper.discovery import excluded, matching_paths, rotated_siblings
+from shipper.enrich import display_path, from_path, is_sidecar, sidecar_pod_uid
+from shipper.files import Source, container_key
 from shipper.identity import Position
 from shipper.records import RecordBuilder, detect_format, processing
+from shipper.slots import EXHAUSTED, Closed, Slots, budget, raise_nofile_limit
 from shipper.tail import Chunk, FileTail
 from shipper.transport.base import Transport
 
@@ -48,64 +52,35 @@ COMPRESSED = (".gz", ".bz2", ".xz", ".zst", ".zip")
 RUNTIME_PREFIX_ROOM = 128
 
 
-@dataclass
-class Source:
-    path: str
-    tail: FileTail
-    dev: int
-    ino: int
-    directory: str                    # where the file really is (symlinks resolved): part of its identity
-    opened_at: float
-    source_id: str | None = None      # None until the first line is complete
-    fp: str | None = None             # fingerprint of the first line, once complete
-    window: int = 0                   # identity.window at tail.offset
-    builder: RecordBuilder | None = None
-    key: bytes = b""
-    at_eof: bool = False
-    gone_since: float | None = None   # the path no longer leads to this file
-    # A rotated file found by a sibling scan: with no known position, read it only if it
-    # was written after this wall-clock time (else it is older than our history).
-    adopt_after: float | None = None
-    # Truncated under us (copytruncate): the file no longer holds this content, so nothing is read
-    # through it; the content's copy, once found, takes its place and reading goes on, state and all.
-    detached: bool = False
-
-    def position(self) -> Position:
-        return Position(self.tail.offset, self.window)
-
-    @property
-    def name(self) -> str:
-        """The path as valid text, for records, checkpoints and logs (``path`` opens the file)."""
-        return display_path(self.path)
-
-
-def container_key(meta: K8sMeta, path: str) -> bytes:
-    if meta.namespace and meta.pod and meta.container:
-        return f"{meta.namespace}/{meta.pod}/{meta.container}".encode()
-    return display_path(path).encode()
-
-
-def rotated_siblings(path: str) -> list[str]:
-    """Files a rotation of ``path`` may have left: ``path.*`` and ``path-*`` beside its real file."""
-    real = os.path.realpath(path)
-    return sorted({*glob.glob(glob.escape(real) + ".*"), *glob.glob(glob.escape(real) + "-*")})
-
-
 class Agent:
     def __init__(self, settings: Settings, transport: Transport) -> None:
         cfg = self.cfg = settings.shipper
         self.transport = transport
+        prepare_state_dir(cfg.data_dir)
         self.checkpoints = Checkpoints(cfg.data_dir / "checkpoints.json")
         self.delivery = Delivery(transport, self.checkpoints, DiskBuffer(cfg.data_dir / "buffer", cfg.buffer_max_bytes),
                                  node=cfg.node_name, zstd_level=cfg.zstd_level,
                                  max_inflight=cfg.max_inflight_batches, ack_timeout_s=cfg.ack_timeout_ms / 1000)
         self.batcher = Batcher(cfg.batch_max_bytes, cfg.batch_max_wait_ms / 1000, cfg.report_interval_ms / 1000)
         self.errors: Counter[str] = Counter()
+        self.slots = Slots(budget(cfg.max_open_files, raise_nofile_limit()), self.errors)
+        self.idle: dict[str, Closed] = {}   # path -> a file closed while idle, opened again when it changes
+        self._pod_uid = sidecar_pod_uid()
+        # A sidecar shares its log directory with the app, which could link a file there to one only the
+        # shipper may read (its TLS key): a sidecar follows no link (kubelet's are a node agent's only).
+        self._links_refused: set[str] | None = set() if is_sidecar() else None
+        self._to_adopt: set[str] = set()       # rotated files to read that found no descriptor yet
+        # (device, inode) of files rotated away before they were read to their end (closed while idle, or
+        # waiting for a descriptor) -> since when: found beside their path, they are read, whatever their age
+        self._owed: dict[tuple[int, int], float] = {}
+        self._matched: set[str] = set()        # what the include globs matched at the last look
         self.redactions: Counter[str] = Counter()
         self.proc = processing(cfg)
         self.active: dict[str, Source] = {}   # path -> the file now at that path
         self.retired: list[Source] = []       # renamed or deleted, read to the end then closed
-        self._resume = self.delivery.buffered_marks()
+        # A damaged buffer segment was moved aside: its lines are read again from the checkpoint, so no
+        # later segment's position may let reading skip them (the lake drops what it already has).
+        self._resume = {} if self.delivery.buffer.damaged else self.delivery.buffered_marks()
         # Read positions of content whose file was closed: a copy of it found later resumes there.
         self._released: dict[str, Position] = {}
         self._ignored: set[tuple[int, int]] = set()   # (dev, ino) of files that hold nothing to read
@@ -118,7 +93,9 @@ class Agent:
         self._pool = concurrent.futures.ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1)), "loglake-read")
         self.paused = False
         self.stats = Counter({"lines_read": 0, "bytes_read": 0, "files_opened": 0, "files_closed": 0,
-                              "rotations": 0, "truncations": 0, "rotated_files_adopted": 0})
+                              "rotations": 0, "truncations": 0, "rotated_files_adopted": 0,
+                              "files_idle_closed": 0})
+        log.info("log files held open at most", extra={"max_open_files": self.slots.limit})
 
     def stop(self) -> None:
         self._stopping.set()
@@ -129,34 +106,17 @@ class Agent:
 
     # discovery -----------------------------------------------------------------
 
-    def _excluded(self, path: str) -> bool:
-        return any(fnmatch.fnmatch(path, ex) for ex in self.cfg.exclude)
-
-    def _matching_paths(self) -> set[str]:
-        """Included files, each once: /var/log/containers/*.log symlinks and the /var/log/pods files they
-        point to are one file, tailed under its real path when the globs match both."""
-        paths = {p for pattern in self.cfg.include for p in match_glob(str(pattern))}
-        chosen: dict[tuple[int, int], str] = {}
-        for p in sorted(paths):
-            try:
-                st = os.stat(p)
-            except OSError:
-                continue
-            if self._excluded(p) or not stat.S_ISREG(st.st_mode):
-                continue
-            seen = chosen.get((st.st_dev, st.st_ino))
-            if seen is None or (os.path.islink(seen) and not os.path.islink(p)):
-                chosen[(st.st_dev, st.st_ino)] = p
-        return set(chosen.values())
-
     def _open_inodes(self) -> set[tuple[int, int]]:
         return {(s.dev, s.ino) for s in self._sources()}
 
     def _open(self, path: str, now: float, follow: bool = True) -> Source | None:
         try:
-            tail = FileTail.open(path, follow=follow)
+            tail = FileTail.open(path, follow=follow and self._links_refused is None)
             st = os.fstat(tail.fd)
         except OSError as e:
+            if e.errno in EXHAUSTED:   # the file waits for a descriptor (shipper.slots)
+                self.slots.exhausted(self._held(), e)
+                return None
             self.errors["open_failed"] += 1
             log.warning("cannot open log file", extra={"path": display_path(path), "error": str(e)})
             return None
@@ -164,7 +124,8 @@ class Agent:
             tail.close()
             return None
         self.stats["files_opened"] += 1
-        return Source(path, tail, st.st_dev, st.st_ino, os.path.dirname(os.path.realpath(path)), now)
+        return Source(path, tail, st.st_dev, st.st_ino,
+                      identity.scope(os.path.dirname(os.path.realpath(path)), self._pod_uid), now)
 
     def _retire(self, src: Source, now: float) -> None:
         src.gone_since = now
@@ -180,7 +141,13 @@ class Agent:
 
     def discover(self) -> None:
         now = time.monotonic()
-        matched = self._matching_paths()
+        refused = None if self._links_refused is None else set()
+        matched = self._matched = matching_paths(self.cfg.include, self.cfg.exclude, refused)
+        if refused is not None:
+            for path in sorted(refused - self._links_refused):
+                self.errors["link_refused"] += 1
+                log.warning("a sidecar follows no symlink: not read", extra={"path": display_path(path)})
+            self._links_refused = refused
         for path, src in list(self.active.items()):
             try:
                 st = os.stat(path)
@@ -194,7 +161,49 @@ class Agent:
                 self._rescan.add(path)
             elif src.fp is not None and not self._intact(src):
                 self._truncated(src)
+        self._close_idle(now)
+        wanted = self._wanted(matched)
+        if not self._started:
+            # rotated while we were down: siblings of what we tail and of what the checkpoint names
+            self._started = True
+            for path in sorted(matched | self.checkpoints.paths()):
+                self._rescan.add(path)
+                if path not in matched and os.path.exists(path):
+                    self._to_adopt.add(path)
+        for path in sorted(self._rescan):
+            self._to_adopt.update(filter(self._adoptable, rotated_siblings(path)))
+        self._rescan.clear()
+        self._make_room(len(wanted) + len(self._to_adopt))
+        # rotated files first: the next rotation may delete them, while a live file keeps its bytes
+        self._to_adopt = {path for path in sorted(self._to_adopt) if not self._adopt(path, now)}
+        for path, ident in wanted:
+            src = self._open(path, now) if self.slots.free(self._held()) else None
+            if src is not None:
+                src.reopened = self.idle.pop(path, None) is not None
+                self.active[path] = src
+            if src is not None or self.slots.free(self._held()):
+                self.slots.served(path)   # opened, or failed and warned about (tried again at the next look)
+            else:
+                self.slots.wait(path, now, ident)
+
+    def _wanted(self, matched: set[str]) -> list[tuple[str, tuple[int, int]]]:
+        """Paths to open (with the file each names), those waiting longest first: new files, and files closed
+        while idle that changed. A file renamed or deleted while closed, or while waiting for a descriptor,
+        is looked for beside its path and read (on from its position, if it has one)."""
+        for path in [p for p in self.idle if p not in matched]:
+            self._gone_while_closed(path)
+        for path, (_, ident) in list(self.slots.waiting.items()):
+            try:
+                st = os.stat(path)
+                moved = path not in matched or (st.st_dev, st.st_ino) != ident
+            except OSError:
+                moved = True
+            if moved:
+                self._owed[ident] = time.time()
+                self._rescan.add(path)
+                self.slots.served(path)
         opened = self._open_inodes() | self._ignored
+        out = []
         for path in sorted(matched - set(self.active)):
             try:
                 st = os.stat(path)
@@ -202,38 +211,96 @@ class Agent:
                 continue
             if (st.st_dev, st.st_ino) in opened:
                 continue
-            src = self._open(path, now)
-            if src is not None:
-                self.active[path] = src
-        if not self._started:
-            # rotated while we were down: siblings of what we tail and of what the checkpoint names
-            self._started = True
-            for path in sorted(set(self.active) | self.checkpoints.paths()):
-                self._rescan.add(path)
-                if os.path.exists(path) and path not in self.active:
-                    self._adopt(path, now)
-        for path in sorted(self._rescan):
-            for sib in rotated_siblings(path):
-                self._adopt(sib, now)
-        self._rescan.clear()
+            was = self.idle.get(path)
+            if was is not None:
+                if not was.same_file(st):
+                    self._gone_while_closed(path)
+                elif not was.changed(st):
+                    continue
+                else:
+                    # Truncated while closed (copytruncate) leaves its copy beside it, and the file may
+                    # already have grown past its old size: look beside it whenever it changed.
+                    self._rescan.add(path)
+            out.append((path, (st.st_dev, st.st_ino)))
+        for path in set(self.slots.waiting) - {p for p, _ in out}:
+            self.slots.served(path)
+        return self.slots.order(out)
 
-    def _adopt(self, path: str, now: float) -> None:
+    def _gone_while_closed(self, path: str) -> None:
+        """Renamed or deleted while closed: its rotated name, once found beside the path, is followed like a
+        file renamed while open (read to its end and ``rotate_wait`` after), not left alone for holding
+        nothing new yet, since the runtime may still write into it."""
+        was = self.idle.pop(path)
+        self._owed[(was.dev, was.ino)] = time.time()
+        self.stats["rotations"] += 1
+        self._rescan.add(path)
+
+    def _held(self) -> int:
+        """Log files open now (each source holds one descriptor)."""
+        return len(self.active) + len(self.retired)
+
+    def _closable(self) -> list[Source]:
+        """Files that may be closed and opened again later: live, read to their end, with nothing being
+        assembled (whose start a position would need the descriptor to check). A renamed or deleted
+        file is not among them: it could not be opened again."""
+        return [s for s in self.active.values() if s.at_eof and not s.detached and s.tail.cut_from is None
+                and (s.builder is None or s.builder.commit_floor() is None)]
+
+    def _close_idle(self, now: float) -> None:
+        idle = self.cfg.close_idle_after_ms / 1000
+        if idle > 0:
+            for src in self._closable():
+                if now - src.read_at >= idle:
+                    self._park(src)
+
+    def _make_room(self, needed: int) -> None:
+        """Close the least recently read files at their end until ``needed`` descriptors are free."""
+        short = needed - self.slots.free(self._held())
+        for src in sorted(self._closable(), key=lambda s: s.read_at) if short > 0 else ():
+            if short <= 0:
+                break
+            short -= self._park(src)
+
+    def _park(self, src: Source) -> bool:
+        """Close a file read to its end, remembering what it looked like; False if lines came since the
+        last read (they are read first). The position stays known (``_released``, then the checkpoint),
+        so opening the file again goes on from there once its bytes are checked (see _identify)."""
+        closed = Closed.of(src.tail.fd, src.tail.offset, self.cfg.max_record_bytes + RUNTIME_PREFIX_ROOM,
+                           src.source_id)
+        if closed is None:
+            return False
+        if src.source_id is not None:
+            self._released[src.source_id] = src.position()
+        self.idle[src.path] = closed
+        del self.active[src.path]
+        src.tail.close()
+        self.stats["files_idle_closed"] += 1
+        return True
+
+    def _adoptable(self, path: str) -> bool:
+        return not (path.endswith(COMPRESSED) or excluded(path, self.cfg.exclude) or path in self._matched)
+
+    def _adopt(self, path: str, now: float) -> bool:
         """Read a rotated file to its end, unless it holds nothing we have not read (see _identify).
-        Only a regular file is taken: a symlink or FIFO planted beside a log is not followed."""
-        if path.endswith(COMPRESSED) or self._excluded(path):
-            return
+        Only a regular file is taken: a symlink or FIFO planted beside a log is not followed. A file the
+        globs match is tailed as such instead. False: no descriptor is free, try again later."""
+        if not self._adoptable(path):
+            return True
         try:
             st = os.lstat(path)
         except OSError:
-            return
+            return True
         if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) in self._open_inodes() | self._ignored:
-            return
-        src = self._open(path, now, follow=False)
-        if src is not None:
-            # With no position of its own, a rotated file is read from 0 only if written since this
-            # shipper's history began (not before it was installed) and since its oldest kept entry.
-            src.adopt_after = max(self.checkpoints.created_at, time.time() - STALE_AFTER_S)
-            self._retire(src, now)
+            return True
+        src = self._open(path, now, follow=False) if self.slots.free(self._held()) else None
+        if src is None:
+            return bool(self.slots.free(self._held()))
+        # With no position of its own, a rotated file is read from 0 only if written since this shipper's
+        # history began (not before it was installed) and since its oldest kept entry, or if we owe it a read.
+        src.adopt_after = 0.0 if (src.dev, src.ino) in self._owed else max(self.checkpoints.created_at,
+                                                                           time.time() - STALE_AFTER_S)
+        self._retire(src, now)
+        return True
 
     def _drop(self, src: Source) -> None:
         """A file with nothing to read: a copy of content read elsewhere, or older than our history."""
@@ -304,7 +371,8 @@ class Agent:
             pos = pos if pos is not None and identity.holds(fd, pos) else self._legacy(fd)
         if pos is None and src.adopt_after is not None and os.fstat(fd).st_mtime < src.adopt_after:
             return None
-        if src.adopt_after is not None and pos is not None and pos.offset >= src.tail.size():
+        followed = src.adopt_after is not None and self._owed.pop((src.dev, src.ino), None) is not None
+        if src.adopt_after is not None and pos is not None and pos.offset >= src.tail.size() and not followed:
             return None
         pos = pos or Position(0, 0)
         src.tail.offset, src.window, src.fp = pos.offset, pos.window, fp
@@ -322,8 +390,8 @@ class Agent:
                                     fmt=detect_format(first_line), errors=self.errors, redactions=self.redactions)
         if pos.offset:
             self.batcher.report_later(src.key, sid, Progress(src.name, pos, src.builder.source))
-        log.info("tailing file", extra={"path": src.name, "source_id": sid, "offset": src.tail.offset,
-                                        "format": src.builder.fmt})
+        (log.debug if src.reopened else log.info)("tailing file", extra={
+            "path": src.name, "source_id": sid, "offset": src.tail.offset, "format": src.builder.fmt})
         return True
 
     def _legacy(self, fd: int) -> Position | None:
@@ -379,6 +447,7 @@ class Agent:
         src.window = (identity.window_of(data) if len(data) >= identity.WINDOW_BYTES or chunk.start == 0
                       else identity.window(src.tail.fd, chunk.end))
         src.builder.count()
+        src.read_at = time.monotonic()
         self.stats["lines_read"] += lines
         self.stats["bytes_read"] += read
         self._add(src, records)
@@ -401,10 +470,14 @@ class Agent:
         holds now is a new source read from 0."""
         if src.builder is None or src.source_id is None:
             return
+        try:
+            fd = os.dup(src.tail.fd)
+        except OSError as e:   # no descriptor free: the truncation is seen again at the next look
+            self.slots.exhausted(self._held(), e)
+            return
         log.warning("file truncated; its new content is read from the start", extra={"path": src.name})
         self.stats["truncations"] += 1
-        fresh = Source(src.path, FileTail(src.path, os.dup(src.tail.fd), 0), src.dev, src.ino, src.directory,
-                       time.monotonic())
+        fresh = Source(src.path, FileTail(src.path, fd, 0), src.dev, src.ino, src.directory, time.monotonic())
         if self.active.get(src.path) is src:
             self.active[src.path] = fresh
             self._retire(src, time.monotonic())
@@ -470,15 +543,29 @@ class Agent:
             if time.monotonic() - last_save >= 1.0:
                 self._save()
                 last_save = time.monotonic()
-            if once and read == 0 and not self.paused and all(s.at_eof for s in self._sources()):
+            if (once and read == 0 and not self.paused and all(s.at_eof for s in self._sources())
+                    and not self.slots.waiting and not self._to_adopt):
                 break
             if read == 0:
                 try:
                     await asyncio.wait_for(self._stopping.wait(), timeout=poll)
                 except asyncio.TimeoutError:
                     pass
-        await self.shutdown(deadline=None if once and not self._stopping.is_set()
-                            else time.monotonic() + self.cfg.shutdown_grace_ms / 1000)
+        stopped, grace = self._stopping.is_set(), self.cfg.shutdown_grace_ms / 1000
+        end = time.monotonic() + grace
+        if stopped:
+            await self._last_look(end - grace / 2)
+        await self.shutdown(deadline=None if once and not stopped else end)
+
+    async def _last_look(self, until: float) -> None:
+        """Stopped (SIGTERM): read what was written since the last turn, new files too, for half the grace
+        period (the other half is for acknowledgements). A sidecar is stopped once its app has exited, and
+        its files go with the pod: the app's last lines are those."""
+        self.discover()
+        while time.monotonic() < until and not self.paused and self.read_once():
+            batches, self._full = self._full + self.batcher.due(), []
+            await self.delivery.send(batches)
+            self._set_paused()
 
     def _set_paused(self) -> None:
         full = self.delivery.buffer.full or self.delivery.held
@@ -512,10 +599,14 @@ class Agent:
     def _save(self) -> None:
         """Save the checkpoint; a deleted file's entry goes once its last batch is acknowledged."""
         pending = {sid for p in self.delivery.queue for sid in p.marks}
+        for ident in [i for i, t in self._owed.items() if time.time() - t > STALE_AFTER_S]:
+            del self._owed[ident]   # deleted, not renamed: no rotated name will come
         for sid in [s for s in self._deleted if s not in pending]:
             self.checkpoints.forget(sid)
             self._deleted.remove(sid)
-        self.checkpoints.prune({s.source_id for s in self._sources() if s.source_id} | pending)
+        # a file closed while idle is still followed: its entry must not go stale
+        self.checkpoints.prune({s.source_id for s in self._sources() if s.source_id} | pending
+                               | {c.source_id for c in self.idle.values() if c.source_id})
         for sid, pos in list(self._released.items()):
             saved = self.checkpoints.position(sid)
             if saved is not None and saved.offset >= pos.offset:

@@ -6,10 +6,17 @@ and the wire-format batch. Written durably before the batch counts as
 buffered, removed once the transport acknowledges it. The marks survive a
 restart, so the agent resumes reading after buffered lines instead of reading
 them twice, while its checkpoint still only moves on acknowledgement.
+
+A segment whose header cannot be read (damaged on disk) is renamed aside
+(``.<name>.damaged``) with a warning and ``damaged`` is set: the agent then
+reads again from the checkpoint instead of resuming after the buffered marks,
+so the damaged batch's lines are read and sent again (the lake drops what it
+already has) rather than skipped.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import struct
@@ -21,6 +28,7 @@ import orjson
 from schemas.durable import write_durably
 from shipper.identity import Position
 
+log = logging.getLogger("loglake.shipper")
 _NAME = re.compile(r"^(\d{20})\.buf$")
 Marks = dict[str, tuple[str, Position]]  # source_id -> (path, position after the batch)
 
@@ -41,6 +49,7 @@ class DiskBuffer:
         self.max_bytes = max_bytes
         self.bytes = 0
         self._next = 0
+        self.damaged = False   # a segment was moved aside at load: positions after it cannot be trusted
 
     def load(self) -> list[Buffered]:
         """Segments left by an earlier run, oldest first."""
@@ -52,13 +61,25 @@ class DiskBuffer:
                 continue
             path = self.dir / name
             data = path.read_bytes()
-            header = self._header(data)
-            out.append(Buffered(int(m.group(1)), path, len(data), header["key"].encode(),
-                                {k: (v[0], Position(v[1], v[2] if len(v) > 2 else -1))
-                                 for k, v in header["marks"].items()}, header["records"]))
+            try:
+                header = self._header(data)
+                entry = Buffered(int(m.group(1)), path, len(data), header["key"].encode(),
+                                 {str(k): (str(v[0]), Position(int(v[1]), int(v[2]) if len(v) > 2 else -1))
+                                  for k, v in header["marks"].items()}, int(header["records"]))
+            except (struct.error, ValueError, TypeError, KeyError, IndexError, AttributeError) as e:
+                self._set_aside(path, e)
+                continue
+            out.append(entry)
         self.bytes = sum(b.size for b in out)
         self._next = out[-1].seq + 1 if out else 0
         return out
+
+    def _set_aside(self, path: Path, why: Exception) -> None:
+        aside = path.with_name(f".{path.name}.damaged")
+        os.replace(path, aside)
+        self.damaged = True
+        log.warning("disk buffer segment damaged; moved aside, its lines are read again from the checkpoint",
+                    extra={"segment": str(path), "moved_to": str(aside), "problem": str(why) or type(why).__name__})
 
     @staticmethod
     def _header(data: bytes) -> dict:

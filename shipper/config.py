@@ -29,6 +29,12 @@ class ShipperConfig:
     poll_interval_ms: int = 250
     # A renamed or deleted file is read to its end, then closed once this long has passed.
     rotate_wait_ms: int = 5000
+    # Log files held open at most (shipper.slots); 0: as many as RLIMIT_NOFILE allows, less 64 kept for
+    # sockets, the buffer and the checkpoint. A file beyond it waits and is opened when a descriptor frees.
+    max_open_files: int = 0
+    # A file read to its end and idle this long is closed, and opened again by path when it changes
+    # (Filebeat's close_inactive, 5 minutes); 0: only when files wait for a descriptor.
+    close_idle_after_ms: int = 300000
     # Bytes read from one file per turn, so one busy file cannot starve the others.
     read_chunk_bytes: int = 1024 * 1024
     # Longer records are truncated and flagged.
@@ -85,7 +91,7 @@ def load(path: str | None, env: dict[str, str] | None = None) -> Settings:
         raise ConfigError("[shipper] include is empty; list the globs of the log files to ship")
     if shipper.batch_max_bytes < 1024:
         raise ConfigError("[shipper] batch_max_bytes must be at least 1024")
-    for name in ("event_time_max_past_s", "event_time_max_future_s"):
+    for name in ("event_time_max_past_s", "event_time_max_future_s", "max_open_files", "close_idle_after_ms"):
         if getattr(shipper, name) < 0:
-            raise ConfigError(f"[shipper] {name} must be 0 or more (seconds)")
+            raise ConfigError(f"[shipper] {name} must be 0 or more")
     return Settings(shipper, transport.load(cfg))

@@ -11,6 +11,12 @@ backoff. When the buffer has drained, batches go straight out again. When
 the disk buffer cannot be written either (a full disk), the batch is held in
 memory in its place and reading pauses (``held``) until it is delivered: a
 full disk stops the shipper reading, it never drops or crash-loops.
+
+For /metrics and the health checks (shipper.metrics): ``ack_latency`` is the time
+from handing a batch to the transport to its acknowledgement, per batch sent
+(the last attempt of a retried one), and ``ticked_at`` is when the agent's loop
+last handed batches over: the loop calls ``send`` on every turn, so a stale
+``ticked_at`` means the loop is wedged, not merely that the broker is away.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from schemas import wire
+from schemas.metrics import Histogram
 from schemas.errors import TransportError
 from shipper.batch import Batch
 from shipper.buffer import Buffered, DiskBuffer, Marks
@@ -31,6 +38,8 @@ from shipper.transport.base import Transport
 
 log = logging.getLogger("loglake.shipper")
 RETRY_MAX_S = 10.0
+# Seconds; from a local spool's fsync (milliseconds) to a broker's ack_timeout (15 s by default).
+ACK_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
 @dataclass
@@ -41,6 +50,7 @@ class Pending:
     value: bytes | None = None           # in memory while in flight
     fut: asyncio.Future[None] | None = None
     sent_at: float = 0.0
+    answered_at: float | None = None     # when the transport's future completed
     buffered: Buffered | None = None
     held: bool = False                   # waiting in memory: the disk buffer could not be written
     acked: bool = False
@@ -66,6 +76,9 @@ class Delivery:
         self._reset_needed = False
         self.stats = {"records_shipped": 0, "batches_acked": 0, "batches_buffered": 0, "send_failures": 0,
                       "buffer_write_failures": 0}
+        self.ack_latency = Histogram(ACK_LATENCY_BUCKETS)
+        self.created_at = time.monotonic()
+        self.ticked_at: float | None = None  # None until the agent's loop first hands batches over
         for b in buffer.load():
             self.queue.append(Pending(b.key, b.marks, b.records, buffered=b))
 
@@ -87,6 +100,7 @@ class Delivery:
         return sum(1 for p in self.queue if p.fut is not None and not p.acked)
 
     async def send(self, batches: list[Batch]) -> None:
+        self.ticked_at = time.monotonic()
         for batch in batches:
             p = Pending(batch.key, {sid: (m.path, m.pos) for sid, m in batch.marks.items()}, batch.count)
             if batch.sent:
@@ -104,11 +118,17 @@ class Delivery:
         await self.settle()
 
     async def _transmit(self, p: Pending, value: bytes) -> None:
-        p.value, p.sent_at = value, time.monotonic()
+        p.value, p.sent_at, p.answered_at = value, time.monotonic(), None
         try:
             # A client may block in send() while the broker is away (metadata, full
             # queues); that must not stall reading, so it counts as a failed send.
             p.fut = await asyncio.wait_for(self.transport.send(p.key, value), self.ack_timeout_s)
+            # Acknowledgements are collected once per loop turn; the latency is taken when the
+            # future completes, not when settle() gets to it.
+            if p.fut.done():
+                p.answered_at = time.monotonic()
+            else:
+                p.fut.add_done_callback(lambda _, p=p: setattr(p, "answered_at", time.monotonic()))
         except asyncio.TimeoutError:
             self._failed(p, f"send blocked for {self.ack_timeout_s:g} s")
         except TransportError as e:
@@ -168,15 +188,15 @@ class Delivery:
         await self._replay()
 
     def _acked(self, p: Pending) -> None:
+        self.ack_latency.observe(max(0.0, (p.answered_at or time.monotonic()) - p.sent_at))
         p.acked, p.value, p.fut, p.held = True, None, None, False
         if p.buffered is not None:
             self.buffer.remove(p.buffered)
             if not self.backlog:
                 log.info("transport back; disk buffer drained")
         self._retry_delay = 0.5
-        if p.records:
-            self.stats["records_shipped"] += p.records
-            self.stats["batches_acked"] += 1
+        self.stats["records_shipped"] += p.records
+        self.stats["batches_acked"] += 1  # position reports (no records) too: they were sent and acknowledged
 
     async def _replay(self) -> None:
         """Resend buffered batches oldest first, up to ``max_inflight`` at a time

@@ -1,4 +1,5 @@
-"""Finding the files an ``include`` glob names, bounded even when the tree has symlink loops.
+"""Finding the files the ``include`` globs name (bounded even when the tree has symlink loops), and the
+rotated files beside them.
 
 ``glob.glob(recursive=True)`` follows directory symlinks under ``**`` without end (``ln -s . a``
 spins a CPU and never lets SIGTERM in). Here every directory (by device and inode) is listed once:
@@ -10,6 +11,9 @@ from __future__ import annotations
 import fnmatch
 import glob
 import os
+import stat
+from collections.abc import Iterable
+from pathlib import Path
 
 
 def _name_matches(part: str, name: str) -> bool:
@@ -82,3 +86,35 @@ def match_glob(pattern: str) -> list[str]:
     return out
 
 
+
+
+def excluded(path: str, exclude: Iterable[str]) -> bool:
+    return any(fnmatch.fnmatch(path, ex) for ex in exclude)
+
+
+def matching_paths(include: Iterable[Path], exclude: Iterable[str], refused: set[str] | None = None) -> set[str]:
+    """Included regular files, each once: /var/log/containers/*.log symlinks and the /var/log/pods files
+    they point to are one file, tailed under its real path when the globs match both. With ``refused``
+    (a sidecar), a path reached through a symlink is put there instead."""
+    paths = {p for pattern in include for p in match_glob(str(pattern))}
+    chosen: dict[tuple[int, int], str] = {}
+    for p in sorted(paths):
+        try:
+            st = os.stat(p)
+        except OSError:
+            continue
+        if excluded(p, exclude) or not stat.S_ISREG(st.st_mode):
+            continue
+        if refused is not None and os.path.realpath(p) != os.path.abspath(p):
+            refused.add(p)
+            continue
+        seen = chosen.get((st.st_dev, st.st_ino))
+        if seen is None or (os.path.islink(seen) and not os.path.islink(p)):
+            chosen[(st.st_dev, st.st_ino)] = p
+    return set(chosen.values())
+
+
+def rotated_siblings(path: str) -> list[str]:
+    """Files a rotation of ``path`` may have left: ``path.*`` and ``path-*`` beside its real file."""
+    real = os.path.realpath(path)
+    return sorted({*glob.glob(glob.escape(real) + ".*"), *glob.glob(glob.escape(real) + "-*")})

@@ -50,6 +50,14 @@ def fingerprint(fd: int, directory: str) -> str | None:
     return hashlib.blake2b(os.fsencode(directory) + b"\0" + head, digest_size=8).hexdigest()
 
 
+def scope(directory: str, pod_uid: str | None) -> str:
+    """What a file's identity takes from where it is: its directory, and for a sidecar the pod's uid too.
+    A sidecar's logs sit under the same path in every pod of its workload (an emptyDir) and often begin
+    alike (a banner); without the uid two pods on one node would be one source, and the lake would drop
+    the second pod's lines as duplicates of the first's."""
+    return f"{pod_uid}/{directory}" if pod_uid else directory
+
+
 def source_id(node: str, fp: str) -> str:
     return f"{node}:{fp}"
 

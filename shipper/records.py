@@ -4,8 +4,9 @@ The per-line work runs in the native core, ``shipper._lines`` (Rust, built from
 ``shipper/lines/``): the format detected on the first line (CRI, Docker
 json-file or plain text), runtime-split lines joined, multi-line events joined,
 redaction and parsing. This module gives it the configuration, pairs its
-records with the file's own fields (sent once per batch, schemas.wire), and
-turns its counts into the agent's metrics.
+records with the file's own fields (sent once per batch, schemas.wire: the
+Kubernetes fields and the file's ``resource``, its restart count and container
+name and labels), and turns its counts into the agent's metrics.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from schemas.record import (CLAIMED_TIME_ATTRIBUTE, FLAG_BAD_PREFIX, FLAG_INVALI
 from shipper._lines import Processing, RecordBuilder as _Native, detect_format
 from shipper.batch import Records
 from shipper.config import ShipperConfig
-from shipper.enrich import K8sMeta
+from shipper.enrich import DOCKER_CONFIG_ERROR, K8sMeta
 from shipper.tail import Chunk
 
 __all__ = ["RecordBuilder", "detect_format", "processing"]
@@ -45,11 +46,14 @@ class RecordBuilder:
 
     def __init__(self, proc: Processing, *, source_id: str, path: str, meta: K8sMeta, fmt: str,
                  errors: Counter[str], redactions: Counter[str]) -> None:
+        resource = orjson.dumps(meta.resource()).decode() if meta.resource() else None
         source = {"namespace": meta.namespace, "pod": meta.pod, "pod_uid": meta.pod_uid,
                   "container": meta.container, "container_id": meta.container_id,
-                  "source_id": source_id, "source_path": path}
+                  "source_id": source_id, "source_path": path, "resource": resource}
         self.source = orjson.dumps({k: v for k, v in source.items() if v is not None})
-        self._native = _Native(proc, fmt)
+        self._native = _Native(proc, fmt, resource)
+        if meta.problem:
+            errors[DOCKER_CONFIG_ERROR] += 1  # shipped all the same, without what the config would have said
         self.fmt = fmt
         self._errors = errors
         self._redactions = redactions

@@ -45,8 +45,9 @@ class FileTail:
         return os.fstat(self.fd).st_size
 
     def unread(self) -> int:
-        """Bytes written and not read yet."""
-        return max(0, self.size() - self.offset)
+        """Bytes written and not read yet; 0 once closed. A file closed while idle (shipper.slots)
+        leaves the agent's sources with its descriptor and is unchanged since, so it has none."""
+        return max(0, self.size() - self.offset) if self.fd >= 0 else 0
 
     def read(self, max_bytes: int, max_line: int) -> Chunk:
         """Up to about ``max_bytes`` of complete lines."""

@@ -33,8 +33,8 @@ def test_sigterm_drains_and_metrics_are_served(tmp_path):
     assert shipper(["--config", str(config), "--once"]) == 0
     proc = start(config)
     try:
-        body = wait_for_metrics(port, "loglake_aggregator_buffered_records 5", "the aggregator never buffered the records")
-        assert "loglake_aggregator_files_written_total 0" in body
+        body = wait_for_metrics(port, "loglake_aggregator_buffered_records 5.0\n", "the aggregator never buffered the records")
+        assert "loglake_aggregator_written_files_total 0.0\n" in body
         assert urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).read() == b"ok\n"
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -148,7 +148,7 @@ def test_the_running_aggregator_compacts_on_schedule(tmp_path):
     n = fill_lake(tmp_path, config, rounds=2, lines=20)
     proc = start(config)
     try:
-        wait_for_metrics(port, "loglake_aggregator_compaction_files_out_total 2", "no scheduled compaction", 20)
+        wait_for_metrics(port, "loglake_aggregator_compaction_output_files_total 2.0\n", "no scheduled compaction", 20)
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=15) == 0

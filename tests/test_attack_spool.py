@@ -221,13 +221,13 @@ def test_a_fifo_does_not_keep_the_aggregator_from_stopping(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "aggregator.cli", "--config", str(config)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        wait_for_metrics(port, "loglake_aggregator_records_stored_total 5", "the aggregator never stored the lines")
+        wait_for_metrics(port, "loglake_aggregator_stored_records_total 5.0\n", "the aggregator never stored the lines")
         os.mkfifo(node_dir(tmp_path) / f"{newest_seq(tmp_path) + 1:020d}.batch")   # planted while it runs
-        wait_for_metrics(port, 'loglake_aggregator_quarantined_total{reason="not_a_file"} 1',
+        wait_for_metrics(port, 'loglake_aggregator_quarantined_batches_total{reason="not_a_file"} 1.0\n',
                          "the FIFO was never quarantined")
         write_lines(tmp_path, 5, 5)
         ship(config)
-        wait_for_metrics(port, "loglake_aggregator_records_stored_total 10", "later lines never stored")
+        wait_for_metrics(port, "loglake_aggregator_stored_records_total 10.0\n", "later lines never stored")
     finally:
         started = time.monotonic()
         rc = stop(proc)
@@ -259,10 +259,10 @@ def test_a_forged_batch_cannot_silence_a_source(tmp_path, capsys):
     proc = subprocess.Popen([sys.executable, "-m", "aggregator.cli", "--config", str(config)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        body = wait_for_metrics(port, 'loglake_aggregator_quarantined_total{reason="invalid"} 2',
+        body = wait_for_metrics(port, 'loglake_aggregator_quarantined_batches_total{reason="invalid"} 2.0\n',
                                 "the forged batches were not quarantined as invalid")
-        assert "loglake_aggregator_batches_quarantined_total 2" in body
-        wait_for_metrics(port, "loglake_aggregator_records_stored_total 10", "the later lines were not stored")
+        assert 'loglake_aggregator_quarantined_batches_total{reason="schema"} 0.0\n' in body
+        wait_for_metrics(port, "loglake_aggregator_stored_records_total 10.0\n", "the later lines were not stored")
     finally:
         assert stop(proc) == 0
     assert b"Traceback" not in proc.stderr.read()
@@ -399,3 +399,26 @@ def test_what_no_shipper_sends_is_invalid(source_id, records, positions, needle)
     with pytest.raises(WireError, match="batch is not one a shipper sends") as e:
         check(records, source_id, positions)
     assert e.value.reason == "invalid" and needle in str(e.value)
+
+
+def test_a_small_batch_that_would_expand_without_limit_is_quarantined(tmp_path):
+    """27 KB on the wire: one source with a 1 MiB field and 20,000 records would be 20 GB once every record
+    carries its source's fields; it once crashed the aggregator at every start. Now it is refused whole
+    (quarantined, counted) and the lines after it flow."""
+    config = write_config(tmp_path)
+    write_lines(tmp_path, 0, 10)
+    ship(config)
+    consume(config)
+    [victim] = source_ids(config)
+    source = orjson.dumps({"source_id": victim, "source_path": "/var/log/app.log", "resource": "{\"a\":\"" +
+                           "x" * (1 << 20) + "\"}"})
+    lines = b"".join(orjson.dumps(rec(i, i + 1)) + b"\n" for i in range(20_000))
+    batch = wire.encode("node-a", [wire.Run(source, lines, 20_000)])
+    assert len(batch) < 64 * 1024
+    (node_dir(tmp_path) / f"{newest_seq(tmp_path) + 1:020d}.batch").write_bytes(batch)
+    write_lines(tmp_path, 10, 10)
+    ship(config)
+    consume(config)
+    assert seqs(config) == list(range(20))
+    [(name, note)] = quarantined(tmp_path).items()
+    assert name.endswith(".schema.batch") and "would expand to" in note["message"]

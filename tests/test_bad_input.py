@@ -70,18 +70,20 @@ def test_bad_input_is_counted_in_metrics(tmp_path):
         transport = create(settings.transport, settings.shipper)
         await transport.start()
         agent = Agent(settings, transport)
-        from shipper.cli import metrics
+        from prometheus_client import generate_latest
+        from shipper.metrics import registry
         agent.discover()
-        before = metrics(agent).render()
+        before = generate_latest(registry(agent)).decode()
         await agent.run(once=True)
-        return before, metrics(agent).render()
+        return before, generate_latest(registry(agent)).decode()
     before, text = asyncio.run(go())
-    assert f'loglake_shipper_file_lag_bytes{{path="{log}"}} {log.stat().st_size}' in before
-    assert 'loglake_shipper_errors_total{kind="bad_prefix"} 1' in text
-    assert 'loglake_shipper_errors_total{kind="invalid_utf8"} 1' in text
-    assert 'loglake_shipper_errors_total{kind="empty_line"} 1' in text
-    assert 'loglake_shipper_redactions_total{rule="email"} 1' in text
-    assert "loglake_shipper_records_shipped_total 5" in text  # the empty line is kept too
+    assert f'loglake_shipper_file_lag_bytes{{path="{log}"}} {float(log.stat().st_size)}\n' in before
+    assert 'loglake_shipper_errors_total{kind="bad_prefix"} 1.0\n' in text
+    assert 'loglake_shipper_errors_total{kind="invalid_utf8"} 1.0\n' in text
+    assert 'loglake_shipper_errors_total{kind="empty_line"} 1.0\n' in text
+    assert 'loglake_shipper_errors_total{kind="nul_bytes"} 0.0\n' in text
+    assert 'loglake_shipper_redactions_total{rule="email"} 1.0\n' in text
+    assert "loglake_shipper_shipped_records_total 5.0\n" in text  # the empty line is kept too
 
 
 def test_json_attributes_and_labels(tmp_path):

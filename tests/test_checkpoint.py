@@ -31,12 +31,12 @@ def test_stale_entries_are_pruned_open_ones_kept(tmp_path):
     assert set(orjson.loads((tmp_path / "cp.json").read_bytes())["sources"]) == {"open"}
 
 
-@pytest.mark.parametrize("content, message", [(b"{not json", "is corrupt"),
-                                              (b'{"version": 9, "sources": {}}', "has version 9")])
-def test_bad_file_is_one_clear_error(tmp_path, content, message):
-    (tmp_path / "cp.json").write_bytes(content)
-    with pytest.raises(ConfigError, match=message):
+def test_newer_version_is_one_clear_error(tmp_path):
+    """A newer shipper's file is not damaged: refused (one sentence), not thrown away."""
+    (tmp_path / "cp.json").write_bytes(b'{"version": 9, "sources": {}}')
+    with pytest.raises(ConfigError, match="has version 9, expected 2: a newer loglake-shipper wrote it"):
         Checkpoints(tmp_path / "cp.json")
+    assert (tmp_path / "cp.json").exists()
 
 
 def test_version_1_file_is_taken_over(tmp_path):
@@ -47,3 +47,29 @@ def test_version_1_file_is_taken_over(tmp_path):
     assert cp.legacy == {"n:1:2:3": ("/x/0.log", 5)} and "/x/0.log" in cp.paths()
     assert cp.save()
     assert orjson.loads((tmp_path / "cp.json").read_bytes())["version"] == 2
+
+
+def test_malformed_entries_are_skipped_the_others_kept(tmp_path, caplog):
+    good = {"path": "/x/0.log", "offset": 120, "window": 77, "seen": 1795514400}
+    bad = {"s-str": {**good, "offset": "120"}, "s-neg": {**good, "offset": -1}, "s-bool": {**good, "offset": True},
+           "s-nowin": {"path": "/x/1.log", "offset": 5}, "s-path": {**good, "path": 7}, "s-list": [1, 2],
+           "s-bigwin": {**good, "window": 1 << 32}}
+    (tmp_path / "cp.json").write_bytes(orjson.dumps(
+        {"version": 2, "created_at": 1795514400, "sources": {"ok": good, "ok-noseen": {**good, "seen": "x"}, **bad}}))
+    with caplog.at_level("WARNING", "loglake.shipper"):
+        cp = Checkpoints(tmp_path / "cp.json")
+    assert set(cp.sources()) == {"ok", "ok-noseen"} and cp.position("ok") == Position(120, 77)
+    assert cp.created_at == 1795514400
+    skipped = {r.source_id for r in caplog.records if r.getMessage().startswith("checkpoint entry skipped")}
+    assert skipped == set(bad)
+    assert cp.save()   # written back without them
+    assert set(orjson.loads((tmp_path / "cp.json").read_bytes())["sources"]) == {"ok", "ok-noseen"}
+
+
+def test_an_unparseable_file_is_moved_aside_and_history_restarts_unknown(tmp_path, caplog):
+    (tmp_path / "cp.json").write_bytes(b'{"version": 2, "sources": {"a": {"pa')
+    with caplog.at_level("WARNING", "loglake.shipper"):
+        cp = Checkpoints(tmp_path / "cp.json")
+    assert cp.sources() == {} and cp.created_at == 0.0   # rotated files of the last day are read, not skipped
+    assert [p.read_bytes() for p in tmp_path.glob("cp.json.corrupt-*")] == [b'{"version": 2, "sources": {"a": {"pa']
+    assert any("moved aside" in r.getMessage() for r in caplog.records)

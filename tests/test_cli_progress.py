@@ -31,6 +31,15 @@ def lake(tmp_path):
     return config, fill_lake(tmp_path, config, rounds=2, lines=20)
 
 
+def listed(config, tier: str | None = None) -> list:
+    """The catalog's files (of ``tier``)."""
+    catalog = open_catalog(agg_config.load(str(config)).aggregator)
+    try:
+        return catalog.files(tier) if tier else catalog.files()
+    finally:
+        catalog.close()
+
+
 def command(tool: str, config, *argv: str) -> list[str]:
     return [sys.executable, "-m", f"{tool}.cli", "--config", str(config), *argv]
 
@@ -69,10 +78,7 @@ def bar(text: str, desc: str) -> str:
 
 def test_long_jobs_draw_files_bytes_rate_and_eta_on_a_terminal(tmp_path):
     config, _ = lake(tmp_path)
-    cfg = agg_config.load(str(config)).aggregator
-    catalog = open_catalog(cfg)
-    hot = catalog.files("hot")
-    catalog.close()
+    hot = listed(config, "hot")
 
     rc, out, err = on_terminal(command("aggregator", config, "compact"))
     assert rc == 0 and out.startswith(f"compacted {len(hot)} files")
@@ -102,9 +108,7 @@ def test_long_jobs_draw_files_bytes_rate_and_eta_on_a_terminal(tmp_path):
 def test_off_a_terminal_only_a_json_summary_comes_out(tmp_path):
     config, n = lake(tmp_path)
     cfg = agg_config.load(str(config)).aggregator
-    catalog = open_catalog(cfg)
-    hot = catalog.files("hot")
-    catalog.close()
+    hot = listed(config, "hot")
 
     def run(*argv: str, tool: str = "aggregator", rc: int = 0) -> dict:
         code, out, err = piped(command(tool, config, *argv))
@@ -117,9 +121,7 @@ def test_off_a_terminal_only_a_json_summary_comes_out(tmp_path):
 
     doc = run("verify", "--format", "json")
     assert doc["ok"] is True and doc["missing_bytes"] == 0 and doc["duplicated"] == 0
-    catalog = open_catalog(cfg)
-    assert doc["files_checked"] == len(catalog.files()) > 0 and doc["file_problems"] == []
-    catalog.close()
+    assert doc["files_checked"] == len(listed(config)) > 0 and doc["file_problems"] == []
 
     doc = run("retention", "--dry-run", "--format", "json")
     assert doc["dry_run"] is True and doc["result"] is None and doc["plan"]["what"] == "retention"
@@ -137,9 +139,7 @@ def test_off_a_terminal_only_a_json_summary_comes_out(tmp_path):
     assert doc["intact"] is True and doc["records"] == n - n // RECORDS_PER_NAMESPACE_SHARE
 
     # the JSON summary must fail when the lake is wrong, not only look right when it is
-    catalog = open_catalog(cfg)
-    victim = catalog.files()[0]
-    catalog.close()
+    victim = listed(config)[0]
     path = cfg.data_dir / victim.path
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF

@@ -30,7 +30,7 @@ def test_json_trace_id_names(key):
 def test_json_datadog_decimal_and_traceparent():
     assert parse('{"msg":"a","dd.trace_id":"1234"}')["trace_id"] == format(1234, "032x")
     r = parse('{"msg":"a","traceparent":"00-' + TRACE + '-00f067aa0ba902b7-01"}')
-    assert (r["trace_id"], r["span_id"], r.get("attributes")) == (TRACE, "00f067aa0ba902b7", None)
+    assert (r["trace_id"], r["span_id"], r["trace_flags"], r.get("attributes")) == (TRACE, "00f067aa0ba902b7", 1, None)
 
 
 def test_json_keeps_other_fields_as_attributes_and_time():
@@ -83,6 +83,7 @@ def test_broken_json_is_plain_text():
 def test_plain_text(text, level, number, trace):
     r = parse(text)
     assert (r["body"], r.get("severity_text"), r["severity_number"], r.get("trace_id")) == (text, level, number, trace)
+    assert r.get("trace_flags") == (1 if "traceparent" in text else None)
 
 
 @pytest.mark.parametrize("level, number", [("TRACE", 1), ("debug", 5), ("Information", 9), ("WARNING", 13),

@@ -144,7 +144,7 @@ def test_the_running_aggregator_applies_retention_on_schedule(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "aggregator.cli", "--config", str(config)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_for_metrics(port, "loglake_aggregator_retention_rows_deleted_total 20", "no scheduled retention", 20)
+        wait_for_metrics(port, "loglake_aggregator_retention_deleted_rows_total 20.0\n", "no scheduled retention", 20)
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=15) == 0

@@ -322,7 +322,7 @@ def test_full_spool_disk_pauses_reading_and_loses_nothing(tmp_path, capsys):
         proc = subprocess.Popen([sys.executable, "-m", "shipper.cli", "--config", str(config)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
-            wait_for_metrics(port, "loglake_shipper_reading_paused 1", "the shipper never paused on the full disk")
+            wait_for_metrics(port, "loglake_shipper_reading_paused 1.0\n", "the shipper never paused on the full disk")
             time.sleep(1.0)
             assert proc.poll() is None, "the shipper exited on a full disk"
             deadline = time.monotonic() + 60

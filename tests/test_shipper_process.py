@@ -85,11 +85,11 @@ def test_metrics_and_healthz_over_http(tmp_path):
     log.write_text(cri("2026-11-24T10:00:00Z", "hello jane@example.com") + cri("2026-11-24T10:00:01Z", "bye"))
     proc = start(config)
     try:
-        body = wait_for_metrics(port, "loglake_shipper_records_shipped_total 2", "metrics never showed the shipped records")
-        assert "# TYPE loglake_shipper_lines_read_total counter" in body
-        assert 'loglake_shipper_redactions_total{rule="email"} 1' in body
-        assert "loglake_shipper_buffer_bytes 0" in body
-        assert f'loglake_shipper_file_lag_bytes{{path="{log}"}} 0' in body
+        body = wait_for_metrics(port, "loglake_shipper_shipped_records_total 2.0\n", "metrics never showed the shipped records")
+        assert "# TYPE loglake_shipper_read_lines_total counter" in body
+        assert 'loglake_shipper_redactions_total{rule="email"} 1.0\n' in body
+        assert "loglake_shipper_buffer_bytes 0.0\n" in body
+        assert f'loglake_shipper_file_lag_bytes{{path="{log}"}} 0.0\n' in body
         health = urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
         assert (health.status, health.read()) == (200, b"ok\n")
     finally:

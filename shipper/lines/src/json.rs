@@ -84,11 +84,14 @@ pub fn write_int(out: &mut Vec<u8>, v: i64) {
     out.extend_from_slice(&buf[i..]);
 }
 
-/// A field value: an application's raw JSON, or a string (logfmt).
+/// A field value: an application's raw JSON, or a string (logfmt), or JSON made here (an
+/// OpenTelemetry AnyValue turned into the plain value it stands for).
 #[derive(Clone)]
 pub enum Val<'a> {
     Raw(&'a RawValue),
     Str(Cow<'a, str>),
+    /// Valid JSON text. Only ever an attribute's value: `as_str` and `raw` (which serve the roles) see nothing.
+    Json(String),
 }
 
 impl<'a> Val<'a> {
@@ -96,6 +99,15 @@ impl<'a> Val<'a> {
         match self {
             Val::Raw(r) => out.extend_from_slice(r.get().as_bytes()),
             Val::Str(s) => write_str(out, s),
+            Val::Json(j) => out.extend_from_slice(j.as_bytes()),
+        }
+    }
+
+    /// The raw JSON text, if the value came from JSON (not from logfmt).
+    pub fn json(&self) -> Option<&'a str> {
+        match self {
+            Val::Raw(r) => Some(r.get()),
+            _ => None,
         }
     }
 
@@ -103,6 +115,7 @@ impl<'a> Val<'a> {
     pub fn as_str(&self) -> Option<Cow<'a, str>> {
         match self {
             Val::Str(s) => Some(s.clone()),
+            Val::Json(_) => None,
             Val::Raw(r) => {
                 let raw = r.get();
                 if !raw.starts_with('"') {
@@ -198,6 +211,40 @@ impl<'de> Deserialize<'de> for Top<'de> {
 }
 
 /// None if `text` is not valid JSON.
+///
+/// Values are kept as raw text, which serde_json checks for syntax only: an escaped lone surrogate
+/// (`"\ud800"`) passes, and stored in `attributes` or `resource` it breaks every JSON query over the
+/// lake. A text with a `\u` escape is parsed in full as well, and refused if that fails (it is then
+/// kept whole, as a plain-text body).
 pub fn read_top(text: &str) -> Option<Top<'_>> {
-    serde_json::from_str(text).ok()
+    let top = serde_json::from_str(text).ok()?;
+    if text.as_bytes().windows(2).any(|w| w == b"\\u") && !representable(text) {
+        return None;
+    }
+    Some(top)
+}
+
+/// Whether `text` parses in full: no lone surrogate, no number beyond a double (`1e400`, which the
+/// aggregator's check of a `resource` refuses).
+pub fn representable(text: &str) -> bool {
+    serde_json::from_str::<serde_json::Value>(text).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn is_object(text: &str) -> bool {
+        matches!(read_top(text), Some(Top::Object(_)))
+    }
+
+    #[test]
+    fn refuses_what_cannot_be_stored_as_json() {
+        assert!(!is_object(r#"{"a":"\ud800"}"#));          // lone surrogate
+        assert!(!is_object(r#"{"a":{"b":"x\uDC00y"}}"#));
+        assert!(is_object(r#"{"f":1e400}"#));              // kept raw in attributes (DuckDB reads it)
+        assert!(!representable(r#"{"f":-2E+999}"#));        // but never a resource
+        assert!(is_object(r#"{"a":"\ud83d\ude00","n":1e300,"e":"1e999 in a string"}"#));
+        assert!(is_object(r#"{"a":"\u00e9","word":"e123"}"#));
+    }
 }

@@ -13,6 +13,7 @@ mod cri;
 mod docker;
 mod json;
 mod multiline;
+mod otel;
 mod parse;
 mod partial;
 mod records;
@@ -90,15 +91,22 @@ struct RecordBuilder {
 
 #[pymethods]
 impl RecordBuilder {
+    /// `resource`: the file's resource attributes as a JSON object (schemas.record's `resource`), or None.
     #[new]
-    fn new(proc: &Processing, fmt: &str) -> PyResult<Self> {
+    #[pyo3(signature = (proc, fmt, resource=None))]
+    fn new(proc: &Processing, fmt: &str, resource: Option<&str>) -> PyResult<Self> {
         let fmt = match fmt {
             "cri" => records::Format::Cri,
             "docker" => records::Format::Docker,
             "plain" => records::Format::Plain,
             _ => return Err(PyValueError::new_err(format!("unknown format {fmt}"))),
         };
-        Ok(RecordBuilder { inner: records::Builder::new(proc.inner.clone(), fmt) })
+        let resource = match resource {
+            None => Vec::new(),
+            Some(json) => records::object_members(json)
+                .ok_or_else(|| PyValueError::new_err("resource must be a JSON object"))?,
+        };
+        Ok(RecordBuilder { inner: records::Builder::new(proc.inner.clone(), fmt, resource) })
     }
 
     #[getter]

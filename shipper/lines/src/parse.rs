@@ -2,7 +2,9 @@
 //!
 //! JSON objects and logfmt lines give time, level, message, trace and span ids
 //! under their common names; every other field is kept as an attribute. Plain
-//! text is scanned for a level word and `trace_id=`-style tokens.
+//! text is scanned for a level word and `trace_id=`-style tokens. JSON in the
+//! OpenTelemetry log data model's shape (crate::otel) also gives the severity
+//! number, trace flags, attributes and resource.
 
 use std::borrow::Cow;
 
@@ -10,6 +12,7 @@ use memchr::memmem;
 use regex::Regex;
 
 use crate::json::{read_top, Fields, Top, Val};
+use crate::otel;
 use crate::timestamp::SecondCache;
 
 const MESSAGE: usize = 0;
@@ -17,8 +20,12 @@ const LEVEL: usize = 1;
 const TIME: usize = 2;
 const TRACE: usize = 3;
 const SPAN: usize = 4;
+const SEVERITY_NUMBER: usize = 5;
+const TRACE_FLAGS: usize = 6;
+const ROLES: usize = 7;
 
-/// (role, rank): where aliases compete, the earliest name in its list wins.
+/// (role, rank): where aliases compete, the earliest name in its list wins. Every name in otel::MARKS
+/// has a role; so do `body` and `flags` in a line that has one of them (OTEL_ONLY).
 fn role(key: &str) -> Option<(usize, u8)> {
     Some(match key {
         "message" => (MESSAGE, 0), "msg" => (MESSAGE, 1), "log" => (MESSAGE, 2), "@message" => (MESSAGE, 3),
@@ -31,9 +38,18 @@ fn role(key: &str) -> Option<(usize, u8)> {
         "otelTraceID" => (TRACE, 4), "dd.trace_id" => (TRACE, 5),
         "span_id" => (SPAN, 0), "spanId" => (SPAN, 1), "span.id" => (SPAN, 2), "spanID" => (SPAN, 3),
         "otelSpanID" => (SPAN, 4), "dd.span_id" => (SPAN, 5),
+        "severityText" => (LEVEL, 7),
+        // OTel: the event's time, else (it is 0 or missing) when the SDK or collector saw it
+        "timeUnixNano" => (TIME, 6), "time_unix_nano" => (TIME, 7),
+        "observedTimeUnixNano" => (TIME, 8), "observed_time_unix_nano" => (TIME, 9),
+        "severityNumber" => (SEVERITY_NUMBER, 0), "severity_number" => (SEVERITY_NUMBER, 1),
+        "traceFlags" => (TRACE_FLAGS, 0), "trace_flags" => (TRACE_FLAGS, 1),
         _ => return None,
     })
 }
+
+/// Names that have a role only in a line in the OpenTelemetry log data model's shape.
+const OTEL_ONLY: [(&str, (usize, u8)); 2] = [("body", (MESSAGE, 5)), ("flags", (TRACE_FLAGS, 2))];
 
 /// Level names (lower case) → index into `Levels` (TRACE, DEBUG, INFO, WARN, ERROR, FATAL).
 fn level_index(lower: &str) -> Option<usize> {
@@ -73,14 +89,18 @@ pub struct Parsed<'a> {
     pub time: Option<Claim<'a>>,
     pub trace_id: Option<Cow<'a, str>>,
     pub span_id: Option<Cow<'a, str>>,
+    /// W3C trace flags (bit 0: sampled), from an OTel `flags` / `traceFlags` field or a `traceparent`.
+    pub trace_flags: Option<u8>,
     pub attributes: Fields<'a>,
+    /// An OTel record's resource attributes (never empty when set).
+    pub resource: Option<Fields<'a>>,
     pub non_object_json: bool,
 }
 
 impl<'a> Parsed<'a> {
     fn plain(body: &'a str) -> Self {
         Parsed { body: Cow::Borrowed(body), severity_text: None, severity_number: 0, time: None, trace_id: None,
-                 span_id: None, attributes: Vec::new(), non_object_json: false }
+                 span_id: None, trace_flags: None, attributes: Vec::new(), resource: None, non_object_json: false }
     }
 }
 
@@ -132,7 +152,7 @@ impl Parser {
             severities,
             plain_trace: re(r#"(?:trace_?id|traceId|trace\.id|traceID|otelTraceID|dd\.trace_id)[=:]\s*"?([0-9a-fA-F]{32}|[0-9]{1,20})(?-u:\b)"#),
             plain_span: re(r#"(?:span_?id|spanId|span\.id|spanID|otelSpanID)[=:]\s*"?([0-9a-fA-F]{16}|[0-9]{1,20})(?-u:\b)"#),
-            traceparent: re(r"(?-u:\b)00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}(?-u:\b)"),
+            traceparent: re(r"(?-u:\b)00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(?-u:\b)"),
             logfmt_start: re(r"^[A-Za-z_][\w.\-/]*="),
             logfmt_pair: re(r#"([A-Za-z_][\w.\-/]*)=("(?:[^"\\]|\\.)*"|[^\s"]*)"#),
             level_pair: re(r#"^level=("(?:[^"\\]|\\.)*"|[^\s"]*)"#),
@@ -181,51 +201,119 @@ impl Parser {
 
     /// A JSON object's or a logfmt line's fields: the ones with a role are taken out, the rest are attributes.
     fn fields<'a>(&self, text: &'a str, mut fields: Fields<'a>, clock: &mut SecondCache) -> Parsed<'a> {
-        let mut winner: [Option<(u8, usize)>; 5] = [None; 5];
-        for (i, (k, _)) in fields.iter().enumerate() {
-            if let Some((r, rank)) = role(k) {
-                if winner[r].is_none_or(|(best, _)| rank < best) {
-                    winner[r] = Some((rank, i));
+        // One pass gives each field's role and tells whether the line is OTel-shaped (only fields with a
+        // role can say so); the names with a role only then wait for the answer.
+        let mut winner: [Option<(u8, usize)>; ROLES] = [None; ROLES];
+        let mut otel = false;
+        let mut unset = false;
+        let mut otel_only: [Option<usize>; OTEL_ONLY.len()] = [None; OTEL_ONLY.len()];
+        let consider = |winner: &mut [Option<(u8, usize)>; ROLES], (r, rank): (usize, u8), i: usize, v: &Val| {
+            // a value that is not one of these is an ordinary field
+            let usable = match r {
+                SEVERITY_NUMBER => otel::severity_number(v).is_some(),
+                TRACE_FLAGS => otel::trace_flags(v).is_some(),
+                _ => true,
+            };
+            if usable && winner[r].is_none_or(|(best, _)| rank < best) {
+                winner[r] = Some((rank, i));
+            }
+        };
+        for (i, (k, v)) in fields.iter().enumerate() {
+            let Some(r) = role(k) else {
+                if let Some(j) = OTEL_ONLY.iter().position(|(name, _)| name == k) {
+                    otel_only[j] = otel_only[j].or(Some(i));
+                }
+                continue;
+            };
+            otel |= otel::MARKS.contains(&k.as_ref());
+            if otel::is_unix_nano(k) && otel::is_zero(v) {
+                unset = true; // OTel's 0 is "not set": it claims no time, and is not kept as an attribute
+                continue;
+            }
+            consider(&mut winner, r, i, v);
+        }
+        if otel {
+            for (j, i) in otel_only.iter().enumerate() {
+                if let Some(i) = *i {
+                    consider(&mut winner, OTEL_ONLY[j].1, i, &fields[i].1);
                 }
             }
         }
         let take = |r: usize| winner[r].map(|(_, i)| fields[i].1.clone());
         let (message, level, time, trace, span) = (take(MESSAGE), take(LEVEL), take(TIME), take(TRACE), take(SPAN));
-        if winner.iter().any(Option::is_some) {
+        let key_of = |r: usize| winner[r].map(|(_, i)| fields[i].0.clone());
+        let (message_key, time_key) = (key_of(MESSAGE), key_of(TIME));
+        let number = take(SEVERITY_NUMBER).and_then(|v| otel::severity_number(&v)).unwrap_or(0);
+        let mut trace_flags = take(TRACE_FLAGS).and_then(|v| otel::trace_flags(&v));
+        if unset || winner.iter().any(Option::is_some) {
             let mut i = 0;
-            fields.retain(|_| {
-                let keep = !winner.iter().flatten().any(|&(_, w)| w == i);
+            fields.retain(|(k, v)| {
+                let taken = winner.iter().flatten().any(|&(_, w)| w == i);
+                let keep = !(taken || unset && otel::is_unix_nano(k) && otel::is_zero(v));
                 i += 1;
                 keep
             });
         }
-        let body = match &message {
-            None => Cow::Borrowed(text),
-            Some(m) => match (m.as_str(), m.raw()) {
+        // OTel's body may be an AnyValue ({"stringValue": …}): the value it stands for
+        let any_body = match (&message, message_key.as_deref()) {
+            (Some(m), Some("body")) => m.raw().filter(|r| r.starts_with('{')).and_then(otel::any_value),
+            _ => None,
+        };
+        let body = match (&message, any_body) {
+            (_, Some(json)) if json.starts_with('"') => Cow::Owned(serde_json::from_str(&json).unwrap_or(json)),
+            (_, Some(json)) => Cow::Owned(json),
+            (None, None) => Cow::Borrowed(text),
+            (Some(m), None) => match (m.as_str(), m.raw()) {
                 (Some(s), _) => s,
                 (None, Some("null")) | (None, None) => Cow::Borrowed(text),
                 (None, Some(raw)) => Cow::Borrowed(raw),
             },
         };
-        let (severity_text, severity_number) = level.as_ref().map_or((None, 0), |l| self.severity(l));
+        let (severity_text, mut severity_number) = level.as_ref().map_or((None, 0), |l| self.severity(l));
+        if number != 0 {
+            severity_number = number; // OTel's own number is the record's, whatever its text says
+        }
         let mut trace_id = trace.as_ref().and_then(|t| normalize_val(t, 32));
         let mut span_id = span.as_ref().and_then(|s| normalize_val(s, 16));
         if trace_id.is_none() {
             if let Some(i) = fields.iter().position(|(k, _)| k == "traceparent") {
                 let found = fields[i].1.as_str().and_then(|tp| {
-                    self.traceparent.captures(&tp).map(|c| (c[1].to_string(), c[2].to_string()))
+                    self.traceparent.captures(&tp).map(|c| (c[1].to_string(), c[2].to_string(), hex_byte(&c[3])))
                 });
-                if let Some((t, s)) = found {
+                if let Some((t, s, f)) = found {
                     fields.remove(i);
                     trace_id = Some(Cow::Owned(t));
                     span_id = span_id.or(Some(Cow::Owned(s)));
+                    trace_flags = trace_flags.or(f);
+                }
+            }
+        }
+        let mut resource = None;
+        if otel {
+            if let Some(i) = fields.iter().position(|(k, _)| k == "resource") {
+                if let Some(r) = otel::resource(&fields[i].1) {
+                    fields.remove(i);
+                    resource = Some(r).filter(|r| !r.is_empty());
+                }
+            }
+            if let Some(i) = fields.iter().position(|(k, _)| k == "attributes") {
+                if let Some(attrs) = otel::attributes(&fields[i].1) {
+                    // the record's own attributes, at the top level with the line's other fields
+                    // (which give way to an attribute of the same name)
+                    fields.remove(i);
+                    fields.retain(|(k, _)| !attrs.iter().any(|(a, _)| a == k));
+                    fields.extend(attrs);
                 }
             }
         }
         // A null time claims nothing; any other value is a claim, kept as written if it is not believed.
-        let time = time.filter(|t| t.raw() != Some("null")).map(|raw| Claim { ns: time_ns(&raw, clock), raw });
-        Parsed { body, severity_text, severity_number, time, trace_id, span_id, attributes: fields,
-                 non_object_json: false }
+        let nanos = time_key.as_deref().is_some_and(otel::is_unix_nano);
+        let time = time.filter(|t| t.raw() != Some("null")).map(|raw| {
+            let ns = if nanos { otel::unix_nano(&raw) } else { time_ns(&raw, clock) };
+            Claim { ns, raw }
+        });
+        Parsed { body, severity_text, severity_number, time, trace_id, span_id, trace_flags, attributes: fields,
+                 resource, non_object_json: false }
     }
 
     /// `key=value key2="quoted value"` → fields, or None if the line is not logfmt.
@@ -281,9 +369,14 @@ impl Parser {
         } else if let Some(tp) = self.traceparent.captures(text) {
             p.trace_id = Some(Cow::Borrowed(tp.get(1).expect("group").as_str()));
             p.span_id = Some(Cow::Borrowed(tp.get(2).expect("group").as_str()));
+            p.trace_flags = hex_byte(tp.get(3).expect("group").as_str());
         }
         p
     }
+}
+
+fn hex_byte(s: &str) -> Option<u8> {
+    u8::from_str_radix(s, 16).ok()
 }
 
 /// Epoch seconds/ms/us/ns by magnitude, or an RFC 3339 string; None if it is no time from 1970 to 2262.

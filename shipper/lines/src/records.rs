@@ -4,6 +4,9 @@
 //! plain text), runtime-split lines joined, multi-line events joined, the text
 //! redacted and parsed. The file's own fields (namespace, pod, source id, …) are
 //! not repeated in each record: they travel once per batch (schemas/wire.py).
+//! So does the file's resource (restart count, container name and labels); a
+//! record carries a resource of its own only when its line has one (an
+//! OpenTelemetry record's), merged with the file's.
 
 use std::borrow::Cow;
 
@@ -12,8 +15,9 @@ use regex::bytes::Regex;
 
 use std::sync::Arc;
 
-use crate::json::{write_int, write_str, Fields};
+use crate::json::{read_top, write_int, write_str, Fields, Top};
 use crate::multiline::{Event, MultilineJoiner};
+use crate::otel::write_object;
 use crate::parse::Parser;
 use crate::partial::{Joined, PartialJoiner, Stream};
 use crate::redact::Redactor;
@@ -85,6 +89,8 @@ pub struct Processing {
 pub struct Builder {
     proc: Arc<Processing>,
     pub fmt: Format,
+    // The file's resource attributes: (name, JSON value), e.g. ("k8s.container.restart_count", "2").
+    resource: Vec<(String, String)>,
     joiner: PartialJoiner,
     // Records already out that span lines of other records (pieces of a split line, a joined
     // multi-line event): a read resumed inside one would take its later pieces for new records.
@@ -104,10 +110,22 @@ pub struct Out {
     pub ends: Vec<u32>,
 }
 
+/// A JSON object's members as (name, JSON value text); None if `json` is not an object.
+pub fn object_members(json: &str) -> Option<Vec<(String, String)>> {
+    let Some(Top::Object(fields)) = read_top(json) else { return None };
+    Some(fields.into_iter().map(|(k, v)| {
+        let mut text = Vec::new();
+        v.write(&mut text);
+        (k.into_owned(), String::from_utf8(text).expect("written from UTF-8"))
+    }).collect())
+}
+
 impl Builder {
-    pub fn new(proc: Arc<Processing>, fmt: Format) -> Self {
+    /// `resource`: the file's resource attributes (name, JSON value), which a record's own resource adds to.
+    pub fn new(proc: Arc<Processing>, fmt: Format, resource: Vec<(String, String)>) -> Self {
         Builder {
             fmt,
+            resource,
             joiner: PartialJoiner::new(proc.max_record_bytes),
             spans: Vec::new(),
             multiline: proc.multiline.clone()
@@ -322,6 +340,15 @@ impl Builder {
             b.extend_from_slice(b",\"span_id\":");
             write_str(b, s);
         }
+        if let Some(f) = p.trace_flags {
+            b.extend_from_slice(b",\"trace_flags\":");
+            write_int(b, i64::from(f));
+        }
+        if let Some(r) = &p.resource {
+            // left out, a record's resource is its file's (schemas/wire.py)
+            b.extend_from_slice(b",\"resource\":");
+            write_str(b, &resource_json(r, &self.resource));
+        }
         if !p.attributes.is_empty() || !proc.labels.is_empty() {
             let attrs = attributes_json(&proc.labels, &p.attributes);
             b.extend_from_slice(b",\"attributes\":");
@@ -330,6 +357,37 @@ impl Builder {
         b.extend_from_slice(b"}\n");
         out.ends.push(u32::try_from(b.len()).expect("a read is far below 4 GiB"));
     }
+}
+
+/// A record's resource: its line's attributes, then the file's (which win: the shipper saw them, the
+/// workload only says them). The names the shipper owns (`k8s.*`, `container.*`) never come from a line,
+/// even where the file says nothing of them: a workload must not name itself another container or
+/// claim another's labels. A name a line gives twice is kept once (its last), as every JSON reader agrees.
+fn resource_json(line: &Fields, file: &[(String, String)]) -> String {
+    let owned = |k: &str| k.starts_with("k8s.") || k.starts_with("container.");
+    let own: Fields = line
+        .iter()
+        .enumerate()
+        .filter(|(i, (k, _))| {
+            !owned(k) && !file.iter().any(|(f, _)| f == k) && !line[i + 1..].iter().any(|(later, _)| later == k)
+        })
+        .map(|(_, kv)| kv.clone())
+        .collect();
+    let mut o = Vec::with_capacity(256);
+    write_object(&own, &mut o);
+    if !file.is_empty() {
+        o.pop();
+        for (k, v) in file {
+            if o.len() > 1 {
+                o.push(b',');
+            }
+            write_str(&mut o, k);
+            o.push(b':');
+            o.extend_from_slice(v.as_bytes());
+        }
+        o.push(b'}');
+    }
+    String::from_utf8(o).expect("written from UTF-8 parts")
 }
 
 /// The attributes object: static labels first, then the line's own fields (which win over a label of the same name).
