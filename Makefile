@@ -16,7 +16,7 @@ DIST   := dist
 # the interpreter changes. Elsewhere (the Dockerfile's build stage) $(PYTHON).
 DIST_PYTHON ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON))
 
-.PHONY: all venv certs kafka-fetch kafka-up kafka-down demo test dist clean
+.PHONY: all venv certs kafka-fetch kafka-up kafka-down demo test dist clean cargo-test
 
 all: venv
 
@@ -65,7 +65,11 @@ demo: $(BIN)/.runtime
 	@echo; echo "== integrity and completeness (loglake-aggregator verify)"
 	@$(BIN)/loglake-aggregator --config $(DEMO_CONFIG) verify
 
-test: venv certs kafka-fetch
+# The native core's own unit tests: its pure functions, without the Python build's extension-module feature.
+cargo-test: venv
+	PYO3_PYTHON=$(CURDIR)/$(BIN)/python cargo test --release -q --manifest-path shipper/lines/Cargo.toml
+
+test: venv certs kafka-fetch cargo-test
 	@PYTHON=$(BIN)/python LOGLAKE_CERTS=$(CURDIR)/$(CERTS) deploy/kafka/kafka.sh up
 	@status=0; LOGLAKE_TEST_CERTS=$(CURDIR)/$(CERTS) $(BIN)/python -m pytest $(PYTEST_ARGS) || status=$$?; \
 	  deploy/kafka/kafka.sh down; exit $$status
