@@ -46,7 +46,8 @@ class RecordBuilder:
 
     def __init__(self, proc: Processing, *, source_id: str, path: str, meta: K8sMeta, fmt: str,
                  errors: Counter[str], redactions: Counter[str]) -> None:
-        resource = orjson.dumps(meta.resource()).decode() if meta.resource() else None
+        attributes = meta.resource()
+        resource = orjson.dumps(attributes).decode() if attributes else None
         source = {"namespace": meta.namespace, "pod": meta.pod, "pod_uid": meta.pod_uid,
                   "container": meta.container, "container_id": meta.container_id,
                   "source_id": source_id, "source_path": path, "resource": resource}

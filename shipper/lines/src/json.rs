@@ -218,7 +218,7 @@ impl<'de> Deserialize<'de> for Top<'de> {
 /// kept whole, as a plain-text body).
 pub fn read_top(text: &str) -> Option<Top<'_>> {
     let top = serde_json::from_str(text).ok()?;
-    if text.as_bytes().windows(2).any(|w| w == b"\\u") && !representable(text) {
+    if memchr::memmem::find(text.as_bytes(), b"\\u").is_some() && !representable(text) {
         return None;
     }
     Some(top)
