@@ -30,16 +30,17 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from aggregator.catalog import Catalog, FileEntry, NewFile
-from aggregator.config import Settings, TiersConfig
-from aggregator.errors import StorageError
-from aggregator.holds import Hold, holding
-from aggregator.keys import DataKey, MasterKey, key_scope
-from aggregator.storage import Storage
+from aggregator.config import Settings
+from aggregator.tidy import tidy
 from aggregator.workspace import Workspace
-from aggregator.writer import Layout
-from schemas.progress import QUIET, Progress
-from schemas.transport import safe_name
+from lake.catalog.model import FileEntry, NewFile
+from lake.config import TiersConfig
+from lake.holds import Hold, holding
+from lake.keys import DataKey, MasterKey, key_scope
+from lake.storage import Layout
+from runtime.durable import safe_name
+from runtime.errors import StorageError
+from runtime.progress import QUIET, Progress
 
 log = logging.getLogger("loglake.compaction")
 HOUR_NS = 3600 * 1_000_000_000
@@ -93,22 +94,6 @@ def output_name(job: Job, start: int, inputs: Sequence[FileEntry]) -> str:
     first, last = min(f.first_offset for f in inputs), max(f.last_offset for f in inputs)
     return (f"{job.tier}/{safe_name(job.topic)}/{safe_name(job.partition)}/"
             f"{_stamp(start, job.period_ns)}-{first:020d}-{last:020d}-{digest}.parquet")
-
-
-def tidy(catalog: Catalog, storage: Storage, tiers: Iterable[str]) -> int:
-    """Delete replaced files that are due, and files of ``tiers`` the catalog never listed. Call under
-    ``storage.exclusive()``; only name tiers no other process is writing."""
-    due = catalog.pending_deletes(time.time_ns())
-    for tier, path in due:
-        storage.unlink(tier, path)
-    catalog.forget_pending(due)
-    listed = {f.path for f in catalog.files()} | {p for _, p in catalog.pending_deletes()}
-    orphans = [(t, rel) for t in tiers for rel in storage.local_files(t) if rel not in listed]
-    for tier, rel in orphans:
-        storage.unlink(tier, rel)
-    if orphans:
-        log.warning("removed files an interrupted write left behind", extra={"files": len(orphans)})
-    return len(due) + len(orphans)
 
 
 class Compactor:

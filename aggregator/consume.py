@@ -7,7 +7,7 @@ A batch that cannot be decoded, or that no shipper could have sent
 (aggregator.validate: a source of another node, an impossible offset, …), is
 quarantined before it reaches dedup, and its offset counts as consumed; so is
 whatever a transport could not read as a batch (aggregator.quarantine.Unreadable).
-The data directory must be private to the aggregator's user (schemas.durable).
+The data directory must be private to the aggregator's user (runtime.durable).
 The source lengths batches report (schemas.wire positions) are committed with
 the file, so ``verify`` knows how long every source is.
 Background jobs (compaction every ``[tiers] compact_interval_s``, retention
@@ -26,27 +26,27 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 from dataclasses import dataclass, field
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from aggregator import validate
-from aggregator.catalog import TIERS, Catalog
-from aggregator.compaction import tidy
-from aggregator.config import AggregatorConfig
 from aggregator.dedup import Dedup
-from aggregator.errors import StorageError
-from aggregator.keys import KeyRing, key_scope
 from aggregator.quarantine import Quarantine, Unreadable
-from aggregator.source import Message, Source
-from aggregator.storage import Storage
-from aggregator.writer import Layout, ParquetWriter
+from aggregator.source.base import Message, Source
+from aggregator.tidy import tidy
+from aggregator.writer import ParquetWriter
+from lake.catalog.base import Catalog
+from lake.catalog.model import TIERS
+from lake.config import AggregatorConfig
+from lake.keys import KeyRing, key_scope
+from lake.storage import Layout, Storage
+from runtime.durable import require_private_dir, safe_name
+from runtime.errors import StorageError
 from schemas import record, wire
-from schemas.durable import require_private_dir
-from schemas.errors import WireError
-from schemas.transport import safe_name
+from schemas.wire import WireError
 
 log = logging.getLogger("loglake.aggregator")
 HOT = "hot"
@@ -85,7 +85,7 @@ class PartitionBuffer:
 
 def hot_file_name(topic: str, partition: str, first: int, last: int, tag: str) -> str:
     """Derived from what the file holds: rewriting the same batches gives the same name, while a spool
-    whose numbers went back (see aggregator.spool) gives other batches the same offsets, hence ``tag``."""
+    whose numbers went back (see aggregator.source.spool) gives other batches the same offsets, hence ``tag``."""
     return f"{HOT}/{safe_name(topic)}/{safe_name(partition)}/{first:020d}-{last:020d}-{tag}.parquet"
 
 
@@ -232,7 +232,7 @@ class Aggregator:
             for msg in messages:
                 pending = self.buffers.get(msg.partition)
                 if pending is not None and msg.offset <= pending.last_offset:
-                    await self.flush(msg.partition)  # the spool went back (aggregator.spool): a new range
+                    await self.flush(msg.partition)  # the spool went back (aggregator.source.spool): a new range
                 self.add(msg)
                 buf = self.buffers[msg.partition]
                 if buf.rows >= self.cfg.flush_max_records or buf.bytes >= self.cfg.flush_max_bytes:

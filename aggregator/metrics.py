@@ -24,14 +24,14 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry
 
 from aggregator import validate
-from aggregator.catalog import TIERS
 from aggregator.compaction import Report
 from aggregator.consume import Aggregator
-from aggregator.spool import UNREADABLE_REASONS
-from schemas import metrics
+from aggregator.source.spool import UNREADABLE_REASONS
+from lake.catalog.model import TIERS
+from runtime import metrics
 
 if TYPE_CHECKING:
-    from aggregator.cli import RetentionTotals
+    from aggregator.retention import RetentionTotals
 
 # Reasons schemas.wire.decode gives (WireError.reason); with aggregator.validate's and the spool's,
 # every reason a batch is quarantined for.

@@ -2,7 +2,7 @@
 
 ``<data_dir>/quarantine/<topic>/<partition>/<offset>.<reason>.batch`` holds the
 raw bytes and a ``.json`` beside it says why; both are written durably before
-the consumer moves past the batch (schemas.durable.write_durably: never through
+the consumer moves past the batch (runtime.durable.write_durably: never through
 a link planted at either name).
 
 A transport that finds something at an offset that it must not read as a batch
@@ -18,8 +18,7 @@ from pathlib import Path
 
 import orjson
 
-from schemas.durable import write_durably
-from schemas.transport import safe_name
+from runtime.durable import safe_name, write_durably
 
 
 class Unreadable(bytes):

@@ -10,11 +10,11 @@ import time
 from collections import defaultdict
 from typing import Any
 
-from aggregator.audit import AuditLog, who
-from aggregator.compliance import Verification
 from aggregator.config import Settings
 from aggregator.retention import Remover
-from aggregator.selector import format_time
+from aggregator.verify import Verification
+from lake.audit import AuditLog, who
+from lake.selector import format_time
 
 _NS = 1_000_000_000
 

@@ -35,17 +35,17 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from aggregator.audit import AuditLog
-from aggregator.catalog import FileEntry, NewFile
-from aggregator.compaction import tidy
 from aggregator.config import RetentionConfig, Settings
-from aggregator.errors import EncryptionKeyError
-from aggregator.holds import holding
-from aggregator.keys import DataKey, MasterKey
-from aggregator.selector import Selector, levels_sql, parse_levels
+from aggregator.tidy import tidy
 from aggregator.workspace import Workspace
-from aggregator.writer import Layout
-from schemas.progress import QUIET, Progress
+from lake.audit import AuditLog
+from lake.catalog.model import FileEntry, NewFile
+from lake.holds import holding
+from lake.keys import DataKey, MasterKey
+from lake.selector import Selector, levels_sql, parse_levels
+from lake.storage import Layout
+from runtime.errors import EncryptionKeyError
+from runtime.progress import QUIET, Progress
 
 DAY_NS = 86400 * 1_000_000_000
 WHY = "_loglake_why"
@@ -302,3 +302,17 @@ class Remover:
             destroyed.append(key_id)
         return destroyed
 
+
+@dataclass
+class RetentionTotals:
+    rows_deleted: int = 0
+    files_deleted: int = 0
+    files_rewritten: int = 0
+    keys_destroyed: int = 0
+
+    def add(self, results: list[dict]) -> None:
+        for result in results:
+            self.rows_deleted += result["rows_deleted"]
+            self.files_deleted += result["files_deleted"]
+            self.files_rewritten += result["files_rewritten"]
+            self.keys_destroyed += len(result["keys_destroyed"])

@@ -47,8 +47,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from schemas import wire
-from schemas.errors import WireError
 from schemas.record import KNOWN_FLAGS, MAX_SOURCE_OFFSET
+from schemas.wire import WireError
 
 REASON = "invalid"
 MAX_SEVERITY = 24

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from aggregator.catalog import Catalog, open_catalog
 from aggregator.config import Settings
-from aggregator.keys import KeyRing, MasterKey
-from aggregator.storage import Storage
 from aggregator.writer import ParquetWriter
+from lake.catalog.base import Catalog, open_catalog
+from lake.keys import KeyRing, MasterKey
+from lake.storage import Storage
 
 
 @dataclass(frozen=True)

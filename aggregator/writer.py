@@ -20,23 +20,17 @@ from dataclasses import dataclass
 import duckdb
 import pyarrow as pa
 
-from aggregator import duck, trace_index
-from aggregator.catalog import FileEntry, NewFile
-from aggregator.errors import StorageError
-from aggregator.keys import DataKey
-from aggregator.storage import Storage, Target, digest
+from lake import duck, trace_index
+from lake.catalog.model import FileEntry, NewFile
+from lake.keys import DataKey
+from lake.storage import Layout, Storage, Target, digest
+from runtime.errors import StorageError
 
 # Rows sorted by hour, then container, then time: a container's lines of an hour
 # sit together (compression, row-group statistics that prune by namespace,
 # container and time), and a trace, whose lines are close in time, stays in the
 # row groups of one hour even in a day-long cold file.
 SORT_ORDER = "date_trunc('hour', time), namespace, pod, container, time, source_id, source_offset"
-
-
-@dataclass(frozen=True)
-class Layout:
-    row_group_size: int
-    zstd_level: int
 
 
 @dataclass(frozen=True)

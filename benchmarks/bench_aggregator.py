@@ -42,12 +42,12 @@ import zstandard
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from aggregator import config as agg_config  # noqa: E402
-from aggregator import duck, keys  # noqa: E402
-from aggregator.cli import main as aggregator_cli  # noqa: E402
-from aggregator.compaction import Compactor  # noqa: E402
-from aggregator.storage import Storage  # noqa: E402
-from aggregator.writer import Layout, ParquetWriter  # noqa: E402
+from aggregator.cli.run import main as aggregator_cli
+from aggregator.compaction import Compactor
+from aggregator.writer import ParquetWriter
 from benchmarks.loggen import generate  # noqa: E402
+from lake import duck, keys
+from lake.storage import Layout, Storage
 from schemas import record, wire  # noqa: E402
 
 DAY_START_NS = 1_795_132_800 * 1_000_000_000  # 2026-11-20T00:00:00Z
@@ -132,7 +132,7 @@ def bench_writer(tmp: Path, config: Path, parts: list[pa.Table], repeat: int) ->
 
 
 def tier_bytes(config: Path) -> dict[str, int]:
-    from aggregator.catalog import open_catalog
+    from lake.catalog.base import open_catalog
     settings = agg_config.load(str(config))
     catalog = open_catalog(settings.aggregator)
     try:

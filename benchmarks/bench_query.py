@@ -38,16 +38,15 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from aggregator import config as agg_config  # noqa: E402
-from aggregator import keys  # noqa: E402
-from aggregator.catalog import open_catalog  # noqa: E402
-from aggregator.keys import KeyRing, key_scope  # noqa: E402
-from aggregator.selector import Selector  # noqa: E402
-from aggregator.storage import Storage  # noqa: E402
-from aggregator.writer import Layout, ParquetWriter  # noqa: E402
+from aggregator.writer import ParquetWriter
+from lake import keys
+from lake.catalog.base import open_catalog
+from lake.keys import KeyRing, key_scope
+from lake.selector import Selector, parse_levels
+from lake.storage import Layout, Storage
 from query import plan  # noqa: E402
 from query.cli import LINE_COLUMNS, TRACE_COLUMNS  # noqa: E402
 from query.connect import Lake  # noqa: E402
-from aggregator.selector import parse_levels  # noqa: E402
 from query.filters import Filters  # noqa: E402
 
 DAY0 = 1_794_528_000  # 2026-11-13T00:00:00Z: day 0 of the generated archive

@@ -19,19 +19,18 @@ from pathlib import Path
 import orjson
 import pyarrow as pa
 
-from query import export, output, plan
-from aggregator import config as agg_config
+from lake import config as agg_config
+from lake.selector import Selector, parse_levels, parse_time
 from query import config as query_config
+from query import export, output, plan
 from query.connect import RECORD_COLUMNS_SQL, Lake
-from query.errors import QueryError
-from aggregator.selector import Selector, parse_levels, parse_time
 from query.filters import Filters, trace_id
 from query.follow import follow
-from schemas import completion
-from schemas.config import version
-from schemas.progress import Progress
-from schemas.durable import write_durably
-from schemas.errors import LoglakeError, sentence
+from runtime import completion
+from runtime.config import version
+from runtime.durable import write_durably
+from runtime.errors import LoglakeError, QueryError, sentence
+from runtime.progress import Progress
 
 LINE_COLUMNS = "time, namespace, pod, container, stream, severity_text AS level, trace_id, body"
 TRACE_COLUMNS = "time, namespace, pod, container, severity_text AS level, span_id, body"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from schemas import config as config_file
+from runtime import config as config_file
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ it (``SEMANTIC_COLUMNS``: ``"k8s.namespace.name"``, ``"k8s.container.restart_cou
 a query names them.
 
 Files written before ``trace_flags`` and ``resource`` existed lack them. The
-view reads every file as having them (aggregator.duck.scan_sql without
+view reads every file as having them (lake.duck.scan_sql without
 probing; files oldest first), which costs nothing in a lake written since;
 when DuckDB says a file lacks them, the lake looks at every file's columns
 instead, for the rest of its life, and the view gives them as null there.
@@ -41,15 +41,14 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from aggregator import config as agg_config
-from aggregator import duck
-from aggregator.audit import AuditLog
-from aggregator.catalog import TIERS, Catalog, FileEntry, open_catalog
-from aggregator.errors import EncryptionKeyError, StorageError
-from aggregator.keys import DataKey, KeyRing, master_for
-from aggregator.storage import Storage
-from query.errors import QueryError
-from schemas.errors import LoglakeError
+from lake import config as agg_config
+from lake import duck
+from lake.audit import AuditLog
+from lake.catalog.base import Catalog, open_catalog
+from lake.catalog.model import TIERS, FileEntry
+from lake.keys import DataKey, KeyRing, master_for
+from lake.storage import Storage
+from runtime.errors import EncryptionKeyError, LoglakeError, QueryError, StorageError
 from schemas.record import LOG_SCHEMA, RECORD_ID_SQL
 
 # What user SQL may be: one SELECT (DuckDB parses PRAGMA version, DESCRIBE, SHOW and SUMMARIZE as SELECT),

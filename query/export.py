@@ -46,11 +46,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from query import output
-from query.errors import QueryError
-from schemas.durable import write_durably
+from runtime.durable import write_durably
+from runtime.errors import QueryError
 
 if TYPE_CHECKING:
-    from aggregator.catalog import FileEntry
+    from lake.catalog.model import FileEntry
 
 FORMAT = "loglake-export/1"
 RECORDS = ("records.parquet", "records.jsonl")

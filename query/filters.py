@@ -1,5 +1,5 @@
 """What a person asks for — containers, a time window, levels, a needle, a trace — as SQL and as
-catalog bounds (see aggregator.selector for selectors and time expressions).
+catalog bounds (see lake.selector for selectors and time expressions).
 
 Levels are OpenTelemetry severity ranges, so ``error`` matches ``ERROR``,
 ``err`` and ``E`` lines alike; ``warn+`` means warn and above. A ``--grep
@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 
 import duckdb
 
-from aggregator.duck import first_line
-from aggregator.selector import Selector, levels_sql
-from query.errors import QueryError
+from lake.duck import first_line
+from lake.selector import Selector, levels_sql
+from runtime.errors import QueryError
 
 _TRACE_ID = re.compile(r"[0-9a-f]{32}")
 RESTART = '"k8s.container.restart_count"'

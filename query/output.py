@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from query.errors import QueryError
+from runtime.errors import QueryError
 
 # kubectl's -o words: table cuts a cell at MAX_CELL (marked …), wide never cuts; json and jsonl are both
 # one object per line (what logcli and jq expect from a stream of log lines).

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from aggregator import trace_index
-from aggregator.catalog import Catalog, FileEntry
+from lake import trace_index
+from lake.catalog.base import Catalog
+from lake.catalog.model import FileEntry
 from query.filters import Filters
 
 

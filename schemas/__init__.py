@@ -1,2 +1,2 @@
-"""What the shipper and the aggregator must agree on: the log record, the wire
-format of a batch, the transports' endpoints and the configuration loader."""
+"""The contract between shipper and aggregator: the log record, the wire format of a batch and the
+spool's segment layout. Imports nothing else of loglake."""

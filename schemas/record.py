@@ -33,7 +33,7 @@ record's provenance:
 
 ``trace_flags`` and ``resource`` were added after the first lakes were written:
 files written before them lack the two columns, and every reader
-(aggregator.duck.scan_sql) gives them as null there.
+(lake.duck.scan_sql) gives them as null there.
 
 A record's stable unique id is the pair (source_id, source_offset): the same bytes
 read twice (a resend after a crash) give the same id, so duplicates can be

@@ -55,7 +55,6 @@ import pyarrow.compute as pc
 import pyarrow.json as pa_json
 import zstandard
 
-from schemas.errors import WireError
 from schemas.record import SOURCE_DEFAULT_FIELDS, SOURCE_FIELDS, WIRE_SCHEMA
 
 MAGIC = b"LLKB"
@@ -72,6 +71,16 @@ _REQUIRED_SOURCE_FIELDS = {f.name for f in WIRE_SCHEMA if f.name in SOURCE_FIELD
 _SOURCE_KEYS = (*SOURCE_FIELDS, *SOURCE_DEFAULT_FIELDS)
 # Value of a record-line field that is left out: a constant, or the name of the field it equals.
 WIRE_DEFAULTS: dict[str, int | str] = {"flags": 0, "severity_number": 0, "observed_time": "time"}
+
+
+class WireError(ValueError):
+    """A batch failed to decode. ``reason`` is a short machine-readable kind
+    (bad_magic, unknown_version, bad_checksum, truncated, bad_body, schema) used
+    for quarantine file names and metric labels."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import orjson
 
-from schemas.durable import write_durably
+from runtime.durable import write_durably
 from shipper.identity import Position
 
 log = logging.getLogger("loglake.shipper")

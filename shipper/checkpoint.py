@@ -47,8 +47,8 @@ from pathlib import Path
 
 import orjson
 
-from schemas.durable import make_private_dirs, require_private_dir, write_durably
-from schemas.errors import ConfigError
+from runtime.durable import make_private_dirs, require_private_dir, write_durably
+from runtime.errors import ConfigError
 from shipper.identity import Position
 
 log = logging.getLogger("loglake.shipper")

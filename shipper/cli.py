@@ -8,9 +8,9 @@ import logging
 import signal
 import sys
 
-from schemas import completion, jsonlog
-from schemas.config import version
-from schemas.errors import ConfigError, LoglakeError, sentence
+from runtime import completion, logs
+from runtime.config import version
+from runtime.errors import ConfigError, LoglakeError, sentence
 from shipper import config
 from shipper.agent import Agent
 from shipper.metrics import serve
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     args = parser.parse_args(argv)
-    jsonlog.setup(args.log_level)
+    logs.setup(args.log_level)
     try:
         asyncio.run(_run(args))
     except (LoglakeError, OSError) as e:

@@ -6,9 +6,9 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from schemas import config as config_file
-from schemas import transport
-from schemas.errors import ConfigError
+from runtime import config as config_file
+from runtime import transport
+from runtime.errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -27,13 +27,13 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
+from runtime.errors import TransportError
+from runtime.metrics import Histogram
 from schemas import wire
-from schemas.metrics import Histogram
-from schemas.errors import TransportError
 from shipper.batch import Batch
 from shipper.buffer import Buffered, DiskBuffer, Marks
-from shipper.identity import Position
 from shipper.checkpoint import Checkpoints
+from shipper.identity import Position
 from shipper.transport.base import Transport
 
 log = logging.getLogger("loglake.shipper")

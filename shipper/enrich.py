@@ -46,7 +46,7 @@ _DOCKER = re.compile(r"/(?P<cid>[0-9a-f]{64})/(?P=cid)-json\.log(?:\.\d+)?$")
 _CONTAINERS = re.compile(r"/(?P<pod>[^/_]+)_(?P<ns>[^/_]+)_(?P<container>[^/]+)-(?P<cid>[0-9a-f]{64})\.log$")
 
 # The Downward API's values for a sidecar (deploy/k8s/shipper-sidecar.yaml), by K8sMeta field. Their prefix is
-# no config section ([k8s] does not exist) and no kubelet service link ends like these, so schemas.config
+# no config section ([k8s] does not exist) and no kubelet service link ends like these, so runtime.config
 # neither reads nor refuses them.
 SIDECAR_ENV = {"namespace": "LOGLAKE_K8S_NAMESPACE", "pod": "LOGLAKE_K8S_POD",
                "pod_uid": "LOGLAKE_K8S_POD_UID", "container": "LOGLAKE_K8S_CONTAINER"}

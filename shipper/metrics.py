@@ -15,7 +15,7 @@ import time
 
 from prometheus_client import CollectorRegistry
 
-from schemas import metrics
+from runtime import metrics
 from shipper.agent import Agent
 from shipper.config import ShipperConfig
 from shipper.enrich import DOCKER_CONFIG_ERROR

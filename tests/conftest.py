@@ -35,8 +35,8 @@ def broker() -> Broker:
     certs = os.environ.get("LOGLAKE_TEST_CERTS")
     if not certs:
         pytest.skip("no broker: run the tests with 'make test' (LOGLAKE_TEST_CERTS unset)")
-    from aggregator.kafka import ping
-    from schemas.transport import KafkaSettings
+    from aggregator.source.kafka import ping
+    from runtime.transport import KafkaSettings
     c = Path(certs)
     kafka = KafkaSettings(bootstrap_servers=KAFKA_BOOTSTRAP, ca_file=c / "ca.crt", request_timeout_ms=5000)
     asyncio.run(ping(kafka, c / "aggregator.crt", c / "aggregator.key"))  # fails loudly if the broker is down
@@ -177,7 +177,7 @@ def fill_lake(tmp: Path, config: Path, *, rounds: int = 3, lines: int = 60, step
     ``loglake-aggregator --once`` (one hot file per partition per round). Per node, two containers write
     ``lines`` lines each per round, ``step_s`` apart; every second line carries one of 40 trace ids.
     Returns the number of records stored."""
-    from aggregator.cli import main as aggregator
+    from aggregator.cli.run import main as aggregator
     from shipper.cli import main as shipper
     n = 0
     for r in range(rounds):

@@ -8,8 +8,7 @@ import os
 import time
 from pathlib import Path
 
-
-from aggregator.cli import main as aggregator
+from aggregator.cli.run import main as aggregator
 from shipper import config as shipper_config
 from shipper.agent import Agent
 from shipper.cli import main as shipper

@@ -11,13 +11,21 @@ import time
 import urllib.request
 
 from aggregator import config as agg_config
-from aggregator.catalog_sqlite import SqliteCatalog as Catalog
-from aggregator.cli import main as aggregator
-from aggregator.storage import Storage
+from aggregator.cli.run import main as aggregator
 from aggregator.verify import check_files
+from lake.catalog.sqlite import SqliteCatalog as Catalog
+from lake.storage import Storage
 from shipper.cli import main as shipper
-from tests.conftest import (cri, fill_lake, free_port, pod_log, stored_rows, wait_for_metrics, write_config,
-                            write_sample_logs)
+from tests.conftest import (
+    cri,
+    fill_lake,
+    free_port,
+    pod_log,
+    stored_rows,
+    wait_for_metrics,
+    write_config,
+    write_sample_logs,
+)
 
 
 def start(config, **popen) -> subprocess.Popen:

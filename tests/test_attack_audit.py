@@ -19,7 +19,7 @@ import orjson
 import pytest
 
 import query
-from aggregator.cli import main as aggregator
+from aggregator.cli.run import main as aggregator
 from query.cli import main as q
 from tests.conftest import fill_lake, write_config
 
@@ -221,7 +221,7 @@ def test_a_rehashed_chain_signed_by_a_new_key_fails_verify(lake, capsys):
     tmp, config, _ = lake
     _make_trail(config)
     kept = _rehash_without(tmp, {2, 3, 4})
-    from aggregator.catalog_sqlite import SqliteCatalog
+    from lake.catalog.sqlite import SqliteCatalog
     SqliteCatalog(tmp / "lake" / "catalog.sqlite").set_audit_head(kept[-1]["seq"], kept[-1]["hash"])
     capsys.readouterr()
     assert aggregator(["--config", str(config), "verify"]) == 1

@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from query import export
-from query.errors import QueryError
+from runtime.errors import QueryError
 from schemas.record import LOG_SCHEMA
 from tests.conftest import fill_lake, lake_trace, write_config
 
@@ -176,7 +176,7 @@ def isolated(tmp_path: Path, archive: Path, key_pem: Path | None, **kw) -> dict:
     script = r"""
 import json, resource, sys, time
 from pathlib import Path
-from query.errors import QueryError
+from runtime.errors import QueryError
 from query.export import load_public_key, verify
 archive, key, kw = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 trusted = load_public_key(Path(key)) if key else None

@@ -18,11 +18,11 @@ import pytest
 
 import query
 from aggregator import config as agg_config
-from aggregator import keys
-from aggregator.catalog_sqlite import SqliteCatalog
-from aggregator.cli import main as aggregator
-from aggregator.errors import CatalogConflictError, EncryptionKeyError
+from aggregator.cli.run import main as aggregator
+from lake import keys
+from lake.catalog.sqlite import SqliteCatalog
 from query.cli import main as q
+from runtime.errors import CatalogConflictError, EncryptionKeyError
 from tests.conftest import fill_lake, write_config
 
 

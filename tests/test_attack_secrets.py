@@ -6,7 +6,7 @@ import base64
 import os
 import sys
 
-from aggregator.cli import main as aggregator
+from aggregator.cli.run import main as aggregator
 from query.cli import main as q
 from shipper.cli import main as shipper
 from tests.conftest import write_config, write_sample_logs

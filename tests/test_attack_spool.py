@@ -15,9 +15,9 @@ import orjson
 import pytest
 
 from aggregator import validate
-from aggregator.cli import main as aggregator
+from aggregator.cli.run import main as aggregator
 from schemas import record, wire
-from schemas.errors import WireError
+from schemas.wire import WireError
 from shipper.cli import main as shipper
 from tests.conftest import cri, free_port, pod_log, wait_for_metrics, write_config
 
@@ -281,7 +281,7 @@ def test_a_forged_batch_cannot_silence_a_source(tmp_path, capsys):
 
 def test_a_mark_left_by_an_earlier_forgery_no_longer_silences_its_source(tmp_path):
     """A lake that consumed such a forgery before the check existed: its mark is not used."""
-    from aggregator.catalog_sqlite import SqliteCatalog
+    from lake.catalog.sqlite import SqliteCatalog
     config = write_config(tmp_path)
     write_lines(tmp_path, 0, 5)
     ship(config)

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from aggregator.cli import main as aggregator
-from schemas.errors import ConfigError
+from aggregator.cli.run import main as aggregator
+from runtime.errors import ConfigError
 from schemas.record import CLAIMED_TIME_ATTRIBUTE, FLAG_BAD_PREFIX, FLAG_TIME_CLAIMED
 from shipper import config as shipper_config
 from shipper.cli import main as shipper

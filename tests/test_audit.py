@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from aggregator.cli import main as aggregator
+from aggregator.cli.run import main as aggregator
 from query.cli import main as q
 from tests.conftest import fill_lake, write_config
 

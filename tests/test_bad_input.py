@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import orjson
 
-from aggregator.cli import main as aggregator
+from aggregator.cli.run import main as aggregator
 from schemas.record import FLAG_BAD_PREFIX, FLAG_INVALID_UTF8, FLAG_NON_OBJECT_JSON, FLAG_REDACTED, FLAG_TRUNCATED
 from shipper import config as shipper_config
 from shipper.agent import Agent
@@ -71,6 +71,7 @@ def test_bad_input_is_counted_in_metrics(tmp_path):
         await transport.start()
         agent = Agent(settings, transport)
         from prometheus_client import generate_latest
+
         from shipper.metrics import registry
         agent.discover()
         before = generate_latest(registry(agent)).decode()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from schemas.errors import ConfigError
+from runtime.errors import ConfigError
 from shipper.checkpoint import STALE_AFTER_S, Checkpoints
 from shipper.identity import Position
 

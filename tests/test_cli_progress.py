@@ -19,7 +19,7 @@ import orjson
 import pytest
 
 from aggregator import config as agg_config
-from aggregator.catalog import open_catalog
+from lake.catalog.base import open_catalog
 from tests.conftest import fill_lake, write_config
 
 RECORDS_PER_NAMESPACE_SHARE = 2  # fill_lake writes as many "pay" records as "shop" ones

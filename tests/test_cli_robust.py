@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from aggregator.selector import MAX_TIME_NS, SelectorError, parse_time
+from lake.selector import MAX_TIME_NS, SelectorError, parse_time
 from query.cli import main as q
 from tests.conftest import lake_trace, module_lake
 

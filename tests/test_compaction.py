@@ -18,13 +18,13 @@ import pytest
 
 import query
 from aggregator import config as agg_config
-from aggregator import keys
-from aggregator.catalog_sqlite import SqliteCatalog
-from aggregator.cli import main as aggregator
+from aggregator.cli.run import main as aggregator
 from aggregator.compaction import DAY_NS, HOUR_NS, Compactor
+from lake import keys
+from lake.catalog.sqlite import SqliteCatalog
 from query import plan
-from query.connect import Lake
 from query.cli import main as query_cli
+from query.connect import Lake
 from shipper.cli import main as shipper
 from tests.conftest import LAKE_START, cri, fill_lake, free_port, lake_trace, pod_log, write_config
 

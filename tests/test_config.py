@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from aggregator import config as agg_config
-from schemas.errors import ConfigError
+from runtime.errors import ConfigError
 from shipper import config as shipper_config
 
 

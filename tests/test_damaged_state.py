@@ -214,7 +214,7 @@ def test_a_malformed_catalog_value_is_one_sentence_in_verify_and_queries(tmp_pat
     assert rc == 1 and err == "" and out.rstrip().endswith("verify: FAILED"), (out, err)
     assert len(findings) == 1 and f"malformed: catalog {catalog}: " in findings[0] and named in findings[0]
     assert "restore the catalog" in findings[0]
-    from aggregator.catalog_sqlite import SqliteCatalog
+    from lake.catalog.sqlite import SqliteCatalog
     problems = SqliteCatalog(catalog).malformed()
     assert len(problems) == 1 and named in problems[0]
     if "audit_head" not in sql:
@@ -244,7 +244,7 @@ def test_a_catalog_that_is_no_database_is_one_sentence(tmp_path):
 
 
 def test_malformed_lists_every_bad_value(tmp_path):
-    from aggregator.catalog_sqlite import SqliteCatalog
+    from lake.catalog.sqlite import SqliteCatalog
     cat = SqliteCatalog(tmp_path / "catalog.sqlite")
     assert cat.malformed() == []
     cat._db.execute("INSERT INTO positions VALUES ('t', '0', 'x')")

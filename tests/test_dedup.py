@@ -6,9 +6,9 @@ import shutil
 
 import pyarrow as pa
 
-from aggregator.catalog_sqlite import SqliteCatalog as Catalog
-from aggregator.cli import main as aggregator
+from aggregator.cli.run import main as aggregator
 from aggregator.dedup import Dedup
+from lake.catalog.sqlite import SqliteCatalog as Catalog
 from schemas.record import LOG_SCHEMA
 from shipper.cli import main as shipper
 from tests.conftest import cri, pod_log, stored_rows, write_config, write_sample_logs

@@ -8,8 +8,8 @@ import time
 import orjson
 import pytest
 
+from runtime.errors import TransportError
 from schemas import wire
-from schemas.errors import TransportError
 from shipper.batch import Batch, Progress
 from shipper.buffer import DiskBuffer
 from shipper.checkpoint import Checkpoints

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from aggregator.catalog_sqlite import SqliteCatalog as Catalog
-from aggregator.cli import main as aggregator
+from aggregator.cli.run import main as aggregator
+from lake.catalog.sqlite import SqliteCatalog as Catalog
 from shipper.cli import main as shipper
 from tests.conftest import cri, pod_log, write_config
 
@@ -108,8 +108,8 @@ def test_broker_outage_mid_stream_loses_nothing(tmp_path, broker):
 def _broker_up(broker) -> bool:
     import asyncio
 
-    from aggregator.kafka import ping
-    from schemas.transport import KafkaSettings
+    from aggregator.source.kafka import ping
+    from runtime.transport import KafkaSettings
     try:
         asyncio.run(ping(KafkaSettings(bootstrap_servers=broker.bootstrap, ca_file=broker.certs / "ca.crt",
                                        request_timeout_ms=3000),

@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 VERSION = PYPROJECT["project"]["version"]
 SCRIPTS = sorted(PYPROJECT["project"]["scripts"])
-PACKAGES = ("shipper", "aggregator", "query", "schemas")
+PACKAGES = ("shipper", "aggregator", "query", "schemas", "runtime", "lake")
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
 
 

@@ -15,12 +15,13 @@ import pytest
 import yaml  # PyYAML, installed with the test extras (moto[server] pulls it in through responses)
 
 from aggregator import config as aggregator_config
-from aggregator.config import AggregatorConfig, RetentionConfig, RetentionRule, TiersConfig
+from aggregator.config import RetentionConfig, RetentionRule
+from lake.config import AggregatorConfig, TiersConfig
 from query import config as query_config
 from query.config import QueryConfig
-from schemas import config as config_file
-from schemas.errors import ConfigError
-from schemas.transport import KafkaSettings, SpoolSettings
+from runtime import config as config_file
+from runtime.errors import ConfigError
+from runtime.transport import KafkaSettings, SpoolSettings
 from shipper import config as shipper_config
 from shipper.config import ShipperConfig
 from tests.conftest import cri, pod_log, toml_str, write_config

@@ -11,10 +11,10 @@ import sys
 import duckdb
 import pytest
 
-from aggregator.cli import main as aggregator
-from aggregator.errors import EncryptionKeyError
-from aggregator.storage import digest
+from aggregator.cli.run import main as aggregator
+from lake.storage import digest
 from query.cli import main as query_cli
+from runtime.errors import EncryptionKeyError
 from shipper.cli import main as shipper
 from tests.conftest import stored_rows, write_config, write_sample_logs
 
@@ -100,7 +100,7 @@ def test_master_key_from_environment_and_command(tmp_path, monkeypatch):
 @pytest.mark.parametrize("value, message", [("short", "is not a base64 32-byte key"),
                                             (None, "cannot be run")])
 def test_bad_master_key_sources(tmp_path, monkeypatch, value, message):
-    from aggregator import keys
+    from lake import keys
     if value is not None:
         with pytest.raises(EncryptionKeyError, match=message):
             keys.load_master(tmp_path / "none", env_key=value)

@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from aggregator import config as aggregator_config
-from schemas.errors import ConfigError
+from runtime.errors import ConfigError
 from shipper import config as shipper_config
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -25,13 +25,13 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from aggregator import config as agg_config
-from aggregator.cli import main as aggregator
+from aggregator.cli.run import main as aggregator
 from aggregator.consume import HOT, hot_file_name
 from aggregator.metrics import QUARANTINE_REASONS, WIRE_REASONS
-from aggregator.storage import Storage
-from schemas.config import version
-from schemas.durable import make_private_dirs
-from schemas.transport import list_segments
+from lake.storage import Storage
+from runtime.config import version
+from runtime.durable import make_private_dirs
+from schemas.spool import list_segments
 from shipper.cli import main as shipper
 from shipper.metrics import AGENT_ERROR_KINDS, ERROR_KINDS, NATIVE_ERROR_KINDS
 from tests.conftest import cri, free_port, pod_log, write_config

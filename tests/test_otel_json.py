@@ -11,10 +11,10 @@ import pyarrow as pa
 import pytest
 
 from aggregator import validate
-from aggregator.cli import main as aggregator
+from aggregator.cli.run import main as aggregator
 from query.cli import main as query_cli
 from schemas import record, wire
-from schemas.errors import WireError
+from schemas.wire import WireError
 from shipper.cli import main as shipper
 from tests.conftest import build_records, cri, decode_records, pod_log, write_config
 

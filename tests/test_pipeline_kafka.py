@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from aggregator import certs
-from aggregator.catalog_sqlite import SqliteCatalog as Catalog
-from aggregator.cli import main as aggregator
+from aggregator.cli.run import main as aggregator
+from lake.catalog.sqlite import SqliteCatalog as Catalog
 from shipper.cli import main as shipper
 from tests.conftest import stored_rows, write_config, write_sample_logs
 

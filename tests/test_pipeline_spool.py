@@ -9,7 +9,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from aggregator.cli import main as aggregator
+from aggregator.cli.run import main as aggregator
 from query.cli import main as query_cli
 from shipper.cli import main as shipper
 from tests.conftest import TRACE, cri, pod_log, stored_rows, write_config, write_sample_logs
@@ -88,7 +88,7 @@ def test_wrong_key_fails_clearly(tmp_path, capsys):
     write_sample_logs(tmp_path)
     config = write_config(tmp_path)
     ship_and_store(config)
-    from aggregator import keys
+    from lake import keys
     keys.new_master_file(tmp_path / "other.key")
     shutil.copy(tmp_path / "other.key", tmp_path / "lake" / "keys" / "master.key")
     capsys.readouterr()

@@ -11,9 +11,9 @@ import pyarrow.parquet as pq
 import pytest
 
 import query
-from aggregator.cli import main as aggregator
-from aggregator.errors import StorageError
+from aggregator.cli.run import main as aggregator
 from query.cli import main as q
+from runtime.errors import StorageError
 from tests.conftest import fill_lake, lake_trace, write_config
 
 HOUR = "2026-11-20T23:00:00Z"

@@ -9,12 +9,11 @@ import pytest
 
 import query
 from aggregator import config as agg_config
-from aggregator import keys
-from aggregator.catalog_sqlite import SqliteCatalog
-from aggregator.cli import main as aggregator
-from aggregator.errors import EncryptionKeyError
+from aggregator.cli.run import main as aggregator
 from aggregator.retention import Remover
-from schemas.errors import ConfigError
+from lake import keys
+from lake.catalog.sqlite import SqliteCatalog
+from runtime.errors import ConfigError, EncryptionKeyError
 from tests.conftest import LAKE_START, fill_lake, free_port, wait_for_metrics, write_config
 
 DAY = 86400 * 1_000_000_000

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import orjson
 
-from aggregator.cli import main as aggregator
+from aggregator.cli.run import main as aggregator
 from shipper.cli import main as shipper
 from tests.conftest import cri, pod_log, write_config
 from tests.test_agent_files import Running, fast
@@ -306,6 +306,7 @@ def test_full_spool_disk_pauses_reading_and_loses_nothing(tmp_path, capsys):
     """Spool, disk buffer and checkpoint on one small tmpfs: the shipper stops reading and waits, with no
     crash and no restart loop; once the aggregator makes room, every line arrives exactly once."""
     import pytest
+
     from tests.conftest import free_port, wait_for_metrics
     disk = tmp_path / "disk"
     if not _mount_tmpfs(disk, "96k"):
@@ -395,7 +396,7 @@ def test_a_record_stored_twice_fails_verify_and_is_named(tmp_path, capsys):
     once(config)
     exactly(seqs(config), 10)
     # under the same id: the shipper forgot its position and the lake its dedup marks
-    from aggregator.catalog_sqlite import SqliteCatalog
+    from lake.catalog.sqlite import SqliteCatalog
     (tmp_path / "shipper" / "checkpoints.json").unlink()
     SqliteCatalog(tmp_path / "lake" / "catalog.sqlite")._db.execute("DELETE FROM source_marks")
     append(live, seq_lines(10, 2))

@@ -15,13 +15,13 @@ import duckdb
 import orjson
 import pytest
 
-from aggregator import duck
-from aggregator.cli import main as aggregator
+from aggregator.cli.run import main as aggregator
+from lake import duck
 from query.cli import main as query_cli
 from shipper import config as shipper_config
+from shipper import enrich
 from shipper.agent import Agent
 from shipper.cli import main as shipper
-from shipper import enrich
 from shipper.transport import create
 from tests.conftest import cri, write_config
 
@@ -152,6 +152,7 @@ def test_docker_config_gives_name_labels_and_kubernetes_fields(tmp_path, capsys)
 def run_agent_once(config: Path) -> str:
     """The shipper's agent over the files once, in this process; its /metrics text after."""
     from prometheus_client import generate_latest
+
     from shipper.metrics import registry
     settings = shipper_config.load(str(config))
 
@@ -313,8 +314,8 @@ def test_a_lake_written_before_the_new_columns_still_queries(tmp_path, capsys):
 def test_a_file_missing_the_first_columns_is_not_read_as_nulls(tmp_path):
     con = duck.connect()
     (tmp_path / "hot").mkdir()
-    from aggregator.errors import StorageError
-    from aggregator.keys import DataKey
+    from lake.keys import DataKey
+    from runtime.errors import StorageError
     key = DataKey("dk_test", bytes(32))
     con.execute(f"COPY (SELECT 1 AS x) TO '{tmp_path}/hot/y.parquet' (FORMAT parquet, "
                 f"ENCRYPTION_CONFIG {{footer_key: '{duck.KeyRegistry(con).add(key)}'}})")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import orjson
 
-from aggregator.cli import main as aggregator
+from aggregator.cli.run import main as aggregator
 from shipper.cli import main as shipper
 from tests.conftest import cri, free_port, pod_log, wait_for_metrics, write_config
 

@@ -11,9 +11,9 @@ import sys
 import time
 from pathlib import Path
 
-from aggregator.cli import main as aggregator
-from shipper.discovery import match_glob
+from aggregator.cli.run import main as aggregator
 from shipper.cli import main as shipper
+from shipper.discovery import match_glob
 from tests.conftest import cri, pod_log, write_config
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aggregator import duck, trace_index
+from lake import duck, trace_index
 
 
 def test_python_and_duckdb_compute_the_same_key():

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import query
-from aggregator.catalog_sqlite import SqliteCatalog
-from aggregator.cli import main as aggregator
+from aggregator.cli.run import main as aggregator
+from lake.catalog.sqlite import SqliteCatalog
 from shipper.cli import main as shipper
 from tests.conftest import cri, pod_log, write_config
 

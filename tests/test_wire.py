@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from schemas import record, wire
-from schemas.errors import WireError
+from schemas.wire import WireError
 
 RECORDS = [
     {"time": 1_700_000_000_123_456_789, "observed_time": 1_700_000_000_123_456_789, "severity_number": 17,

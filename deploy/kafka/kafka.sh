@@ -54,7 +54,7 @@ up() {
   echo $! > "$pidfile"
   # Return only once the broker answers a real request over mutual TLS.
   local deadline=$((SECONDS + start_timeout))
-  until "$python" -m aggregator.kafka ping --bootstrap "127.0.0.1:$port" --certs "$certs" >/dev/null 2>&1; do
+  until "$python" -m aggregator.cli.topics ping --bootstrap "127.0.0.1:$port" --certs "$certs" >/dev/null 2>&1; do
     if ! running; then echo "kafka: broker exited; last lines of $data/server.log:" >&2; tail -20 "$data/server.log" >&2; exit 1; fi
     if [ $SECONDS -ge $deadline ]; then echo "kafka: broker did not answer within ${start_timeout}s; see $data/server.log" >&2; down; exit 1; fi
     sleep 0.5

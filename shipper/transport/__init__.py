@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from schemas.transport import TransportSettings
+from runtime.transport import TransportSettings
 from shipper.config import ShipperConfig
 from shipper.transport.base import Transport
 

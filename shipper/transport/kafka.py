@@ -14,8 +14,9 @@ import asyncio
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from schemas.errors import TransportError
-from schemas.transport import KafkaSettings, client_ssl_context
+from runtime.errors import TransportError
+from runtime.tls import client_ssl_context
+from runtime.transport import KafkaSettings
 from shipper.config import ShipperConfig
 
 

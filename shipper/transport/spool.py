@@ -13,10 +13,10 @@ well starts at the current time in microseconds, above anything an earlier
 life of it could have reached (it would need a million batches a second).
 
 The spool directory and the node's directory in it must be private (see
-schemas.durable.require_private_dir): anyone who may write there can plant
+runtime.durable.require_private_dir): anyone who may write there can plant
 segments, or links at the names segments are written to. Both are created
 owner-only; a writable one is refused with a ConfigError. Segments are written
-with schemas.durable.write_durably, which never writes through a planted link.
+with runtime.durable.write_durably, which never writes through a planted link.
 """
 
 from __future__ import annotations
@@ -27,9 +27,10 @@ import stat
 import time
 from pathlib import Path
 
-from schemas.durable import require_private_dir, write_durably
-from schemas.errors import TransportError
-from schemas.transport import SpoolSettings, list_segments, safe_name, segment_name
+from runtime.durable import require_private_dir, safe_name, write_durably
+from runtime.errors import TransportError
+from runtime.transport import SpoolSettings
+from schemas.spool import list_segments, segment_name
 
 LEASE = 4096
 _LEASE_MAX_BYTES = 64  # a decimal number; anything longer is not a lease

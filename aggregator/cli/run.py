@@ -8,30 +8,31 @@ import dataclasses
 import logging
 import signal
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
-from aggregator import certs, compliance, config, keys
-from aggregator.audit import AuditLog
-from aggregator.errors import EncryptionKeyError
-from aggregator.catalog import open_catalog
+from aggregator import config
+from aggregator.cli import compliance
+from aggregator.cli.keys import _certs, _keys
+from aggregator.cli.topics import _topics
 from aggregator.compaction import Compactor, Report
 from aggregator.consume import Aggregator, Periodic
 from aggregator.metrics import serve
-from aggregator.retention import Remover
-from aggregator.source import Source
-from aggregator.spool import SpoolSource
-from aggregator.storage import Storage
-from schemas.config import version
-from schemas import completion, jsonlog
-from schemas.errors import ConfigError, LoglakeError, sentence
+from aggregator.retention import Remover, RetentionTotals
+from aggregator.source.base import Source
+from aggregator.source.spool import SpoolSource
+from lake import keys
+from lake.catalog.base import open_catalog
+from lake.storage import Storage
+from runtime import completion, logs
+from runtime.config import version
+from runtime.errors import LoglakeError, sentence
 
 log = logging.getLogger("loglake.aggregator")
 
 
 def _source(settings: config.Settings) -> Source:
     if settings.transport.kafka is not None:
-        from aggregator.kafka import KafkaSource
+        from aggregator.source.kafka import KafkaSource
         return KafkaSource(settings.transport.kafka, settings.aggregator)
     return SpoolSource(settings.transport.spool)
 
@@ -61,21 +62,6 @@ async def _run(args: argparse.Namespace) -> None:
             server.close()
 
 
-@dataclass
-class RetentionTotals:
-    rows_deleted: int = 0
-    files_deleted: int = 0
-    files_rewritten: int = 0
-    keys_destroyed: int = 0
-
-    def add(self, results: list[dict]) -> None:
-        for result in results:
-            self.rows_deleted += result["rows_deleted"]
-            self.files_deleted += result["files_deleted"]
-            self.files_rewritten += result["files_rewritten"]
-            self.keys_destroyed += len(result["keys_destroyed"])
-
-
 def _apply_retention(remover: Remover) -> list[dict]:
     results = remover.finish_pending_erasures()
     plan = remover.retention_plan()
@@ -95,80 +81,6 @@ def _compact(args: argparse.Namespace) -> None:
     compliance.emit(args, [f"compacted {report.files_in} files ({report.bytes_in} bytes) into {report.files_out} "
                            f"({report.bytes_out} bytes; {tiers}), {report.rows} rows in {report.seconds:.2f} s; "
                            f"deleted {report.deleted} replaced files"], dataclasses.asdict(report))
-
-
-async def _topics(args: argparse.Namespace) -> None:
-    settings = config.load(args.config)
-    kafka = settings.transport.kafka
-    if kafka is None:
-        raise ConfigError("no [kafka] section in the config: the spool transport needs no topic")
-    from aggregator.kafka import ensure_topic
-    created = await ensure_topic(kafka, settings.aggregator.tls_cert_file, settings.aggregator.tls_key_file)
-    print(f"topic {kafka.topic}: {'created with ' + str(kafka.partitions) + ' partitions' if created else 'exists'}")
-
-
-def _keys(args: argparse.Namespace) -> None:
-    cfg = config.load(args.config).aggregator
-    catalog = open_catalog(cfg)
-    audit = AuditLog.of(cfg, catalog)
-    try:
-        ring = keys.KeyRing(catalog, keys.master_for(cfg))
-        if args.action == "rotate":
-            if not args.new_key_file:
-                raise ConfigError("keys rotate needs --new-key-file PATH (a new file for the new master key)")
-            audit.ready()
-            new = keys.new_master_file(args.new_key_file)
-            count = ring.rotate(new)
-            audit.append("keys-rotate", {"event": "master key rotated", "master_key": new.key_id,
-                                         "previous": keys.master_for(cfg).key_id, "data_keys_rewrapped": count})
-            print(f"rewrapped {count} data keys under {new.key_id}; point [aggregator] key_file at {args.new_key_file} "
-                  "and keep the old key file until every aggregator and query host uses the new one")
-        elif args.action == "destroy":
-            if not args.key_id:
-                raise ConfigError("keys destroy needs the KEY_ID to destroy")
-            _destroy_key(config.load(args.config), ring, args.key_id, args.force)
-        else:
-            retired = catalog.retired_data_keys()
-            for key_id, scope, master_id, destroyed in catalog.data_key_list():
-                state = ("destroyed" if destroyed else f"retired ({retired[key_id]}), wrapped by {master_id}"
-                         if key_id in retired else f"live, wrapped by {master_id}")
-                print(f"{key_id}  {scope}  {state}")
-    finally:
-        catalog.close()
-
-
-def _destroy_key(settings: config.Settings, ring: keys.KeyRing, key_id: str, force: bool) -> None:
-    """Destroy a data key by hand. Files still encrypted with it go with it, but only with --force, and
-    never files under a legal hold."""
-    if ring.catalog.data_key(key_id) is None:
-        raise ConfigError(f"there is no data key {key_id}; see 'loglake-aggregator keys list'")
-    remover = Remover.open(settings, ring.master)
-    try:
-        plan = remover.key_destruction_plan(key_id)
-        files = [d.entry for d in plan.decisions]
-        if files and not force:
-            raise ConfigError(f"data key {key_id} still encrypts {len(files)} files ({sum(f.rows for f in files)} "
-                              f"records, e.g. {files[0].tier} {files[0].path}); pass --force to destroy them with it")
-        if not files:
-            remover.audit.ready()
-            remover.keyring.destroy(key_id)
-            remover.audit.append("keys-destroy", {"event": "data key destroyed by hand", "key_id": key_id})
-        else:
-            for f in files:
-                print(f"unreadable from now on: {f.tier} {f.path} ({f.rows} records)")
-            if key_id not in remover.apply(plan)["keys_destroyed"]:
-                raise EncryptionKeyError(f"data key {key_id} was retired, not destroyed: a file written with it "
-                                         "meanwhile still needs it; run the command again")
-    finally:
-        remover.close()
-    print(f"destroyed data key {key_id}: files written with it can no longer be read anywhere"
-          + (f"; {len(files)} files and their records removed from the lake" if files else ""))
-
-
-def _certs(args: argparse.Namespace) -> None:
-    issued = certs.generate(args.out, force=args.force)
-    for name, files in issued.items():
-        print(f"{name}: {files.cert} {files.key}")
 
 
 def _selector_options(p: argparse.ArgumentParser) -> None:
@@ -241,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         print(completion.script(parser, args.shell), end="")
         return 0
     # the daemon logs what it does; a one-off command prints its summary and logs only what goes wrong
-    jsonlog.setup(args.log_level or ("INFO" if args.command in (None, "run") else "WARNING"))
+    logs.setup(args.log_level or ("INFO" if args.command in (None, "run") else "WARNING"))
     try:
         if args.command == "certs":
             _certs(args)

@@ -13,12 +13,12 @@ already stored are dropped as duplicates by record id.
 
 Only what can be a batch is read: a regular file (checked with ``lstat`` and
 again on the descriptor, opened without following a link and without waiting
-on a FIFO) of at most schemas.transport.MAX_SEGMENT_BYTES. Anything else at a
+on a FIFO) of at most schemas.spool.MAX_SEGMENT_BYTES. Anything else at a
 segment's name (a link, a FIFO, a device, a directory, a larger file) is moved
 aside in its node directory (``.<name>.<reason>``, never read again) and handed
 over as ``Unreadable`` (aggregator.quarantine): it is quarantined, its offset
 counts as consumed, and the node's later segments are read as usual. The spool
-directory must be private to the aggregator's user (schemas.durable).
+directory must be private to the aggregator's user (runtime.durable).
 """
 
 from __future__ import annotations
@@ -33,10 +33,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from aggregator.quarantine import Unreadable
-from aggregator.source import Message
-from schemas.durable import require_private_dir
-from schemas.errors import TransportError
-from schemas.transport import MAX_SEGMENT_BYTES, SpoolSettings, list_segments, segment_name
+from aggregator.source.base import Message
+from runtime.durable import require_private_dir
+from runtime.errors import TransportError
+from runtime.transport import SpoolSettings
+from schemas.spool import MAX_SEGMENT_BYTES, list_segments, segment_name
 
 log = logging.getLogger("loglake.aggregator")
 TOPIC = "spool"

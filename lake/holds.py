@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from aggregator.catalog import FileEntry
-from aggregator.selector import Selector, format_time
+from lake.catalog.model import FileEntry
+from lake.selector import Selector, format_time
 
 
 @dataclass(frozen=True)

@@ -20,21 +20,10 @@ directory, a larger file) is not a batch and is never read as one.
 
 from __future__ import annotations
 
-import os
-import re
-import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
-from schemas.config import ConfigFile, load_section
-from schemas.errors import ConfigError
-from schemas.wire import HEADER_SIZE, MAX_BODY_BYTES
-
-SEGMENT_SUFFIX = ".batch"
-_SEGMENT = re.compile(r"^(\d{20})\.batch$")
-_SAFE_NODE = re.compile(r"[^A-Za-z0-9._-]")
-# zstd's worst case is the input plus 1/256 of it and a few bytes; 1/128 and 64 KiB leave room.
-MAX_SEGMENT_BYTES = HEADER_SIZE + 0xFFFF + MAX_BODY_BYTES + MAX_BODY_BYTES // 128 + (1 << 16)
+from runtime.config import ConfigFile, load_section
 
 
 @dataclass(frozen=True)
@@ -74,40 +63,3 @@ def load(cfg: ConfigFile) -> TransportSettings:
     return TransportSettings(kafka=kafka, spool=load_section(SpoolSettings, cfg, "spool"))
 
 
-def client_ssl_context(kafka: KafkaSettings, cert_file: Path | None, key_file: Path | None) -> ssl.SSLContext | None:
-    """TLS context for a Kafka client: verify the broker against ``ca_file`` and,
-    for mutual TLS, present ``cert_file``/``key_file``."""
-    if kafka.security_protocol not in ("SSL", "SASL_SSL"):
-        return None
-    for label, p in (("kafka ca_file", kafka.ca_file), ("client certificate", cert_file), ("client key", key_file)):
-        if p is not None and not Path(p).is_file():
-            raise ConfigError(f"{label} {p} does not exist; run 'loglake-aggregator certs --out DIR' for a dev PKI "
-                              "or point the setting at your cluster's files")
-    ctx = ssl.create_default_context(cafile=str(kafka.ca_file) if kafka.ca_file else None)
-    if cert_file or key_file:
-        if not (cert_file and key_file):
-            raise ConfigError("mutual TLS needs both tls_cert_file and tls_key_file")
-        try:
-            ctx.load_cert_chain(str(cert_file), str(key_file))
-        except ssl.SSLError as e:
-            raise ConfigError(f"cannot load client certificate {cert_file} with key {key_file}: {e.reason or e}") from None
-    return ctx
-
-
-def safe_name(node: str) -> str:
-    return _SAFE_NODE.sub("_", node) or "_"
-
-
-def segment_name(seq: int) -> str:
-    return f"{seq:020d}{SEGMENT_SUFFIX}"
-
-
-def list_segments(node_dir: Path) -> list[tuple[int, Path]]:
-    """Complete segments of one node, oldest first (temporary files are skipped)."""
-    try:
-        names = os.listdir(node_dir)
-    except FileNotFoundError:
-        return []
-    out = [(int(m.group(1)), node_dir / n) for n in names if (m := _SEGMENT.match(n))]
-    out.sort()
-    return out

@@ -11,69 +11,20 @@ import argparse
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from aggregator import config, keys
-from aggregator.audit import AuditLog, actor
-from aggregator.catalog import Catalog, open_catalog
+from aggregator import config
 from aggregator.retention import Plan, Remover
-from aggregator.selector import Selector, format_time, parse_time
-from aggregator.storage import Storage
-from aggregator.verify import Duplicate, Finding, Gap, check_files, check_keys, duplicates, gaps
-from schemas.errors import ConfigError
-from schemas.progress import Progress
-
-
-@dataclass
-class Verification:
-    files_checked: int
-    file_problems: list[Finding]
-    audit_entries: int
-    audit_problems: list[str]
-    sources: int
-    gaps: list[Gap]
-    duplicated: int = 0
-    duplicates: list[Duplicate] = field(default_factory=list)
-
-    @property
-    def missing(self) -> list[Gap]:
-        return [g for g in self.gaps if g.kind == "missing"]
-
-    @property
-    def ok(self) -> bool:
-        return not (self.file_problems or self.audit_problems or self.missing or self.duplicated)
-
-    def lines(self) -> list[str]:
-        truncated = [g for g in self.gaps if g.kind == "truncated"]
-        out = [f"files: {self.files_checked} checked, {len(self.file_problems)} problems"]
-        out += [f"  {p}" for p in self.file_problems]
-        out.append(f"audit trail: {self.audit_entries} entries checked, {len(self.audit_problems)} problems")
-        out += [f"  {p}" for p in self.audit_problems]
-        out.append(f"completeness: {self.sources} source files, {len(self.missing)} gaps "
-                   f"({sum(g.end - g.start for g in self.missing)} bytes never stored), "
-                   f"{len(truncated)} truncated lines ({sum(g.end - g.start for g in truncated)} bytes cut "
-                   "by the shipper, flagged)")
-        out += [f"  {g}" for g in self.gaps[:200]]
-        if len(self.gaps) > 200:
-            out.append(f"  … and {len(self.gaps) - 200} more")
-        out.append(f"duplicates: {self.duplicated} records stored more than once")
-        out += [f"  {d}" for d in self.duplicates[:200]]
-        if self.duplicated and len(self.duplicates) < self.duplicated:
-            out.append(f"  … {len(self.duplicates)} shown")
-        out.append("verify: OK" if self.ok else "verify: FAILED")
-        return out
-
-    def summary(self) -> dict[str, Any]:
-        return {"ok": self.ok, "files_checked": self.files_checked,
-                "file_problems": [str(p) for p in self.file_problems], "audit_entries": self.audit_entries,
-                "audit_problems": self.audit_problems, "sources": self.sources,
-                "missing_bytes": sum(g.end - g.start for g in self.missing),
-                "gaps": [g.__dict__ for g in self.gaps], "duplicated": self.duplicated,
-                "duplicates": [str(d) for d in self.duplicates]}
+from aggregator.verify import Finding, Verification, verification
+from lake import keys
+from lake.audit import actor
+from lake.catalog.base import open_catalog
+from lake.selector import Selector, format_time, parse_time
+from runtime.errors import ConfigError
+from runtime.progress import Progress
 
 
 def emit(args: argparse.Namespace, lines: list[str], summary: dict[str, Any]) -> None:
@@ -175,22 +126,6 @@ def hold(args: argparse.Namespace) -> None:
         else:
             for h in catalog.holds(include_released=args.all):
                 print(h.describe())
-
-
-def verification(settings: config.Settings, catalog: Catalog, remover: Remover) -> Verification:
-    storage = Storage(settings.aggregator, settings.tiers)
-    checked, problems = check_files(catalog, storage, remover.progress)
-    problems += check_keys(catalog, remover.keyring)
-    entries, audit_problems = AuditLog.of(settings.aggregator, catalog).verify()
-    unreadable = {p.path for p in problems if p.kind in ("missing", "altered", "unreadable")}
-    # one query each over every stored record: the bar shows which is running and for how long
-    with remover.progress.phase("verify: completeness, duplicates", 2) as step:
-        sources, found = gaps(catalog, storage, remover.keyring, unreadable)
-        step(0)
-        duplicated, twice = duplicates(catalog, storage, remover.keyring, unreadable)
-        step(0)
-    return Verification(checked, problems, entries, [str(p) for p in audit_problems], sources, found,
-                        duplicated, twice)
 
 
 def verify(args: argparse.Namespace) -> int:

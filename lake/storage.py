@@ -20,9 +20,9 @@ from pathlib import Path
 
 import duckdb
 
-from aggregator.config import AggregatorConfig, TiersConfig
-from aggregator.errors import StorageError
-from schemas.durable import fsync_path
+from lake.config import AggregatorConfig, TiersConfig
+from runtime.durable import fsync_path
+from runtime.errors import StorageError
 
 
 def _is_remote(root: str) -> bool:
@@ -120,3 +120,9 @@ class Storage:
                 yield
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
+
+
+@dataclass(frozen=True)
+class Layout:
+    row_group_size: int
+    zstd_level: int

@@ -8,67 +8,22 @@ so a reader planning from the catalog sees each record exactly once. Files a
 transaction removed stay on storage for a grace period (``pending`` deletes):
 queries planned just before the swap can still read them.
 
-``SqliteCatalog`` (aggregator.catalog_sqlite) is the default; a server database
+``SqliteCatalog`` (lake.catalog.sqlite) is the default; a server database
 for several aggregators implements the same ``Catalog`` protocol.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from aggregator.config import AggregatorConfig
-from schemas.errors import LoglakeError
+from lake.catalog.model import FileEntry, Mark, NewFile
+from lake.config import AggregatorConfig
 from schemas.wire import Extent
 
 if TYPE_CHECKING:
-    from aggregator.holds import Hold
-    from aggregator.selector import Selector
-
-TIERS = ("hot", "warm", "cold")
-
-
-class CatalogValueError(LoglakeError):
-    """A catalog value is not what loglake writes there (edited by hand, damaged, or written by another
-    program); the message names the catalog, the row and the value."""
-
-Mark = tuple[str, str]           # (source_id, stream): see aggregator.dedup
-TraceEntry = tuple[int, int]     # (trace key, row-group mask): see aggregator.trace_index
-
-
-@dataclass(frozen=True)
-class FileEntry:
-    path: str            # relative to its tier's storage root
-    tier: str            # hot | warm | cold
-    topic: str
-    partition: str
-    first_offset: int    # the consumed offsets whose records the file holds
-    last_offset: int
-    min_time: int        # ns since epoch, event time
-    max_time: int
-    rows: int
-    bytes: int
-    row_groups: int
-    row_group_rows: int  # rows per row group (the last may hold fewer): group i = rows [i*n, (i+1)*n)
-    sha256: str
-    key_id: str
-    namespaces: tuple[str, ...]
-    containers: tuple[str, ...]  # namespace/pod/container
-    created_at: int      # ns since epoch
-    # Every data key that ever encrypted any of these records (this file's and its inputs', through
-    # compaction and rewrites): what must be destroyed so that no copy of them, backups included, opens.
-    key_lineage: tuple[str, ...] = ()
-
-    @property
-    def lineage(self) -> frozenset[str]:
-        return frozenset((self.key_id, *self.key_lineage))
-
-
-@dataclass(frozen=True)
-class NewFile:
-    entry: FileEntry
-    traces: Sequence[TraceEntry]
+    from lake.holds import Hold
+    from lake.selector import Selector
 
 
 class Catalog(Protocol):
@@ -119,7 +74,7 @@ class Catalog(Protocol):
         """How many rows (holds, deletions, destroyed or retired keys) were made with an audit entry:
         a lake with any has a trail, and a missing one was removed."""
 
-    # data keys (aggregator.keys wraps and unwraps; the catalog only stores) ---
+    # data keys (lake.keys wraps and unwraps; the catalog only stores) ---
     def live_data_key(self, scope: str) -> tuple[str] | None: ...
     def add_data_key(self, key_id: str, scope: str, wrapped: bytes, master_id: str) -> None: ...
     def data_key(self, key_id: str) -> tuple[bytes, int | None] | None: ...
@@ -140,5 +95,5 @@ class Catalog(Protocol):
 
 
 def open_catalog(cfg: AggregatorConfig) -> Catalog:
-    from aggregator.catalog_sqlite import SqliteCatalog
+    from lake.catalog.sqlite import SqliteCatalog
     return SqliteCatalog(cfg.catalog_path)

@@ -26,11 +26,11 @@ import duckdb
 import duckdb_extension_httpfs
 import pyarrow as pa
 
-from aggregator.errors import StorageError
+from runtime.errors import StorageError
 from schemas.record import FIRST_FIELD_NAMES, LOG_SCHEMA
 
 if TYPE_CHECKING:
-    from aggregator.keys import DataKey
+    from lake.keys import DataKey
 
 
 def httpfs_path() -> Path:

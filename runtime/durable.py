@@ -18,10 +18,11 @@ itself are created owner-only.
 from __future__ import annotations
 
 import os
+import re
 import stat
 from pathlib import Path
 
-from schemas.errors import ConfigError
+from runtime.errors import ConfigError
 
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -103,3 +104,10 @@ def write_durably(path: Path, data: bytes, mode: int = 0o600) -> None:
         tmp.unlink(missing_ok=True)
         raise
     fsync_path(path.parent)
+
+
+_SAFE_NODE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def safe_name(node: str) -> str:
+    return _SAFE_NODE.sub("_", node) or "_"

@@ -21,16 +21,6 @@ class ConfigError(LoglakeError):
     pass
 
 
-class WireError(LoglakeError):
-    """A batch failed to decode. ``reason`` is a short machine-readable kind
-    (bad_magic, unknown_version, bad_checksum, truncated, bad_body, schema) used
-    for quarantine file names and metric labels."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-
-
 class TransportError(LoglakeError):
     pass
 
@@ -43,3 +33,28 @@ def sentence(e: LoglakeError | OSError) -> str:
     where = f"{e.filename} " if e.filename else ""
     return (f"cannot use {where}({e.strerror or e}); check the configured paths and their permissions "
             "(--debug shows where)")
+
+
+class EncryptionKeyError(LoglakeError):
+    """The encryption key is missing, unreadable or does not open the files."""
+
+
+class StorageError(LoglakeError):
+    """Storage cannot be written or read (full disk, missing file, bad permissions)."""
+
+
+class CatalogConflictError(LoglakeError):
+    """Another process changed the catalog entries a job was replacing."""
+
+
+class AuditError(LoglakeError):
+    """The audit trail cannot be written or its key cannot be used."""
+
+
+class CatalogValueError(LoglakeError):
+    """A catalog value is not what loglake writes there (edited by hand, damaged, or written by another
+    program); the message names the catalog, the row and the value."""
+
+
+class QueryError(LoglakeError):
+    """The SQL or a filter is wrong, or stored data cannot be read."""

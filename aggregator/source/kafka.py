@@ -14,9 +14,6 @@ within ``FETCH_SILENCE_S`` (an idle consumer's fetches return every 500 ms).
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -25,10 +22,11 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import CommitFailedError, KafkaError, TopicAlreadyExistsError
 
-from aggregator.config import AggregatorConfig
-from aggregator.source import Message
-from schemas.errors import TransportError
-from schemas.transport import KafkaSettings, client_ssl_context
+from aggregator.source.base import Message
+from lake.config import AggregatorConfig
+from runtime.errors import TransportError
+from runtime.tls import client_ssl_context
+from runtime.transport import KafkaSettings
 
 FETCH_SILENCE_S = 30.0
 
@@ -170,24 +168,3 @@ async def ping(kafka: KafkaSettings, cert: Path | None, key: Path | None) -> lis
         raise _unreachable(kafka, e) from None
     finally:
         await admin.close()
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m aggregator.kafka ping``: exit 0 once the broker answers (used by deploy/kafka/kafka.sh)."""
-    parser = argparse.ArgumentParser(prog="python -m aggregator.kafka")
-    parser.add_argument("command", choices=["ping"])
-    parser.add_argument("--bootstrap", required=True)
-    parser.add_argument("--certs", type=Path, required=True, help="directory made by 'loglake-aggregator certs'")
-    args = parser.parse_args(argv)
-    kafka = KafkaSettings(bootstrap_servers=args.bootstrap, ca_file=args.certs / "ca.crt", request_timeout_ms=5000)
-    try:
-        topics = asyncio.run(ping(kafka, args.certs / "aggregator.crt", args.certs / "aggregator.key"))
-    except TransportError as e:
-        print(e, file=sys.stderr)
-        return 1
-    print(" ".join(sorted(topics)))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

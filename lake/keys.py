@@ -32,10 +32,11 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from aggregator.catalog import Catalog, FileEntry
-from aggregator.config import AggregatorConfig
-from aggregator.errors import EncryptionKeyError
-from schemas.durable import write_durably
+from lake.catalog.base import Catalog
+from lake.catalog.model import FileEntry
+from lake.config import AggregatorConfig
+from runtime.durable import write_durably
+from runtime.errors import EncryptionKeyError
 
 KEY_BYTES = 32
 _NONCE = 12

@@ -1,6 +1,6 @@
 """The default catalog: one SQLite database (WAL, synchronous=FULL) beside the data.
 
-See aggregator.catalog for what a catalog promises. Every change is one
+See lake.catalog for what a catalog promises. Every change is one
 ``BEGIN IMMEDIATE`` transaction, so concurrent writers (the consumer, a
 compaction) serialise and a reader always sees a committed state.
 
@@ -23,12 +23,11 @@ from pathlib import Path
 
 import orjson
 
-from aggregator.catalog import TIERS, CatalogValueError, FileEntry, Mark, NewFile
-from aggregator.holds import Hold, holding
-from aggregator.selector import Selector
-from aggregator.errors import CatalogConflictError, EncryptionKeyError
-from schemas.durable import make_private_dirs
-from schemas.errors import ConfigError
+from lake.catalog.model import TIERS, FileEntry, Mark, NewFile
+from lake.holds import Hold, holding
+from lake.selector import Selector
+from runtime.durable import make_private_dirs
+from runtime.errors import CatalogConflictError, CatalogValueError, ConfigError, EncryptionKeyError
 from schemas.record import MAX_SOURCE_OFFSET
 from schemas.wire import Extent
 
@@ -58,7 +57,7 @@ CREATE TABLE IF NOT EXISTS files (
 );
 CREATE INDEX IF NOT EXISTS files_time ON files (min_time, max_time);
 CREATE TABLE IF NOT EXISTS trace_index (
-    trace_key  INTEGER NOT NULL,     -- aggregator.trace_index.trace_key
+    trace_key  INTEGER NOT NULL,     -- lake.trace_index.trace_key
     file_id    INTEGER NOT NULL,
     row_groups INTEGER NOT NULL,     -- bit i: row group i holds the trace; -1: any
     PRIMARY KEY (trace_key, file_id)

@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NewType, TypeVar
 
-from schemas.errors import ConfigError
+from runtime.errors import ConfigError
 
 T = TypeVar("T")
 # A local directory (resolved like a Path) or a URL such as s3://bucket/prefix (kept as is).

@@ -25,13 +25,18 @@ from http import HTTPStatus
 
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 from prometheus_client.exposition import choose_encoder
-from prometheus_client.metrics_core import (CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily,
-                                            InfoMetricFamily, Metric)
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from schemas.config import version
-from schemas.errors import ConfigError
+from runtime.config import version
+from runtime.errors import ConfigError
 
 log = logging.getLogger("loglake.metrics")
 

@@ -43,12 +43,12 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from aggregator.errors import AuditError
-from schemas.durable import fsync_path, write_durably
+from runtime.durable import fsync_path, write_durably
+from runtime.errors import AuditError
 
 if TYPE_CHECKING:
-    from aggregator.catalog import Catalog
-    from aggregator.config import AggregatorConfig
+    from lake.catalog.base import Catalog
+    from lake.config import AggregatorConfig
 
 GENESIS = "0" * 64
 

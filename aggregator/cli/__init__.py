@@ -1,0 +1,1 @@
+"""loglake-aggregator's commands: run (the daemon and compaction), compliance, keys, topics."""

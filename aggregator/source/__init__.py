@@ -1,0 +1,1 @@
+"""Where the aggregator reads batches from: Kafka or the embedded spool, behind one protocol (base)."""

@@ -1,0 +1,53 @@
+"""What the catalog holds: stored files and the keys of their records."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    pass
+
+
+TIERS = ("hot", "warm", "cold")
+
+
+Mark = tuple[str, str]           # (source_id, stream): see aggregator.dedup
+
+
+TraceEntry = tuple[int, int]     # (trace key, row-group mask): see lake.trace_index
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    path: str            # relative to its tier's storage root
+    tier: str            # hot | warm | cold
+    topic: str
+    partition: str
+    first_offset: int    # the consumed offsets whose records the file holds
+    last_offset: int
+    min_time: int        # ns since epoch, event time
+    max_time: int
+    rows: int
+    bytes: int
+    row_groups: int
+    row_group_rows: int  # rows per row group (the last may hold fewer): group i = rows [i*n, (i+1)*n)
+    sha256: str
+    key_id: str
+    namespaces: tuple[str, ...]
+    containers: tuple[str, ...]  # namespace/pod/container
+    created_at: int      # ns since epoch
+    # Every data key that ever encrypted any of these records (this file's and its inputs', through
+    # compaction and rewrites): what must be destroyed so that no copy of them, backups included, opens.
+    key_lineage: tuple[str, ...] = ()
+
+    @property
+    def lineage(self) -> frozenset[str]:
+        return frozenset((self.key_id, *self.key_lineage))
+
+
+@dataclass(frozen=True)
+class NewFile:
+    entry: FileEntry
+    traces: Sequence[TraceEntry]
