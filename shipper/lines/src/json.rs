@@ -247,4 +247,147 @@ mod tests {
         assert!(is_object(r#"{"a":"\ud83d\ude00","n":1e300,"e":"1e999 in a string"}"#));
         assert!(is_object(r#"{"a":"\u00e9","word":"e123"}"#));
     }
+    fn fields(text: &str) -> Vec<(String, String)> {
+        match read_top(text) {
+            Some(Top::Object(f)) => f.into_iter().map(|(k, v)| (k.into_owned(), v.json().expect("raw").to_string())).collect(),
+            _ => panic!("not an object: {text}"),
+        }
+    }
+
+    fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
+        v.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn raw(json: &str) -> Val<'_> {
+        Val::Raw(serde_json::from_str(json).expect("test JSON"))
+    }
+
+    #[test]
+    fn top_level_fields_in_order_as_raw_text() {
+        assert_eq!(fields(r#"{"a":1,"b":"x","c":{"d":[1,2]},"e":null,"f":true,"g":-1.5e3}"#),
+                   pairs(&[("a", "1"), ("b", r#""x""#), ("c", r#"{"d":[1,2]}"#), ("e", "null"), ("f", "true"), ("g", "-1.5e3")]));
+        // the value's own spacing is kept, the space around it is not
+        assert_eq!(fields(" { \"c\" :  { \"d\" : [ 1 , 2 ] } , \"s\":\"a\\nb\" }\n"),
+                   pairs(&[("c", r#"{ "d" : [ 1 , 2 ] }"#), ("s", r#""a\nb""#)]));
+        assert_eq!(fields("{}"), pairs(&[]));
+    }
+
+    #[test]
+    fn keys_are_decoded_and_duplicates_kept() {
+        let f = fields(r#"{"k\u00e9y":1,"a\"b":2,"a":3,"a":4}"#);
+        assert_eq!(f, pairs(&[("kéy", "1"), ("a\"b", "2"), ("a", "3"), ("a", "4")]));
+        match read_top(r#"{"plain":1,"esc\n":2}"#) {
+            Some(Top::Object(f)) => assert!(matches!(f[0].0, Cow::Borrowed(_)) && matches!(f[1].0, Cow::Owned(_))),
+            _ => panic!("object"),
+        }
+    }
+
+    #[test]
+    fn other_json_values() {
+        for other in ["[1,2]", "[]", r#""s""#, "42", "-0.5", "true", "null", " [ {\"a\":1} ] ", "18446744073709551616"] {
+            assert!(matches!(read_top(other), Some(Top::Other)), "{other}");
+        }
+    }
+
+    #[test]
+    fn invalid_json() {
+        for bad in ["", " ", "{", "}", r#"{"a":}"#, r#"{"a":1,}"#, r#"{"a":1} x"#, r#"{"a":1}{"b":2}"#, "{a:1}", "{'a':1}",
+                    r#"{"a":NaN}"#, r#"{"a":01}"#, r#"{"a":"x"#, r#"{"a":"tab	in string"}"#, r#"{"a":"\x"}"#,
+                    r#"{"a":"\u12"}"#, r#"{1:2}"#, "[1,]"] {
+            assert!(read_top(bad).is_none(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn lone_surrogates_refused_escaped_backslashes_not() {
+        for lone in [r#"{"a":"\ud800"}"#, r#"{"a":"\udfff tail"}"#, r#"{"a":"\ud83d\u0041"}"#, r#"{"\ud800":1}"#,
+                     r#"["\ud800"]"#, r#"{"a":["x",{"b":"\uDBFF"}]}"#] {
+            assert!(read_top(lone).is_none(), "{lone}");
+        }
+        // "\\ud800" is a backslash and the letters "ud800"
+        let f = fields(r#"{"a":"\\ud800"}"#);
+        assert_eq!(f, pairs(&[("a", r#""\\ud800""#)]));
+        assert_eq!(raw(r#""\\ud800""#).as_str().as_deref(), Some("\\ud800"));
+    }
+
+    #[test]
+    fn deep_nesting_is_kept_raw_unless_a_full_parse_is_needed() {
+        let nested = |depth: usize, leaf: &str| format!(r#"{{"a":{}{leaf}{}}}"#, "[".repeat(depth), "]".repeat(depth));
+        // raw values are skipped without recursion: any depth is an object (and no stack overflow)
+        assert!(is_object(&nested(126, "1")) && is_object(&nested(200, "1")) && is_object(&nested(100_000, "1")));
+        // but a text with a \u escape is parsed in full too, where serde_json stops at 128 levels
+        assert!(is_object(&nested(126, r#""\u00e9""#)));
+        assert!(!representable(&nested(200, "1")));
+        assert!(read_top(&nested(200, r#""\u00e9""#)).is_none());
+    }
+
+    #[test]
+    fn val_roles() {
+        assert_eq!(raw(r#""plain""#).as_str().as_deref(), Some("plain"));
+        assert!(matches!(raw(r#""plain""#).as_str(), Some(Cow::Borrowed(_))));
+        assert_eq!(raw(r#""a\tb\u00e9""#).as_str().as_deref(), Some("a\tbé"));
+        assert_eq!(raw(r#""""#).as_str().as_deref(), Some(""));
+        for not_str in ["1", "null", "{}", "[\"a\"]", "true"] {
+            assert_eq!(raw(not_str).as_str(), None, "{not_str}");
+            assert_eq!(raw(not_str).raw(), Some(not_str));
+        }
+        assert_eq!(raw(r#""s""#).raw(), None);
+        let s = Val::Str(Cow::Borrowed("x\"y"));
+        assert_eq!((s.as_str().as_deref(), s.raw(), s.json()), (Some("x\"y"), None, None));
+        let j = Val::Json("[1]".to_string());
+        assert_eq!((j.as_str(), j.raw(), j.json()), (None, None, None));
+        let mut out = Vec::new();
+        for v in [raw(r#"{"a": 1}"#), s, j] {
+            v.write(&mut out);
+            out.push(b' ');
+        }
+        assert_eq!(out, br#"{"a": 1} "x\"y" [1] "#);
+    }
+
+    fn str_json(s: &str) -> String {
+        let mut out = Vec::new();
+        write_str(&mut out, s);
+        String::from_utf8(out).expect("UTF-8")
+    }
+
+    #[test]
+    fn write_str_escapes() {
+        assert_eq!(str_json(""), r#""""#);
+        assert_eq!(str_json("a\"b\\c\n\r\t\u{8}\u{c}\u{1}\u{1f}\u{7f}é€😀/"),
+                   "\"a\\\"b\\\\c\\n\\r\\t\\b\\f\\u0001\\u001f\u{7f}é€😀/\"");
+        assert_eq!(str_json("\0"), r#""\u0000""#);
+    }
+
+    #[test]
+    fn write_str_matches_serde_json_at_every_position() {
+        // the 8-byte skip must never pass over a byte that needs escaping
+        let fillers = ["abcdefghijklmnopqrst", "éééééééééé", "€€€€€€€", "😀😀😀😀😀", "\u{7f}\u{7f}\u{7f}\u{7f}\u{7f}\u{7f}\u{7f}\u{7f}\u{7f}\u{7f}\u{7f}\u{7f}\u{7f}\u{7f}\u{7f}\u{7f}\u{7f}"];
+        for filler in fillers {
+            for c in (0u8..0x80).map(char::from).chain(['é', '\u{2028}', '\u{ffff}', '😀']) {
+                for at in filler.char_indices().map(|(i, _)| i).chain([filler.len()]) {
+                    let s = format!("{}{c}{}", &filler[..at], &filler[at..]);
+                    assert_eq!(str_json(&s), serde_json::to_string(&s).expect("str"), "{s:?}");
+                }
+            }
+        }
+        for b in [0x1fu8, 0x20, 0x21, 0x22, 0x5b, 0x5c, 0x5d, 0x7f] {
+            let s = String::from_utf8(vec![b; 23]).expect("ASCII");
+            assert_eq!(str_json(&s), serde_json::to_string(&s).expect("str"), "{b:#x}");
+        }
+    }
+
+    #[test]
+    fn write_int_whole_range() {
+        for v in [0, 7, -7, 10, -10, 1_234_567_890, i64::MAX, i64::MIN, i64::MIN + 1] {
+            let mut out = Vec::new();
+            write_int(&mut out, v);
+            assert_eq!(String::from_utf8(out).expect("ASCII"), v.to_string());
+        }
+    }
+
+    #[test]
+    fn representable_refuses_what_serde_json_values_cannot_hold() {
+        assert!(representable(r#"{"a":[1,"x",null],"n":1.7976931348623157e308}"#));
+        assert!(!representable("1e309") && !representable(r#""\udc00""#) && !representable("{") && !representable(""));
+    }
 }

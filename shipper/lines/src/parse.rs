@@ -400,3 +400,321 @@ fn time_ns(v: &Val, clock: &mut SecondCache) -> Option<i64> {
     // `as` saturates (1e400 would become 2262) and takes NaN to 1970: only a value that fits is a time.
     (0.0..i64::MAX as f64).contains(&ns).then_some(ns as i64)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEVERITIES: [i32; 6] = [1, 5, 9, 13, 17, 21]; // schemas.record.SEVERITY_NUMBERS
+    const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+    const SPAN: &str = "00f067aa0ba902b7";
+    const T0: i64 = 1_704_164_645; // 2024-01-02T03:04:05Z
+
+    fn parser() -> Parser {
+        Parser::new(SEVERITIES)
+    }
+
+    /// A line parsed, its text and attributes as owned strings: attributes as (key, JSON or logfmt text).
+    struct P {
+        body: String,
+        level: Option<String>,
+        number: i32,
+        time: Option<(String, Option<i64>)>,
+        trace: Option<String>,
+        span: Option<String>,
+        flags: Option<u8>,
+        attrs: Vec<(String, String)>,
+        resource: Option<Vec<(String, String)>>,
+        non_object: bool,
+    }
+
+    fn text_of(v: &Val) -> String {
+        let mut out = Vec::new();
+        v.write(&mut out);
+        String::from_utf8(out).expect("UTF-8")
+    }
+
+    fn owned(f: &Fields) -> Vec<(String, String)> {
+        f.iter().map(|(k, v)| (k.to_string(), text_of(v))).collect()
+    }
+
+    fn parse(text: &str) -> P {
+        let p = parser().parse(text, &mut SecondCache::default());
+        P {
+            body: p.body.into_owned(),
+            level: p.severity_text.map(Cow::into_owned),
+            number: p.severity_number,
+            time: p.time.map(|c| (text_of(&c.raw), c.ns)),
+            trace: p.trace_id.map(Cow::into_owned),
+            span: p.span_id.map(Cow::into_owned),
+            flags: p.trace_flags,
+            attrs: owned(&p.attributes),
+            resource: p.resource.as_ref().map(owned),
+            non_object: p.non_object_json,
+        }
+    }
+
+    fn kv(v: &[(&str, &str)]) -> Vec<(String, String)> {
+        v.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn level_names_and_aliases() {
+        let cases: [(&[&str], usize); 6] = [
+            (&["trace", "finest"], 0), (&["debug", "fine", "dbug"], 1),
+            (&["info", "information", "informational", "notice"], 2), (&["warn", "warning", "wrn"], 3),
+            (&["error", "err", "eror"], 4), (&["critical", "crit", "fatal", "panic", "alert", "emerg", "emergency"], 5)];
+        for (names, i) in cases {
+            for name in names {
+                assert_eq!(level_index(name), Some(i), "{name}");
+            }
+        }
+        for other in ["", "INFO", "verbose", "warn ", "information!", "severe", "0"] {
+            assert_eq!(level_index(other), None, "{other:?}");
+        }
+        assert_eq!([10, 20, 30, 40, 50, 60].map(numeric_level_index), [0, 1, 2, 3, 4, 5].map(Some));
+        for n in [0, 1, 9, 15, 35, 70, -10, 100] {
+            assert_eq!(numeric_level_index(n), None, "{n}");
+        }
+    }
+
+    #[test]
+    fn severity_numbers_come_from_the_table_given() {
+        let p = Parser::new([100, 101, 102, 103, 104, 105]);
+        let mut clock = SecondCache::default();
+        for (line, want) in [(r#"{"level":"TRACE"}"#, 100), (r#"{"level":"Debug"}"#, 101), (r#"{"level":"notice"}"#, 102),
+                             (r#"{"level":"WARNING"}"#, 103), (r#"{"level":"err"}"#, 104), (r#"{"level":"Emergency"}"#, 105),
+                             (r#"{"level":60}"#, 105), (r#"{"level":"verbose"}"#, 0), ("x [WARN] y", 103), ("level=fatal", 105)] {
+            assert_eq!(p.parse(line, &mut clock).severity_number, want, "{line}");
+        }
+    }
+
+    #[test]
+    fn json_roles_are_taken_out_the_rest_are_attributes() {
+        let p = parse(&format!(r#"{{"ts":"2024-01-02T03:04:05Z","level":"warn","msg":"disk full","user":"bob","n":{{"a":1}},"trace_id":"{}","span_id":"{SPAN}"}}"#,
+                               TRACE.to_uppercase()));
+        assert_eq!((p.body.as_str(), p.level.as_deref(), p.number), ("disk full", Some("warn"), 13));
+        assert_eq!(p.time, Some((r#""2024-01-02T03:04:05Z""#.to_string(), Some(T0 * 1_000_000_000))));
+        assert_eq!((p.trace.as_deref(), p.span.as_deref(), p.flags), (Some(TRACE), Some(SPAN), None));
+        assert_eq!(p.attrs, kv(&[("user", r#""bob""#), ("n", r#"{"a":1}"#)]));
+        assert!(p.resource.is_none() && !p.non_object);
+    }
+
+    #[test]
+    fn the_earliest_alias_wins_the_others_stay() {
+        let p = parse(r#"{"msg":"second","text":"fifth","message":"first","severity":"info","lvl":"error"}"#);
+        assert_eq!((p.body.as_str(), p.level.as_deref(), p.number), ("first", Some("error"), 17));
+        assert_eq!(p.attrs, kv(&[("msg", r#""second""#), ("text", r#""fifth""#), ("severity", r#""info""#)]));
+    }
+
+    #[test]
+    fn message_values_that_are_not_strings() {
+        assert_eq!(parse(r#"{"msg":{"a":1},"x":1}"#).body, r#"{"a":1}"#);
+        assert_eq!(parse(r#"{"msg":42}"#).body, "42");
+        let line = r#"{"msg":null,"x":1}"#;
+        assert_eq!((parse(line).body.as_str(), parse(line).attrs), (line, kv(&[("x", "1")])));
+        let no_msg = r#"{"x":1}"#;
+        assert_eq!(parse(no_msg).body, no_msg);
+        assert_eq!(parse(r#"{"msg":"a\nb \u00e9"}"#).body, "a\nb é");
+    }
+
+    #[test]
+    fn level_values_that_are_not_strings() {
+        let lv = |line: &str| { let p = parse(line); (p.level, p.number) };
+        assert_eq!(lv(r#"{"level":30}"#), (Some("30".to_string()), 9)); // pino / bunyan
+        assert_eq!(lv(r#"{"level":50}"#), (Some("50".to_string()), 17));
+        assert_eq!(lv(r#"{"level":35}"#), (Some("35".to_string()), 0));
+        assert_eq!(lv(r#"{"level":30.0}"#), (Some("30.0".to_string()), 0));
+        assert_eq!(lv(r#"{"level":3e1}"#), (Some("3e1".to_string()), 0));
+        assert_eq!(lv(r#"{"level":{"x":1}}"#), (Some(r#"{"x":1}"#.to_string()), 0));
+        assert_eq!(lv(r#"{"level":null}"#), (None, 0));
+        assert_eq!(lv(r#"{"level":true}"#), (None, 0));
+        assert_eq!(lv(r#"{"level":""}"#), (Some(String::new()), 0));
+        assert!(parse(r#"{"level":null,"x":1}"#).attrs == kv(&[("x", "1")])); // taken all the same
+    }
+
+    #[test]
+    fn claimed_times() {
+        let ns = |line: &str| parse(line).time.map(|t| t.1);
+        let s = T0 * 1_000_000_000;
+        assert_eq!(ns(&format!(r#"{{"time":{T0}}}"#)), Some(Some(s)));
+        assert_eq!(ns(&format!(r#"{{"time":{}}}"#, T0 * 1000 + 123)), Some(Some(s + 123_000_000)));
+        assert_eq!(ns(&format!(r#"{{"time":{}}}"#, T0 * 1_000_000 + 7)), Some(Some(s + 7_000)));
+        assert_eq!(ns(&format!(r#"{{"time":{}}}"#, s + 9)), Some(Some(s + 9)));
+        assert_eq!(ns(&format!(r#"{{"time":{T0}.5}}"#)), Some(Some(s + 500_000_000)));
+        assert_eq!(ns(r#"{"@timestamp":"2024-01-02T03:04:05.25+00:00"}"#), Some(Some(s + 250_000_000)));
+        assert_eq!(ns(r#"{"time":-5}"#), Some(None));
+        assert_eq!(ns(r#"{"time":1e400}"#), Some(None));
+        assert_eq!(ns(r#"{"time":"yesterday"}"#), Some(None));
+        assert_eq!(ns(r#"{"time":"1704164645"}"#), Some(None)); // a string is read as RFC 3339 only
+        assert_eq!(ns(r#"{"time":true}"#), Some(None));
+        assert_eq!(ns(r#"{"time":[1]}"#), Some(None));
+        assert_eq!(ns(r#"{"time":null}"#), None);
+        assert_eq!(parse(r#"{"time":"yesterday"}"#).time.map(|t| t.0).as_deref(), Some(r#""yesterday""#));
+    }
+
+    #[test]
+    fn ids_normalized() {
+        assert_eq!(normalize_id(Cow::Borrowed("4BF92F3577B34DA6A3CE929D0E0E4736"), 32).as_deref(), Some(TRACE));
+        assert!(matches!(normalize_id(Cow::Borrowed(TRACE), 32), Some(Cow::Borrowed(_))));
+        assert_eq!(normalize_id(Cow::Borrowed("1234"), 32).as_deref(), Some("000000000000000000000000000004d2"));
+        assert_eq!(normalize_id(Cow::Borrowed("5678"), 16).as_deref(), Some("000000000000162e"));
+        assert_eq!(normalize_id(Cow::Borrowed("18446744073709551615"), 16).as_deref(), Some("ffffffffffffffff"));
+        // 20 digits beyond 64 bits: the low 64 bits
+        assert_eq!(normalize_id(Cow::Borrowed("99999999999999999999"), 16).as_deref(), Some("6bc75e2d630fffff"));
+        for bad in ["", "123456789012345678901", "4bf92f3577b34da6a3ce929d0e0e473", "zz", "-1", "12 34", &format!("{TRACE}0")] {
+            assert_eq!(normalize_id(Cow::Borrowed(bad), 32), None, "{bad}");
+        }
+        let p = parse(r#"{"dd.trace_id":"1234","dd.span_id":5678,"msg":"x"}"#);
+        assert_eq!((p.trace.as_deref(), p.span.as_deref()), (Some("000000000000000000000000000004d2"), Some("000000000000162e")));
+        // an id that is no id is not kept anywhere
+        let p = parse(r#"{"trace_id":"nope","span_id":-1,"msg":"x"}"#);
+        assert_eq!((p.trace, p.span, p.attrs), (None, None, Vec::new()));
+    }
+
+    #[test]
+    fn traceparent_field() {
+        let p = parse(&format!(r#"{{"msg":"x","traceparent":"00-{TRACE}-{SPAN}-01","k":1}}"#));
+        assert_eq!((p.trace.as_deref(), p.span.as_deref(), p.flags), (Some(TRACE), Some(SPAN), Some(1)));
+        assert_eq!(p.attrs, kv(&[("k", "1")]));
+        // an own trace id wins; the traceparent then stays an attribute
+        let own = "0".repeat(31) + "1";
+        let p = parse(&format!(r#"{{"trace_id":"{own}","traceparent":"00-{TRACE}-{SPAN}-01"}}"#));
+        assert_eq!((p.trace.as_deref(), p.span, p.attrs.len()), (Some(own.as_str()), None, 1));
+        // upper-case hex is no traceparent
+        let p = parse(&format!(r#"{{"traceparent":"00-{}-{SPAN}-01"}}"#, TRACE.to_uppercase()));
+        assert_eq!((p.trace, p.attrs.len()), (None, 1));
+    }
+
+    #[test]
+    fn lone_surrogate_line_is_kept_as_text() {
+        let line = r#"{"msg":"bad \ud800 escape","level":"error","user":"bob"}"#;
+        let p = parse(line);
+        assert_eq!((p.body.as_str(), p.level, p.number, p.attrs.len(), p.non_object), (line, None, 0, 0, false));
+    }
+
+    #[test]
+    fn json_that_is_no_object() {
+        for (line, non_object) in [("[1,2]", true), (" [\"a\"]", true), ("{oops", false), ("[1,", false), ("{\"a\":1} x", false)] {
+            let p = parse(line);
+            assert_eq!((p.body.as_str(), p.non_object, p.attrs.len()), (line, non_object, 0), "{line}");
+        }
+        // leading space before an object is fine; the body is the message
+        assert_eq!(parse("  \t{\"msg\":\"x\"}").body, "x");
+        // a bare JSON string or number is plain text, not JSON
+        let p = parse("\"quoted\"");
+        assert_eq!((p.body.as_str(), p.non_object), ("\"quoted\"", false));
+    }
+
+    #[test]
+    fn logfmt_fields() {
+        let p = parse(r#"ts=2024-01-02T03:04:05Z level=info msg="hello world" user=bob http.method=GET k8s/pod-name=x-1"#);
+        assert_eq!((p.body.as_str(), p.level.as_deref(), p.number), ("hello world", Some("info"), 9));
+        assert_eq!(p.time.map(|t| t.1), Some(Some(T0 * 1_000_000_000)));
+        assert_eq!(p.attrs, kv(&[("user", r#""bob""#), ("http.method", r#""GET""#), ("k8s/pod-name", r#""x-1""#)]));
+    }
+
+    #[test]
+    fn logfmt_quoting_and_escapes() {
+        let p = parse(r#"a=1 msg="say \"hi\"\tnow \u00e9" b="bad \q escape" c="" d="#);
+        assert_eq!(p.body, "say \"hi\"\tnow é");
+        assert_eq!(p.attrs, kv(&[("a", r#""1""#), ("b", r#""bad \\q escape""#), ("c", r#""""#), ("d", r#""""#)]));
+        // an unterminated quote: the key gets an empty value and the scan goes on
+        let p = parse(r#"a=1 b="unterminated c=3"#);
+        assert_eq!(p.attrs, kv(&[("a", r#""1""#), ("b", r#""""#), ("c", r#""3""#)]));
+    }
+
+    #[test]
+    fn logfmt_bare_keys_repeats_and_garbage() {
+        // bare words and keys without '=' are skipped
+        assert_eq!(parse("a=1 flag b=2 -x=3").attrs, kv(&[("a", r#""1""#), ("b", r#""2""#), ("x", r#""3""#)]));
+        // a repeated key keeps its first place and takes the last value
+        assert_eq!(parse("a=1 b=2 a=3").attrs, kv(&[("a", r#""3""#), ("b", r#""2""#)]));
+        // logfmt values are strings: a numeric level is no level number there
+        let p = parse("level=30 msg=x");
+        assert_eq!((p.level.as_deref(), p.number), (Some("30"), 0));
+        // not logfmt: one pair only, or a line not starting with key=
+        for line in ["a=1 just text", "hello a=1 b=2", "=== ===", "1a=1 b=2", "a =1 b=2", "a=1"] {
+            let p = parse(line);
+            assert_eq!((p.body.as_str(), p.attrs.len()), (line, 0), "{line}");
+        }
+    }
+
+    #[test]
+    fn plain_text_levels() {
+        let lv = |line: &str| { let p = parse(line); (p.level, p.number) };
+        let some = |s: &str, n| (Some(s.to_string()), n);
+        assert_eq!(lv("2024-01-02 10:00:00 [ERROR] boom"), some("ERROR", 17));
+        assert_eq!(lv("INFO: started"), some("INFO", 9));
+        assert_eq!(lv("<WARNING> low disk"), some("WARNING", 13));
+        assert_eq!(lv("(NOTICE) x"), some("NOTICE", 9));
+        assert_eq!(lv("a b c d |PANIC| x"), some("PANIC", 21));
+        assert_eq!(lv("CRITICAL ERR"), some("CRITICAL", 21));
+        assert_eq!(lv("a b c d e ERROR too late"), (None, 0));
+        assert_eq!(lv("error: lower case is no level word"), (None, 0));
+        assert_eq!(lv("INFORMATION"), (None, 0));
+        assert_eq!(lv("GET /x level=warn"), some("warn", 13));
+        assert_eq!(lv(r#"GET /x level="debug""#), some("debug", 5));
+        assert_eq!(lv("GET /x loglevel=error"), some("error", 17));
+        assert_eq!(lv("GET /x level=loud"), some("loud", 0));
+        assert_eq!(lv("GET /x level= y"), (None, 0));
+        assert_eq!(lv(""), (None, 0));
+        // the level word must be among the first 120 characters (here it is cut off)
+        assert_eq!(lv(&format!("{} ERROR", "é".repeat(118))), (None, 0));
+    }
+
+    #[test]
+    fn plain_text_trace_ids() {
+        let p = parse(&format!("done in 5ms trace_id={} spanId: \"{SPAN}\"", TRACE.to_uppercase()));
+        assert_eq!((p.trace.as_deref(), p.span.as_deref(), p.flags), (Some(TRACE), Some(SPAN), None));
+        let p = parse("dd.trace_id=1234 dd.span_id=5678 x");
+        assert_eq!((p.trace.as_deref(), p.span.as_deref()), (Some("000000000000000000000000000004d2"), Some("000000000000162e")));
+        let p = parse(&format!("GET /x traceparent: 00-{TRACE}-{SPAN}-03"));
+        assert_eq!((p.trace.as_deref(), p.span.as_deref(), p.flags), (Some(TRACE), Some(SPAN), Some(3)));
+        for none in ["trace_id=xyz", "trace_id=4bf92f3577b34da6a3ce929d0e0e47", "00-short-00-01", "my trace ended"] {
+            let p = parse(none);
+            assert_eq!((p.trace, p.span), (None, None), "{none}");
+        }
+    }
+
+    #[test]
+    fn otel_shaped_line() {
+        let p = parse(r#"{"timeUnixNano":"1704164645000000007","observedTimeUnixNano":"1","severityNumber":14,"severityText":"WARN2",
+                        "body":{"stringValue":"disk almost full"},"flags":1,"traceId":"4BF92F3577B34DA6A3CE929D0E0E4736",
+                        "attributes":[{"key":"disk","value":{"stringValue":"/dev/sda"}},{"key":"n","value":{"intValue":"7"}}],
+                        "resource":{"attributes":[{"key":"service.name","value":{"stringValue":"shop"}}]},"disk":"old"}"#);
+        assert_eq!((p.body.as_str(), p.level.as_deref(), p.number, p.flags), ("disk almost full", Some("WARN2"), 14, Some(1)));
+        assert_eq!(p.time, Some((r#""1704164645000000007""#.to_string(), Some(1_704_164_645_000_000_007))));
+        assert_eq!(p.trace.as_deref(), Some(TRACE));
+        assert_eq!(p.resource, Some(kv(&[("service.name", r#""shop""#)])));
+        assert_eq!(p.attrs, kv(&[("observedTimeUnixNano", r#""1""#), ("disk", r#""/dev/sda""#), ("n", "7")]));
+    }
+
+    #[test]
+    fn otel_zero_time_is_unset_and_generic_names_are_plain_fields_elsewhere() {
+        let p = parse(r#"{"timeUnixNano":"0","observedTimeUnixNano":0,"severityText":"info","body":"b"}"#);
+        assert_eq!((p.body.as_str(), p.time.is_none(), p.attrs.len(), p.number), ("b", true, 0, 9));
+        let line = r#"{"body":"x","flags":1,"attributes":{"a":1}}"#;
+        let p = parse(line);
+        assert_eq!((p.body.as_str(), p.flags), (line, None));
+        assert_eq!(p.attrs, kv(&[("body", r#""x""#), ("flags", "1"), ("attributes", r#"{"a":1}"#)]));
+        // the OTel number is the record's, whatever its text says
+        assert_eq!(parse(r#"{"severity_number":"SEVERITY_NUMBER_ERROR2","level":"info"}"#).number, 18);
+        // an unusable number is an ordinary field
+        let p = parse(r#"{"severityNumber":99,"level":"info"}"#);
+        assert_eq!((p.number, p.attrs), (9, kv(&[("severityNumber", "99")])));
+    }
+
+    #[test]
+    fn huge_and_empty_lines() {
+        let line = format!(r#"{{"msg":"{}","level":"info"}}"#, "x".repeat(1 << 20));
+        let p = parse(&line);
+        assert_eq!((p.body.len(), p.number), (1 << 20, 9));
+        let p = parse("");
+        assert_eq!((p.body.as_str(), p.level, p.attrs.len(), p.non_object), ("", None, 0, false));
+        let long = "k=v ".repeat(1 << 16);
+        // one key repeated is one field, and a single field is no logfmt: the line stays plain text
+        let p = parse(&long);
+        assert_eq!((p.body.len(), p.attrs.len()), (long.len(), 0));
+    }
+}

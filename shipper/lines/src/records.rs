@@ -421,3 +421,39 @@ impl Builder {
         self.proc.redactor.names().to_vec()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn format_from_the_first_line() {
+        let cases: [(&[u8], Format); 9] = [
+            (b"2024-01-02T03:04:05.123456789Z stdout F hello", Format::Cri),
+            (b"2024-01-02T03:04:05.123456789Z stderr P", Format::Cri),
+            (br#"{"log":"hello\n","stream":"stdout","time":"2024-01-02T03:04:05.123456789Z"}"#, Format::Docker),
+            // Docker's own field order only: the same record written otherwise is an application's JSON
+            (br#"{"stream":"stdout","log":"hello\n","time":"2024-01-02T03:04:05.123456789Z"}"#, Format::Plain),
+            (br#"{"log":"hello\n","stream":"stdout"}"#, Format::Plain),
+            (b"2024-01-02T03:04:05Z INFO hello", Format::Plain),
+            (b"", Format::Plain),
+            (b"\xff\xfe", Format::Plain),
+            (br#"{"level":"info","msg":"hi"}"#, Format::Plain),
+        ];
+        for (line, want) in cases {
+            assert!(detect_format(line) == want, "{:?}", String::from_utf8_lossy(line));
+        }
+        assert_eq!([Format::Cri, Format::Docker, Format::Plain].map(Format::name), ["cri", "docker", "plain"]);
+    }
+
+    #[test]
+    fn object_members_as_json_text() {
+        assert_eq!(object_members(r#"{"k8s.container.restart_count":2,"app":"shop","l":{"a":[1]}}"#),
+                   Some(vec![("k8s.container.restart_count".to_string(), "2".to_string()),
+                             ("app".to_string(), r#""shop""#.to_string()), ("l".to_string(), r#"{"a":[1]}"#.to_string())]));
+        assert_eq!(object_members("{}"), Some(Vec::new()));
+        for bad in ["[]", "1", "", "{", r#"{"a":"\ud800"}"#] {
+            assert_eq!(object_members(bad), None, "{bad}");
+        }
+    }
+}

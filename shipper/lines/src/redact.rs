@@ -199,3 +199,170 @@ impl Redactor {
         (text, redacted)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn redactor(builtins: &[&str], custom: &[&str]) -> Redactor {
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        Redactor::new(&s(builtins), &s(custom)).expect("rules")
+    }
+
+    /// (text after, redacted, hits per rule)
+    fn run(r: &Redactor, text: &str) -> (String, bool, Vec<u64>) {
+        let mut hits = vec![0; r.names().len()];
+        let (out, redacted) = r.apply(Cow::Borrowed(text), &mut hits);
+        (out.into_owned(), redacted, hits)
+    }
+
+    fn one(rule: &str, text: &str) -> String {
+        run(&redactor(&[rule], &[]), text).0
+    }
+
+    #[test]
+    fn rules_by_name_and_errors() {
+        let all = redactor(&BUILTINS, &["secret=\\w+", "pin \\d{4}"]);
+        assert_eq!(all.names(), ["bearer_token", "url_password", "aws_access_key", "card_number", "email", "custom_0", "custom_1"]);
+        assert!(!all.is_empty() && redactor(&[], &[]).is_empty());
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(Redactor::new(&s(&["email", "ssn", "phone"]), &[]).err().as_deref(),
+                   Some("unknown redaction rule(s) ssn, phone; known: bearer_token, url_password, aws_access_key, card_number, email"));
+        let err = Redactor::new(&[], &s(&["[a-"])).err().expect("bad regex");
+        assert!(err.starts_with(r#"redaction pattern "[a-" is not a valid regex: "#), "{err}");
+    }
+
+    #[test]
+    fn nothing_to_redact_stays_borrowed() {
+        let r = redactor(&BUILTINS, &[]);
+        let mut hits = vec![0; 5];
+        let text = "GET /health 200 12ms order=1234567890123 at 2024-01-02T03:04:05Z";
+        let (out, redacted) = r.apply(Cow::Borrowed(text), &mut hits);
+        assert!(matches!(out, Cow::Borrowed(t) if t == text) && !redacted);
+        assert_eq!(hits, [0; 5]);
+        assert_eq!(run(&r, ""), (String::new(), false, vec![0; 5]));
+    }
+
+    #[test]
+    fn bearer_token_keeps_its_scheme_word() {
+        assert_eq!(one("bearer_token", "Authorization: Bearer abcdefgh12345678"), "Authorization: Bearer [REDACTED]");
+        assert_eq!(one("bearer_token", "auth=BEARER\teyJhbGciOi.eyJzdWIi.sig_-x~+/== next"), "auth=BEARER [REDACTED] next");
+        assert_eq!(one("bearer_token", "bearer abcdefgh=="), "bearer [REDACTED]");
+        for kept in ["Bearer short12", "Bearer", "xbearer abcdefgh12345678", "bearer: abcdefgh12345678", "bear abcdefgh12345678"] {
+            assert_eq!(one("bearer_token", kept), kept);
+        }
+    }
+
+    #[test]
+    fn url_password_keeps_the_user_name() {
+        assert_eq!(one("url_password", "dsn=postgres://app:s3cr%40t@db:5432/x?sslmode=require"),
+                   "dsn=postgres://app:[REDACTED]@db:5432/x?sslmode=require");
+        assert_eq!(one("url_password", "a https://u:p@h and redis+tls://x:y@z"), "a https://u:[REDACTED]@h and redis+tls://x:[REDACTED]@z");
+        for kept in ["https://user@host/x", "https://host:8080/path", "https://host:8080/x?to=a@b.com", "user:pass@host",
+                     "https://:pw@host"] {
+            assert_eq!(one("url_password", kept), kept);
+        }
+    }
+
+    #[test]
+    fn aws_access_key() {
+        assert_eq!(one("aws_access_key", "key=AKIAIOSFODNN7EXAMPLE,"), "key=[REDACTED],");
+        assert_eq!(one("aws_access_key", "ASIAY34FZKBOKMUTVV7A AROA1234567890ABCDEF"), "[REDACTED] [REDACTED]");
+        for kept in ["AKIAIOSFODNN7EXAMPL", "AKIAIOSFODNN7EXAMPLEX", "XAKIAIOSFODNN7EXAMPLE", "akiaiosfodnn7example",
+                     "AKIAiosfodnn7example", "ABCDIOSFODNN7EXAMPLE"] {
+            assert_eq!(one("aws_access_key", kept), kept);
+        }
+    }
+
+    #[test]
+    fn card_numbers_only_when_luhn_valid() {
+        for card in ["4111111111111111", "4111 1111 1111 1111", "4111-1111-1111-1111", "378282246310005", "5555555555554444"] {
+            assert_eq!(one("card_number", &format!("paid with {card}.")), "paid with [REDACTED].", "{card}");
+        }
+        for kept in ["4111111111111112", "1234567890123", "20240102030405", "411111111111", "4111  1111 1111 1111",
+                     "41111111111111110000", "4111 1111 1111 1111 x", "x4111111111111111"] {
+            assert_eq!(one("card_number", kept), kept.replace("4111 1111 1111 1111 x", "[REDACTED] x"), "{kept}");
+        }
+        // a Luhn-invalid match is no redaction and no hit
+        let r = redactor(&["card_number"], &[]);
+        assert_eq!(run(&r, "a 4111111111111112 b 4012888888881881"), ("a 4111111111111112 b [REDACTED]".to_string(), true, vec![1]));
+        assert_eq!(run(&r, "a 4111111111111112"), ("a 4111111111111112".to_string(), false, vec![0]));
+    }
+
+    #[test]
+    fn card_quick_test_misses_no_position_of_an_unseparated_card() {
+        for pad in 0..40 {
+            for card in ["4111111111111111", "378282246310005", "4012888888881881"] {
+                let text = format!("{}{card}{}", ":".repeat(pad), " z".repeat(pad % 3));
+                assert_eq!(one("card_number", &text), text.replace(card, MASK), "{text:?}");
+            }
+        }
+    }
+
+    // BUG (reported, not fixed): card_run looks only at every 13th byte and measures a run only around one
+    // that is a digit; when every sampled byte inside a separated card number is its space or dash, the quick
+    // test says no and the card is never redacted. Current behaviour: "cc=4111-1111-1111-1111" comes out
+    // unchanged (as does the card after any 3 + 13n bytes; the 15-digit "3782 822463 10005" after 1 or 8 + 13n).
+    #[test]
+    #[ignore = "bug: card_run skips separated card numbers whose sampled bytes are separators"]
+    fn card_quick_test_misses_no_position_of_a_separated_card() {
+        assert_eq!(one("card_number", "cc=4111-1111-1111-1111"), "cc=[REDACTED]");
+        for pad in 0..40 {
+            for card in ["4111-1111-1111-1111", "4111 1111 1111 1111", "3782 822463 10005"] {
+                let text = format!("{}{card}", ":".repeat(pad));
+                assert_eq!(one("card_number", &text), text.replace(card, MASK), "{text:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn luhn_and_digit_runs() {
+        assert!(luhn_ok(b"79927398713") && !luhn_ok(b"79927398710") && luhn_ok(b"0") && luhn_ok(b""));
+        assert!(digit_run(b"1234567890123") && digit_run(b"12-34 56-78 90 12-3") && !digit_run(b"123456789012"));
+        assert!(!digit_run(b"123456  7890123") && !digit_run(b"--  --") && !digit_run(b""));
+        assert!(card_run(b"1234567 123456") && card_run(b"....1234567890123") && card_run(b"1234567890123") && !card_run(b"123456789012"));
+        assert!(!card_run(b"") && !card_run(b"abcdefghijklmnopqrstuvwxyz") && !card_run(b"1234567  123456 x 1234567"));
+    }
+
+    #[test]
+    fn email() {
+        assert_eq!(one("email", "to a.b+c@example.co.uk, cc x_y@sub-d.example.io"), "to [REDACTED], cc [REDACTED]");
+        assert_eq!(one("email", "naïve ünï@x.com"), "naïve ünï@x.com"); // the local part must end in ASCII
+        assert_eq!(one("email", "naïve ünïbob@x.com"), "naïve ünï[REDACTED]");
+        assert_eq!(one("email", "café:bob@x.com"), "café:[REDACTED]");
+        for kept in ["user@localhost", "@example.com", "a@b.c", "a@", "x @ y.com", "ssh git@1.2.3.4"] {
+            assert_eq!(one("email", kept), kept);
+        }
+    }
+
+    #[test]
+    fn custom_rules_mask_the_whole_match_and_count() {
+        let r = redactor(&["email"], &["secret=\\w+", "(?i)pin:\\s*\\d{4}"]);
+        assert_eq!(run(&r, "secret=abc PIN: 1234 secret=def to a@b.io"),
+                   ("[REDACTED] [REDACTED] [REDACTED] to [REDACTED]".to_string(), true, vec![1, 2, 1]));
+    }
+
+    #[test]
+    fn overlapping_rules_apply_in_order() {
+        let text = "https://bob:pw@example.com/x";
+        let url_first = redactor(&["url_password", "email"], &[]);
+        assert_eq!(run(&url_first, text), ("https://bob:[REDACTED]@example.com/x".to_string(), true, vec![1, 0]));
+        let email_first = redactor(&["email", "url_password"], &[]);
+        assert_eq!(run(&email_first, text), ("https://bob:[REDACTED]/x".to_string(), true, vec![1, 0]));
+        // a later rule sees the mask an earlier one wrote, and a custom rule may match it again
+        let again = redactor(&["aws_access_key"], &["\\[REDACTED\\]"]);
+        assert_eq!(run(&again, "k=AKIAIOSFODNN7EXAMPLE"), ("k=[REDACTED]".to_string(), true, vec![1, 1]));
+        // a bearer token that is also an AWS key id
+        let both = redactor(&["bearer_token", "aws_access_key"], &[]);
+        assert_eq!(run(&both, "Bearer AKIAIOSFODNN7EXAMPLE"), ("Bearer [REDACTED]".to_string(), true, vec![1, 0]));
+    }
+
+    #[test]
+    fn huge_line() {
+        let r = redactor(&BUILTINS, &[]);
+        let text = format!("{} a@b.io {}", "x".repeat(1 << 20), "1 ".repeat(1 << 18));
+        let (out, redacted, hits) = run(&r, &text);
+        assert!(redacted && out.len() == text.len() - "a@b.io".len() + MASK.len());
+        assert_eq!(hits, [0, 0, 0, 0, 1]);
+    }
+}
