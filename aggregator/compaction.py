@@ -41,11 +41,9 @@ from lake.storage import Layout
 from runtime.durable import safe_name
 from runtime.errors import StorageError
 from runtime.progress import QUIET, Progress
+from schemas.record import DAY_NS, HOUR_NS, SECOND_NS
 
 log = logging.getLogger("loglake.compaction")
-HOUR_NS = 3600 * 1_000_000_000
-DAY_NS = 24 * HOUR_NS
-_SECOND = 1_000_000_000
 
 
 @dataclass(frozen=True)
@@ -80,11 +78,11 @@ class Report:
 
 
 def _stamp(start_ns: int, period_ns: int) -> str:
-    return time.strftime("%Y%m%d%H" if period_ns == HOUR_NS else "%Y%m%d", time.gmtime(start_ns // _SECOND))
+    return time.strftime("%Y%m%d%H" if period_ns == HOUR_NS else "%Y%m%d", time.gmtime(start_ns // SECOND_NS))
 
 
 def _timestamp_sql(ns: int) -> str:
-    secs, frac = divmod(ns, _SECOND)
+    secs, frac = divmod(ns, SECOND_NS)
     return f"'{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(secs))}.{frac:09d}'::TIMESTAMP_NS"
 
 
@@ -142,7 +140,7 @@ class Compactor:
         return [f for f in self.catalog.files(tier) if not holding(holds, f)]
 
     def plan_warm(self, now: int) -> list[Job]:
-        ripe = [f for f in self._movable("hot") if f.created_at <= now - self.tiers.warm_after_s * _SECOND]
+        ripe = [f for f in self._movable("hot") if f.created_at <= now - self.tiers.warm_after_s * SECOND_NS]
         warm_by_hour: dict[tuple[str, str, int], list[FileEntry]] = defaultdict(list)
         for f in self._movable("warm"):
             if f.bytes < self.tiers.warm_file_max_bytes:
@@ -155,7 +153,7 @@ class Compactor:
         return jobs
 
     def plan_cold(self, now: int) -> list[Job]:
-        cutoff = now - self.tiers.cold_after_s * _SECOND
+        cutoff = now - self.tiers.cold_after_s * SECOND_NS
         ripe = [f for f in self._movable("warm") if (f.min_time // DAY_NS + 1) * DAY_NS <= cutoff]
         by_day: dict[tuple[str, str, int], list[FileEntry]] = defaultdict(list)
         for f in ripe:
@@ -174,7 +172,7 @@ class Compactor:
             if rows_in != rows_out:
                 raise StorageError(f"compaction of {job.tier} {job.topic}/{job.partition} read {rows_in} rows "
                                    f"but wrote {rows_out}; inputs left in place")
-            self.catalog.replace(job.inputs, outputs, time.time_ns() + self.tiers.delete_grace_s * _SECOND)
+            self.catalog.replace(job.inputs, outputs, time.time_ns() + self.tiers.delete_grace_s * SECOND_NS)
         except BaseException:
             for new in outputs:
                 self.storage.unlink(job.tier, new.entry.path)

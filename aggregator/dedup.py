@@ -30,9 +30,9 @@ import logging
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from lake.catalog.model import Mark
 from schemas.record import MAX_SOURCE_OFFSET
 
-Mark = tuple[str, str]  # (source_id, stream or "")
 log = logging.getLogger("loglake.aggregator")
 
 

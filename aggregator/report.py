@@ -16,8 +16,6 @@ from aggregator.verify import Verification
 from lake.audit import AuditLog, who
 from lake.selector import format_time
 
-_NS = 1_000_000_000
-
 
 def _iso(ns: int) -> str:
     return format_time(ns)[:19] + "Z"

@@ -46,8 +46,8 @@ from lake.selector import Selector, levels_sql, parse_levels
 from lake.storage import Layout
 from runtime.errors import EncryptionKeyError
 from runtime.progress import QUIET, Progress
+from schemas.record import DAY_NS
 
-DAY_NS = 86400 * 1_000_000_000
 WHY = "_loglake_why"
 
 
@@ -71,7 +71,7 @@ class Decision:
 
 
 @dataclass
-class Plan:
+class RemovalPlan:
     what: str                       # retention | erasure | key-destroy
     why_sql: str
     decisions: list[Decision]
@@ -136,7 +136,7 @@ class Remover:
 
     # planning --------------------------------------------------------------
 
-    def retention_plan(self, now_ns: int | None = None) -> Plan:
+    def retention_plan(self, now_ns: int | None = None) -> RemovalPlan:
         now = time.time_ns() if now_ns is None else now_ns
         cfg = self.settings.retention
         shortest = min([cfg.default_days, *(r.days for r in cfg.rules)])
@@ -145,7 +145,7 @@ class Remover:
         return self._plan("retention", retention_sql(cfg, now), candidates,
                           {"now": now, "rules": [r.__dict__ for r in cfg.ordered()], "default_days": cfg.default_days})
 
-    def erasure_plan(self, selector: Selector, reason: str) -> Plan:
+    def erasure_plan(self, selector: Selector, reason: str) -> RemovalPlan:
         candidates = [f for f in self.catalog.files() if selector.may_match(f.namespaces, f.containers, f.min_time,
                                                                              f.max_time)]
         plan = self._plan("erasure", f"CASE WHEN {selector.sql()} THEN 'erasure' END", candidates,
@@ -166,7 +166,7 @@ class Remover:
             results.append(self.apply(plan))
         return results
 
-    def _plan(self, what: str, why_sql: str, candidates: list[FileEntry], details: dict[str, Any]) -> Plan:
+    def _plan(self, what: str, why_sql: str, candidates: list[FileEntry], details: dict[str, Any]) -> RemovalPlan:
         holds = self.catalog.holds()
         decisions = []
         with self.progress.phase(f"{what}: scan", len(candidates), sum(f.bytes for f in candidates)) as step:
@@ -176,14 +176,14 @@ class Remover:
                     f"WHERE {WHY} IS NOT NULL GROUP BY ALL").fetchall())
                 decisions.append(Decision(f, counts, tuple(h.id for h in holding(holds, f))))
                 step(f.bytes)
-        return Plan(what, why_sql, decisions, details)
+        return RemovalPlan(what, why_sql, decisions, details)
 
     def _scan(self, f: FileEntry) -> str:
         return self.writer.scan({self.keyring.get(f.key_id): [self.storage.location(f.tier, f.path)]})
 
     # applying --------------------------------------------------------------
 
-    def key_destruction_plan(self, key_id: str) -> Plan:
+    def key_destruction_plan(self, key_id: str) -> RemovalPlan:
         """Destroying a data key by hand: every file it encrypts goes with it (their records become
         unreadable). Refused, naming the hold, when a held file needs the key."""
         files = [f for f in self.catalog.files() if f.key_id == key_id]
@@ -194,7 +194,7 @@ class Remover:
                 raise EncryptionKeyError(f"data key {key_id} encrypts {f.path}, which legal hold {held[0].id} "
                                          f"({held[0].selector.describe()}: {held[0].reason!r}) keeps; release the "
                                          "hold first")
-        return Plan("key-destroy", "'key destroyed'", [Decision(f, {"key destroyed": f.rows}, ()) for f in files],
+        return RemovalPlan("key-destroy", "'key destroyed'", [Decision(f, {"key destroyed": f.rows}, ()) for f in files],
                     {"key_id": key_id})
 
     def retired_ready(self) -> bool:
@@ -205,7 +205,7 @@ class Remover:
         holds = self.catalog.holds()
         return bool(retired - {f.key_id for f in self.catalog.files() if holding(holds, f)})
 
-    def apply(self, plan: Plan) -> dict[str, Any]:
+    def apply(self, plan: RemovalPlan) -> dict[str, Any]:
         """Carry out a plan; returns what was done (also appended to the audit trail)."""
         with self.storage.exclusive():
             start = self.audit.append(plan.what, {"status": "started", **plan.summary()})

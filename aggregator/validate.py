@@ -47,11 +47,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from schemas import wire
-from schemas.record import KNOWN_FLAGS, MAX_SOURCE_OFFSET
+from schemas.record import KNOWN_FLAGS, MAX_SEVERITY, MAX_SOURCE_OFFSET
 from schemas.wire import WireError
 
 REASON = "invalid"
-MAX_SEVERITY = 24
 MAX_TRACE_FLAGS = 255
 _HEX = "[0-9a-f]+"
 # What follows "<node>:" in the ids shipper/identity.py makes: source_id, distinct_id, legacy_id.

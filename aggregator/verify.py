@@ -19,7 +19,6 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-import duckdb
 import pyarrow as pa
 
 from aggregator import config
@@ -57,7 +56,7 @@ def check_files(catalog: Catalog, storage: Storage, progress: Progress = QUIET) 
             where = storage.location(f.tier, f.path)
             try:
                 size, sha = digest(where, con)
-            except (OSError, duckdb.Error):
+            except (OSError, duck.Error):
                 findings.append(Finding("missing", f.tier, f.path,
                                         f"listed in the catalog but not readable at {where}"))
             else:
@@ -114,7 +113,7 @@ class Duplicate:
 
 
 def _stored(catalog: Catalog, storage: Storage, keyring: KeyRing,
-            skip: set[str]) -> tuple[duckdb.DuckDBPyConnection, str | None]:
+            skip: set[str]) -> tuple[duck.Connection, str | None]:
     """A connection and the SQL of every stored record (None: nothing stored); ``skip`` files left out."""
     con = duck.connect()
     storage.configure(con)

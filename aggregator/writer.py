@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import duckdb
 import pyarrow as pa
 
 from lake import duck, trace_index
@@ -84,7 +83,7 @@ class ParquetWriter:
                              f"TO '{target.staging}' ({options})")
             written = self._describe(target.staging, key, layout)
             target.publish()
-        except (duckdb.IOException, duckdb.HTTPException, OSError) as e:
+        except (*duck.WriteError, OSError) as e:
             target.discard()
             raise StorageError(f"cannot write {target.final}: {duck.first_line(e)}; free space or fix permissions, "
                                "the work resumes from the last committed state") from None

@@ -33,6 +33,12 @@ if TYPE_CHECKING:
     from lake.keys import DataKey
 
 
+# What other modules need of DuckDB, named here so that this is the one module importing it.
+Connection = duckdb.DuckDBPyConnection
+Error = duckdb.Error
+WriteError = (duckdb.IOException, duckdb.HTTPException)
+
+
 def httpfs_path() -> Path:
     root = Path(duckdb_extension_httpfs.__file__).parent / "extensions"
     found = sorted(root.glob(f"v{duckdb.__version__}/httpfs.duckdb_extension"))

@@ -16,8 +16,9 @@ from datetime import datetime, timezone
 from fractions import Fraction
 
 from runtime.errors import ConfigError
+from schemas.record import SECOND_NS, SEVERITY_RANGES
 
-_NS = 1_000_000_000
+_NS = SECOND_NS
 _UNITS = {"ms": Fraction(1, 1000), "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
 # "ms" before "m" so that 5ms is five milliseconds, not five minutes and a stray "s"
 _DURATION_PART = re.compile(r"(\d+)(?:\.(\d+))?(ms|[smhdwy])")
@@ -33,7 +34,7 @@ class SelectorError(ConfigError):
 
 
 # OpenTelemetry severity number ranges
-LEVELS = {"trace": (1, 4), "debug": (5, 8), "info": (9, 12), "warn": (13, 16), "error": (17, 20), "fatal": (21, 24)}
+LEVELS = SEVERITY_RANGES
 _ALIASES = {"warning": "warn", "err": "error", "critical": "fatal", "crit": "fatal", "panic": "fatal"}
 
 

@@ -18,9 +18,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import duckdb
-
 from lake.config import AggregatorConfig, TiersConfig
+from lake.duck import Connection
 from runtime.durable import fsync_path
 from runtime.errors import StorageError
 
@@ -47,7 +46,7 @@ class Target:
             Path(self.staging).unlink(missing_ok=True)
 
 
-def digest(location: str, con: duckdb.DuckDBPyConnection | None = None) -> tuple[int, str]:
+def digest(location: str, con: Connection | None = None) -> tuple[int, str]:
     """(size, sha256 hex) of a stored file; object storage is read through DuckDB (``con`` configured)."""
     if _is_remote(location):
         if con is None:
@@ -97,7 +96,7 @@ class Storage:
             if path.is_file():
                 yield str(path.relative_to(base))
 
-    def configure(self, con: duckdb.DuckDBPyConnection) -> None:
+    def configure(self, con: Connection) -> None:
         """Give a DuckDB connection the S3 credentials remote roots need."""
         if not any(_is_remote(r) for r in self.roots.values()):
             return

@@ -31,12 +31,13 @@ from runtime.config import version
 from runtime.durable import write_durably
 from runtime.errors import LoglakeError, QueryError, sentence
 from runtime.progress import Progress
+from schemas.record import SEVERITY_RANGES
 
 LINE_COLUMNS = "time, namespace, pod, container, stream, severity_text AS level, trace_id, body"
 TRACE_COLUMNS = "time, namespace, pod, container, severity_text AS level, span_id, body"
-LEVEL_NAME = ("CASE WHEN severity_number = 0 THEN 'unknown' WHEN severity_number <= 4 THEN 'trace' "
-              "WHEN severity_number <= 8 THEN 'debug' WHEN severity_number <= 12 THEN 'info' "
-              "WHEN severity_number <= 16 THEN 'warn' WHEN severity_number <= 20 THEN 'error' ELSE 'fatal' END")
+LEVEL_NAME = ("CASE WHEN severity_number = 0 THEN 'unknown' "
+              + " ".join(f"WHEN severity_number <= {last} THEN '{name}'" for name, (_, last) in SEVERITY_RANGES.items())
+              + " END")
 STATS_DIMENSIONS = {"namespace": "namespace", "pod": "pod", "container": "container", "level": LEVEL_NAME,
                     "hour": "date_trunc('hour', time)", "day": "date_trunc('day', time)"}
 

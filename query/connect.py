@@ -116,6 +116,17 @@ def _parse(sql: str) -> list[duckdb.Statement]:
         raise QueryError(f"query failed: {duck.first_line(e)}") from None
 
 
+def regex_error(pattern: str) -> str | None:
+    """Why DuckDB's RE2 refuses ``pattern`` (its first line), or None. Asked of DuckDB itself (a plain
+    in-memory connection, no lake), so what passes here also runs."""
+    try:
+        with duckdb.connect() as con:
+            con.execute("SELECT regexp_matches('', ?)", [pattern]).fetchall()
+    except duckdb.Error as e:
+        return duck.first_line(e).removeprefix("Invalid Input Error: ")
+    return None
+
+
 class Lake:
     """The catalog, keys and storage roots a query plans and reads with."""
 

@@ -40,7 +40,6 @@ from typing import TYPE_CHECKING
 
 import orjson
 import pyarrow as pa
-import pyarrow.parquet as pq
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -115,9 +114,7 @@ def _jsonl(table: pa.Table) -> bytes:
 def write(out: Path, table: pa.Table, query: dict[str, object], sources: list[FileEntry],
           key: Ed25519PrivateKey) -> dict[str, object]:
     """Write the signed archive (members in ``ORDER``); returns its manifest."""
-    pq_buf = io.BytesIO()
-    pq.write_table(table, pq_buf, compression="zstd")
-    members = {"records.parquet": pq_buf.getvalue(), "records.jsonl": _jsonl(table)}
+    members = {"records.parquet": output.parquet_bytes(table), "records.jsonl": _jsonl(table)}
     size = sum(len(d) for d in members.values())
     if size > DEFAULT_MAX_BYTES:
         raise QueryError(f"the export would hold {size} bytes of records, over the {DEFAULT_MAX_BYTES} that "

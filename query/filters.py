@@ -21,10 +21,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-import duckdb
 
-from lake.duck import first_line
 from lake.selector import Selector, levels_sql
+from query.connect import regex_error
 from runtime.errors import QueryError
 
 _TRACE_ID = re.compile(r"[0-9a-f]{32}")
@@ -49,17 +48,13 @@ def trace_id(text: str) -> str:
 
 
 def check_regex(pattern: str) -> None:
-    """Refuse a pattern DuckDB's RE2 would refuse, with one sentence, before anything is planned or read.
-    Asked of DuckDB itself (a plain in-memory connection, no lake), so what passes here also runs."""
-    try:
-        with duckdb.connect() as con:
-            con.execute("SELECT regexp_matches('', ?)", [pattern]).fetchall()
-    except duckdb.Error as e:
-        why = first_line(e).removeprefix("Invalid Input Error: ")
+    """Refuse a pattern DuckDB's RE2 would refuse, with one sentence, before anything is planned or read."""
+    why = regex_error(pattern)
+    if why is not None:
         hint = ("RE2 has no look-around" if _LOOK_AROUND.search(pattern)
                 else "RE2 has no backreferences" if _BACKREFERENCE.search(pattern)
                 else "drop --regex to search the text as is")
-        raise QueryError(f"--grep regex {pattern!r} is not valid RE2: {why}; {hint}") from None
+        raise QueryError(f"--grep regex {pattern!r} is not valid RE2: {why}; {hint}")
 
 
 @dataclass(frozen=True)

@@ -86,6 +86,12 @@ def write(table: pa.Table, fmt: str, out: IO[str] | None = None, *, tz: str = "U
     out.flush()
 
 
+def parquet_bytes(table: pa.Table) -> bytes:
+    buf = pa.BufferOutputStream()
+    pq.write_table(table, buf, compression="zstd")
+    return bytes(buf.getvalue())
+
+
 def write_parquet(table: pa.Table, path: str) -> None:
     """A plain (unencrypted) Parquet file of a result, for large exports: readable by its owner only, and
     never written through a file that is already there (a planted symlink, someone else's file)."""

@@ -68,6 +68,15 @@ MAX_SOURCE_OFFSET = 1 << 48
 SEVERITY_NUMBERS: dict[str, int] = {
     "TRACE": 1, "DEBUG": 5, "INFO": 9, "WARN": 13, "ERROR": 17, "FATAL": 21,
 }
+MAX_SEVERITY = 24
+# level name (lower case, as selectors and the CLI spell it) -> its severity_number range, both ends in
+SEVERITY_RANGES: dict[str, tuple[int, int]] = {
+    name.lower(): (first, first + 3) for name, first in SEVERITY_NUMBERS.items()}
+
+# Times are nanoseconds since the Unix epoch (UTC).
+SECOND_NS = 1_000_000_000
+HOUR_NS = 3600 * SECOND_NS
+DAY_NS = 24 * HOUR_NS
 
 _TS = pa.timestamp("ns")
 

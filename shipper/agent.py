@@ -31,14 +31,14 @@ import time
 from collections import Counter
 
 from shipper import identity
-from shipper.batch import Batch, Batcher, Progress, Records
+from shipper.batch import Outgoing, Batcher, Progress, Records
 from shipper.buffer import DiskBuffer
 from shipper.checkpoint import STALE_AFTER_S, Checkpoints, prepare_state_dir
 from shipper.config import Settings
 from shipper.delivery import Delivery
 from shipper.discovery import excluded, matching_paths, rotated_siblings
 from shipper.enrich import display_path, from_path, is_sidecar, sidecar_pod_uid
-from shipper.files import Source, container_key
+from shipper.files import TailedFile, container_key
 from shipper.identity import Position
 from shipper.records import RecordBuilder, detect_format, processing
 from shipper.slots import EXHAUSTED, Closed, Slots, budget, raise_nofile_limit
@@ -76,8 +76,8 @@ class Agent:
         self._matched: set[str] = set()        # what the include globs matched at the last look
         self.redactions: Counter[str] = Counter()
         self.proc = processing(cfg)
-        self.active: dict[str, Source] = {}   # path -> the file now at that path
-        self.retired: list[Source] = []       # renamed or deleted, read to the end then closed
+        self.active: dict[str, TailedFile] = {}   # path -> the file now at that path
+        self.retired: list[TailedFile] = []       # renamed or deleted, read to the end then closed
         # A damaged buffer segment was moved aside: its lines are read again from the checkpoint, so no
         # later segment's position may let reading skip them (the lake drops what it already has).
         self._resume = {} if self.delivery.buffer.damaged else self.delivery.buffered_marks()
@@ -87,7 +87,7 @@ class Agent:
         self._misnamed: set[str] = set()              # paths not valid UTF-8, warned about once
         self._rescan: set[str] = set()                # paths whose rotated siblings to look at
         self._started = False
-        self._full: list[Batch] = []                  # batches that filled up during a read pass
+        self._full: list[Outgoing] = []                  # batches that filled up during a read pass
         self._deleted: list[str] = []                 # sources whose checkpoint goes once delivered
         self._stopping = asyncio.Event()
         self._pool = concurrent.futures.ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1)), "loglake-read")
@@ -109,7 +109,7 @@ class Agent:
     def _open_inodes(self) -> set[tuple[int, int]]:
         return {(s.dev, s.ino) for s in self._sources()}
 
-    def _open(self, path: str, now: float, follow: bool = True) -> Source | None:
+    def _open(self, path: str, now: float, follow: bool = True) -> TailedFile | None:
         try:
             tail = FileTail.open(path, follow=follow and self._links_refused is None)
             st = os.fstat(tail.fd)
@@ -124,14 +124,14 @@ class Agent:
             tail.close()
             return None
         self.stats["files_opened"] += 1
-        return Source(path, tail, st.st_dev, st.st_ino,
+        return TailedFile(path, tail, st.st_dev, st.st_ino,
                       identity.scope(os.path.dirname(os.path.realpath(path)), self._pod_uid), now)
 
-    def _retire(self, src: Source, now: float) -> None:
+    def _retire(self, src: TailedFile, now: float) -> None:
         src.gone_since = now
         self.retired.append(src)
 
-    def _intact(self, src: Source) -> bool:
+    def _intact(self, src: TailedFile) -> bool:
         """Does the file still hold what was read from it (no copytruncate since)?"""
         try:
             return (src.tail.size() >= src.tail.offset
@@ -239,7 +239,7 @@ class Agent:
         """Log files open now (each source holds one descriptor)."""
         return len(self.active) + len(self.retired)
 
-    def _closable(self) -> list[Source]:
+    def _closable(self) -> list[TailedFile]:
         """Files that may be closed and opened again later: live, read to their end, with nothing being
         assembled (whose start a position would need the descriptor to check). A renamed or deleted
         file is not among them: it could not be opened again."""
@@ -261,7 +261,7 @@ class Agent:
                 break
             short -= self._park(src)
 
-    def _park(self, src: Source) -> bool:
+    def _park(self, src: TailedFile) -> bool:
         """Close a file read to its end, remembering what it looked like; False if lines came since the
         last read (they are read first). The position stays known (``_released``, then the checkpoint),
         so opening the file again goes on from there once its bytes are checked (see _identify)."""
@@ -302,7 +302,7 @@ class Agent:
         self._retire(src, now)
         return True
 
-    def _drop(self, src: Source) -> None:
+    def _drop(self, src: TailedFile) -> None:
         """A file with nothing to read: a copy of content read elsewhere, or older than our history."""
         if self.active.get(src.path) is src:
             del self.active[src.path]
@@ -311,7 +311,7 @@ class Agent:
         self._ignored.add((src.dev, src.ino))
         src.tail.close()
 
-    def _owner(self, sid: str, other: Source) -> Source | None:
+    def _owner(self, sid: str, other: TailedFile) -> TailedFile | None:
         """The source, other than ``other``, that reads content ``sid`` (one found truncated is
         detached first, waiting for a copy)."""
         for src in self._sources():
@@ -321,7 +321,7 @@ class Agent:
                 return src
         return None
 
-    def _take_over(self, owner: Source, copy: Source) -> None:
+    def _take_over(self, owner: TailedFile, copy: TailedFile) -> None:
         """The copy of a truncated file's content: reading goes on through it where the original
         stopped, with the records being assembled kept (no line is cut in two)."""
         copy.tail.offset, copy.tail.cut_from = owner.tail.offset, owner.tail.cut_from
@@ -339,7 +339,7 @@ class Agent:
         found = [p for p in (self._released.get(sid), self._resume.get(sid), self.checkpoints.position(sid)) if p]
         return max(found, key=lambda p: p.offset) if found else None
 
-    def _identify(self, src: Source) -> bool | None:
+    def _identify(self, src: TailedFile) -> bool | None:
         """Give a source its identity once its first line is complete and find where to read from.
         True: read on; False: not yet (first line incomplete); None: nothing to read in this file."""
         fd = src.tail.fd
@@ -405,7 +405,7 @@ class Agent:
 
     # reading -----------------------------------------------------------------
 
-    def _sources(self) -> list[Source]:
+    def _sources(self) -> list[TailedFile]:
         return [*self.active.values(), *self.retired]
 
     def read_once(self) -> int:
@@ -426,7 +426,7 @@ class Agent:
         reads += map(self._read, [src for src in ready if src.at_eof])
         return sum(self._take(*r) for r in reads)
 
-    def _read(self, src: Source) -> tuple[Source, int, Chunk, Records | None, int]:
+    def _read(self, src: TailedFile) -> tuple[TailedFile, int, Chunk, Records | None, int]:
         """Touches only this source's own file and builder, so it may run in a worker thread."""
         assert src.builder is not None
         start = src.tail.offset
@@ -434,7 +434,7 @@ class Agent:
         records, lines = src.builder.build(chunk) if chunk.data else (None, 0)
         return src, start, chunk, records, lines
 
-    def _take(self, src: Source, start: int, chunk: Chunk, records: Records | None, lines: int) -> int:
+    def _take(self, src: TailedFile, start: int, chunk: Chunk, records: Records | None, lines: int) -> int:
         assert src.builder is not None
         src.at_eof = chunk.at_eof
         read = chunk.end - start
@@ -453,7 +453,7 @@ class Agent:
         self._add(src, records)
         return read
 
-    def _add(self, src: Source, records: Records | None, sealed: bool = False) -> None:
+    def _add(self, src: TailedFile, records: Records | None, sealed: bool = False) -> None:
         """Records read up to ``src.tail.offset``; the checkpoint may move to the start of anything
         still being assembled."""
         assert src.builder is not None and src.source_id is not None
@@ -463,7 +463,7 @@ class Agent:
         self._full += self.batcher.add(src.key, records, src.source_id,
                                        Progress(src.name, pos, src.builder.source, sealed))
 
-    def _truncated(self, src: Source) -> None:
+    def _truncated(self, src: TailedFile) -> None:
         """copytruncate: the file shrank or begins anew. ``src`` keeps the content read so far and
         waits, detached, for its copy (a sibling found by the rescan) to go on from where it stopped;
         if none comes within ``rotate_wait_ms`` it is finished like a rotated file. What the file
@@ -477,7 +477,7 @@ class Agent:
             return
         log.warning("file truncated; its new content is read from the start", extra={"path": src.name})
         self.stats["truncations"] += 1
-        fresh = Source(src.path, FileTail(src.path, fd, 0), src.dev, src.ino, src.directory, time.monotonic())
+        fresh = TailedFile(src.path, FileTail(src.path, fd, 0), src.dev, src.ino, src.directory, time.monotonic())
         if self.active.get(src.path) is src:
             self.active[src.path] = fresh
             self._retire(src, time.monotonic())
@@ -502,7 +502,7 @@ class Agent:
                 keep.append(src)
         self.retired = keep
 
-    def _close(self, src: Source) -> bool:
+    def _close(self, src: TailedFile) -> bool:
         """The file is finished: its unterminated last line and any open event are shipped, and the
         lake is told its length (sealed). False if lines came in the meantime (read them first)."""
         if src.builder is not None and src.source_id is not None:

@@ -50,7 +50,8 @@ class Progress:
 
 
 @dataclass
-class Batch:
+class Outgoing:
+    """One container's records on their way out: filled by the Batcher, encoded and sent by Delivery."""
     key: bytes
     created: float
     runs: list[Run] = field(default_factory=list)
@@ -69,19 +70,19 @@ class Batcher:
         self.max_bytes = max_bytes
         self.max_wait_s = max_wait_s
         self.report_s = report_s
-        self._open: dict[bytes, Batch] = {}
+        self._open: dict[bytes, Outgoing] = {}
         # per key: when its last batch with records left, and the marks not reported since
         self._unreported: dict[bytes, tuple[float, dict[str, Progress]]] = {}
 
-    def _batch(self, key: bytes) -> Batch:
+    def _batch(self, key: bytes) -> Outgoing:
         batch = self._open.get(key)
         if batch is None:
-            batch = self._open[key] = Batch(key, time.monotonic())
+            batch = self._open[key] = Outgoing(key, time.monotonic())
         return batch
 
-    def add(self, key: bytes, records: Records | None, source_id: str, progress: Progress) -> list[Batch]:
+    def add(self, key: bytes, records: Records | None, source_id: str, progress: Progress) -> list[Outgoing]:
         """Add a source's records; returns batches that became full."""
-        full: list[Batch] = []
+        full: list[Outgoing] = []
         batch = self._batch(key)
         ends, n, i, base = (records.ends, len(records), 0, 0) if records else (memoryview(b""), 0, 0, 0)
         while i < n:
@@ -101,7 +102,7 @@ class Batcher:
         batch.report |= progress.sealed
         return full
 
-    def _close(self, key: bytes, now: float | None = None) -> Batch:
+    def _close(self, key: bytes, now: float | None = None) -> Outgoing:
         batch = self._open.pop(key)
         if batch.count:
             self._unreported[key] = (time.monotonic() if now is None else now, dict(batch.marks))
@@ -122,26 +123,26 @@ class Batcher:
         marks.setdefault(source_id, progress)
         self._unreported[key] = (since, marks)
 
-    def seal(self, key: bytes) -> list[Batch]:
+    def seal(self, key: bytes) -> list[Outgoing]:
         """A source of ``key`` is finished: its batch goes now, followed by a report."""
         out = [self._close(key)] if key in self._open else []
         return out + (self._reports([key]) if key in self._unreported else [])
 
-    def _reports(self, keys: list[bytes]) -> list[Batch]:
+    def _reports(self, keys: list[bytes]) -> list[Outgoing]:
         out = []
         for key in keys:
             _, marks = self._unreported.pop(key)
-            out.append(Batch(key, time.monotonic(), marks=marks, report=True))
+            out.append(Outgoing(key, time.monotonic(), marks=marks, report=True))
         return out
 
-    def due(self, now: float | None = None) -> list[Batch]:
+    def due(self, now: float | None = None) -> list[Outgoing]:
         """Batches old enough to go, then reports for keys quiet since their last records."""
         now = time.monotonic() if now is None else now
         out = [self._close(k, now) for k in [k for k, b in self._open.items() if now - b.created >= self.max_wait_s]]
         return out + self._reports([k for k, (t, _) in self._unreported.items()
                                     if k not in self._open and now - t >= self.report_s])
 
-    def drain(self) -> list[Batch]:
+    def drain(self) -> list[Outgoing]:
         """Everything, and a report after each key's last records (shutdown)."""
         out = [self._close(k) for k in list(self._open)]
         return out + self._reports(list(self._unreported))

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from runtime.errors import TransportError
 from runtime.metrics import Histogram
 from schemas import wire
-from shipper.batch import Batch
+from shipper.batch import Outgoing
 from shipper.buffer import Buffered, DiskBuffer, Marks
 from shipper.checkpoint import Checkpoints
 from shipper.identity import Position
@@ -99,7 +99,7 @@ class Delivery:
     def inflight(self) -> int:
         return sum(1 for p in self.queue if p.fut is not None and not p.acked)
 
-    async def send(self, batches: list[Batch]) -> None:
+    async def send(self, batches: list[Outgoing]) -> None:
         self.ticked_at = time.monotonic()
         for batch in batches:
             p = Pending(batch.key, {sid: (m.path, m.pos) for sid, m in batch.marks.items()}, batch.count)

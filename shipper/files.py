@@ -11,7 +11,7 @@ from shipper.tail import FileTail
 
 
 @dataclass
-class Source:
+class TailedFile:
     path: str
     tail: FileTail
     dev: int

@@ -10,7 +10,7 @@ import pytest
 
 from runtime.errors import TransportError
 from schemas import wire
-from shipper.batch import Batch, Progress
+from shipper.batch import Outgoing, Progress
 from shipper.buffer import DiskBuffer
 from shipper.checkpoint import Checkpoints
 from shipper.delivery import Delivery
@@ -39,8 +39,8 @@ class FlakyTransport:
         return fut
 
 
-def batch(i: int) -> Batch:
-    return Batch(b"k", 0.0, [wire.Run(b'{"source_id":"src"}', f'{{"n":{i}}}\n'.encode(), 1)], 8, 1,
+def batch(i: int) -> Outgoing:
+    return Outgoing(b"k", 0.0, [wire.Run(b'{"source_id":"src"}', f'{{"n":{i}}}\n'.encode(), 1)], 8, 1,
                  {"src": Progress("/p", Position((i + 1) * 100, i), b'{"source_id":"src","source_path":"/p"}')})
 
 

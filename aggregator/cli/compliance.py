@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from aggregator import config
-from aggregator.retention import Plan, Remover
+from aggregator.retention import RemovalPlan, Remover
 from aggregator.verify import Finding, Verification, verification
 from lake import keys
 from lake.audit import actor
@@ -58,7 +58,7 @@ def _selector(args: argparse.Namespace) -> Selector:
                     until_ns=parse_time(args.until) if args.until else None)
 
 
-def _apply_or_show(remover: Remover, plan: Plan, dry_run: bool) -> tuple[list[str], dict[str, Any]]:
+def _apply_or_show(remover: Remover, plan: RemovalPlan, dry_run: bool) -> tuple[list[str], dict[str, Any]]:
     lines = plan.lines()
     summary: dict[str, Any] = {"plan": plan.summary(), "dry_run": dry_run, "result": None}
     if dry_run:

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 TIERS = ("hot", "warm", "cold")
 
 
-Mark = tuple[str, str]           # (source_id, stream): see aggregator.dedup
+Mark = tuple[str, str]           # (source_id, stream or ""): see aggregator.dedup
 
 
 TraceEntry = tuple[int, int]     # (trace key, row-group mask): see lake.trace_index
