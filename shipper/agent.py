@@ -33,13 +33,14 @@ from collections import Counter
 from shipper import identity
 from shipper.batch import Outgoing, Batcher, Progress, Records
 from shipper.buffer import DiskBuffer
-from shipper.checkpoint import STALE_AFTER_S, Checkpoints, prepare_state_dir
+from shipper.checkpoint import STALE_AFTER_S, prepare_state_dir
 from shipper.config import Settings
 from shipper.delivery import Delivery
 from shipper.discovery import excluded, matching_paths, rotated_siblings
 from shipper.enrich import display_path, from_path, is_sidecar, sidecar_pod_uid
-from shipper.files import TailedFile, container_key
+from shipper.files import Identified, TailedFile, TakeOver, Verdict, container_key, identify
 from shipper.identity import Position
+from shipper.positions import Positions
 from shipper.records import RecordBuilder, detect_format, processing
 from shipper.slots import EXHAUSTED, Closed, Slots, budget, raise_nofile_limit
 from shipper.tail import Chunk, FileTail
@@ -57,8 +58,8 @@ class Agent:
         cfg = self.cfg = settings.shipper
         self.transport = transport
         prepare_state_dir(cfg.data_dir)
-        self.checkpoints = Checkpoints(cfg.data_dir / "checkpoints.json")
-        self.delivery = Delivery(transport, self.checkpoints, DiskBuffer(cfg.data_dir / "buffer", cfg.buffer_max_bytes),
+        self.positions = Positions(cfg.data_dir / "checkpoints.json")
+        self.delivery = Delivery(transport, self.positions, DiskBuffer(cfg.data_dir / "buffer", cfg.buffer_max_bytes),
                                  node=cfg.node_name, zstd_level=cfg.zstd_level,
                                  max_inflight=cfg.max_inflight_batches, ack_timeout_s=cfg.ack_timeout_ms / 1000)
         self.batcher = Batcher(cfg.batch_max_bytes, cfg.batch_max_wait_ms / 1000, cfg.report_interval_ms / 1000)
@@ -78,17 +79,11 @@ class Agent:
         self.proc = processing(cfg)
         self.active: dict[str, TailedFile] = {}   # path -> the file now at that path
         self.retired: list[TailedFile] = []       # renamed or deleted, read to the end then closed
-        # A damaged buffer segment was moved aside: its lines are read again from the checkpoint, so no
-        # later segment's position may let reading skip them (the lake drops what it already has).
-        self._resume = {} if self.delivery.buffer.damaged else self.delivery.buffered_marks()
-        # Read positions of content whose file was closed: a copy of it found later resumes there.
-        self._released: dict[str, Position] = {}
         self._ignored: set[tuple[int, int]] = set()   # (dev, ino) of files that hold nothing to read
         self._misnamed: set[str] = set()              # paths not valid UTF-8, warned about once
         self._rescan: set[str] = set()                # paths whose rotated siblings to look at
         self._started = False
         self._full: list[Outgoing] = []                  # batches that filled up during a read pass
-        self._deleted: list[str] = []                 # sources whose checkpoint goes once delivered
         self._stopping = asyncio.Event()
         self._pool = concurrent.futures.ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1)), "loglake-read")
         self.paused = False
@@ -166,7 +161,7 @@ class Agent:
         if not self._started:
             # rotated while we were down: siblings of what we tail and of what the checkpoint names
             self._started = True
-            for path in sorted(matched | self.checkpoints.paths()):
+            for path in sorted(matched | self.positions.paths()):
                 self._rescan.add(path)
                 if path not in matched and os.path.exists(path):
                     self._to_adopt.add(path)
@@ -263,14 +258,14 @@ class Agent:
 
     def _park(self, src: TailedFile) -> bool:
         """Close a file read to its end, remembering what it looked like; False if lines came since the
-        last read (they are read first). The position stays known (``_released``, then the checkpoint),
+        last read (they are read first). The position stays known (released, then checkpointed),
         so opening the file again goes on from there once its bytes are checked (see _identify)."""
         closed = Closed.of(src.tail.fd, src.tail.offset, self.cfg.max_record_bytes + RUNTIME_PREFIX_ROOM,
                            src.source_id)
         if closed is None:
             return False
         if src.source_id is not None:
-            self._released[src.source_id] = src.position()
+            self.positions.release(src.source_id, src.position())
         self.idle[src.path] = closed
         del self.active[src.path]
         src.tail.close()
@@ -297,8 +292,7 @@ class Agent:
             return bool(self.slots.free(self._held()))
         # With no position of its own, a rotated file is read from 0 only if written since this shipper's
         # history began (not before it was installed) and since its oldest kept entry, or if we owe it a read.
-        src.adopt_after = 0.0 if (src.dev, src.ino) in self._owed else max(self.checkpoints.created_at,
-                                                                           time.time() - STALE_AFTER_S)
+        src.adopt_after = 0.0 if (src.dev, src.ino) in self._owed else self.positions.stale_before
         self._retire(src, now)
         return True
 
@@ -334,48 +328,22 @@ class Agent:
         log.info("reading on in the copy of a truncated file", extra={"path": copy.name,
                                                                       "offset": owner.tail.offset})
 
-    def _known(self, sid: str) -> Position | None:
-        """The furthest position of content ``sid``: read but not yet confirmed, buffered, or checkpointed."""
-        found = [p for p in (self._released.get(sid), self._resume.get(sid), self.checkpoints.position(sid)) if p]
-        return max(found, key=lambda p: p.offset) if found else None
-
     def _identify(self, src: TailedFile) -> bool | None:
-        """Give a source its identity once its first line is complete and find where to read from.
+        """Give a source its identity once its first line is complete (files.identify) and set it up.
         True: read on; False: not yet (first line incomplete); None: nothing to read in this file."""
-        fd = src.tail.fd
-        fp = identity.fingerprint(fd, src.directory)
-        if fp is None:
+        found = identify(src, self.cfg.node_name, lambda sid: self._owner(sid, src), self.positions,
+                         rotated=src in self.retired, owed=(src.dev, src.ino) in self._owed)
+        if isinstance(found, TakeOver):
+            self._take_over(found.owner, src)
             return False
-        node = self.cfg.node_name
-        sid = identity.source_id(node, fp)
-        owner = self._owner(sid, src)
-        pos: Position | None = None
-        if owner is not None and owner.detached:
-            if src in self.retired and identity.holds(fd, owner.position()):
-                self._take_over(owner, src)
-                return False
-            sid = identity.distinct_id(node, fp, fd)
-        elif owner is not None:
-            # Two open files begin alike: a copy (or one being made) of what the owner is reading
-            # holds the same bytes as far as it goes and is read through the owner.
-            upto = min(src.tail.size(), owner.tail.offset)
-            if identity.window(fd, upto) == identity.window(owner.tail.fd, upto):
-                return None
-            sid = identity.distinct_id(node, fp, fd)
-        else:
-            pos = self._known(sid)
-            if pos is not None and not identity.holds(fd, pos):
-                sid, pos = identity.distinct_id(node, fp, fd), None
-        if pos is None:
-            pos = self._known(sid)
-            pos = pos if pos is not None and identity.holds(fd, pos) else self._legacy(fd)
-        if pos is None and src.adopt_after is not None and os.fstat(fd).st_mtime < src.adopt_after:
+        if found is Verdict.NOT_YET:
+            return False
+        if not isinstance(found, Identified):
             return None
-        followed = src.adopt_after is not None and self._owed.pop((src.dev, src.ino), None) is not None
-        if src.adopt_after is not None and pos is not None and pos.offset >= src.tail.size() and not followed:
-            return None
-        pos = pos or Position(0, 0)
-        src.tail.offset, src.window, src.fp = pos.offset, pos.window, fp
+        sid, pos, fd = found.source_id, found.position, src.tail.fd
+        if src.adopt_after is not None:
+            self._owed.pop((src.dev, src.ino), None)
+        src.tail.offset, src.window, src.fp = pos.offset, pos.window, found.fingerprint
         if src.adopt_after is not None:
             self.stats["rotated_files_adopted"] += 1
             log.info("reading a rotated file", extra={"path": src.name, "offset": pos.offset})
@@ -393,15 +361,6 @@ class Agent:
         (log.debug if src.reopened else log.info)("tailing file", extra={
             "path": src.name, "source_id": sid, "offset": src.tail.offset, "format": src.builder.fmt})
         return True
-
-    def _legacy(self, fd: int) -> Position | None:
-        """A position saved by a version-1 checkpoint, taken over once."""
-        if not self.checkpoints.legacy:
-            return None
-        entry = self.checkpoints.legacy.pop(identity.legacy_id(self.cfg.node_name, fd) or "", None)
-        if entry is None or entry[1] > os.fstat(fd).st_size:
-            return None
-        return Position(entry[1], identity.window(fd, entry[1]))
 
     # reading -----------------------------------------------------------------
 
@@ -516,13 +475,12 @@ class Agent:
                 self._take(src, rest.start, rest, records, lines)
             self._add(src, src.builder.drain(), sealed=True)
             self._full += self.batcher.seal(src.key)
-            self._released[src.source_id] = src.position()
+            self.positions.release(src.source_id, src.position())
         deleted = os.fstat(src.tail.fd).st_nlink == 0
         src.tail.close()
         self.stats["files_closed"] += 1
         if deleted and src.source_id:
-            self._deleted.append(src.source_id)
-            self._released.pop(src.source_id, None)
+            self.positions.deleted(src.source_id)
         return True
 
     # loop -----------------------------------------------------------------
@@ -597,22 +555,13 @@ class Agent:
         log.info("shipper stopped", extra={**self.stats, **self.delivery.stats})
 
     def _save(self) -> None:
-        """Save the checkpoint; a deleted file's entry goes once its last batch is acknowledged."""
-        pending = {sid for p in self.delivery.queue for sid in p.marks}
+        """Save the checkpoint (shipper.positions); a deleted file's entry goes once its last batch is
+        acknowledged, and a file closed while idle is still followed, so its entry must not go stale."""
         for ident in [i for i, t in self._owed.items() if time.time() - t > STALE_AFTER_S]:
             del self._owed[ident]   # deleted, not renamed: no rotated name will come
-        for sid in [s for s in self._deleted if s not in pending]:
-            self.checkpoints.forget(sid)
-            self._deleted.remove(sid)
-        # a file closed while idle is still followed: its entry must not go stale
-        self.checkpoints.prune({s.source_id for s in self._sources() if s.source_id} | pending
-                               | {c.source_id for c in self.idle.values() if c.source_id})
-        for sid, pos in list(self._released.items()):
-            saved = self.checkpoints.position(sid)
-            if saved is not None and saved.offset >= pos.offset:
-                del self._released[sid]   # the checkpoint knows as much
         try:
-            self.checkpoints.save()
+            self.positions.save({s.source_id for s in self._sources() if s.source_id}
+                                | {c.source_id for c in self.idle.values() if c.source_id})
         except OSError as e:
             self.errors["checkpoint_write_failed"] += 1
             log.error("cannot save the checkpoint; retrying (reading resumes from the last saved one after a "

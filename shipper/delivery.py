@@ -1,8 +1,9 @@
 """Delivery: batches to the transport, in order, with a disk buffer for outages.
 
-Every batch takes a place in one ordered queue. Checkpoint marks are applied
-only from the head of that queue, once its batch is acknowledged, so a
-position never passes a batch that is still in flight or buffered.
+Every batch takes a place in one ordered queue (told to shipper.positions). Its
+marks are delivered only from the head of that queue, once its batch is
+acknowledged, so a position never passes a batch that is still in flight or
+buffered.
 
 A batch whose send fails, or that is not acknowledged within ``ack_timeout``,
 moves to the disk buffer (keeping its place); from then on new batches go to
@@ -32,8 +33,8 @@ from runtime.metrics import Histogram
 from schemas import wire
 from shipper.batch import Outgoing
 from shipper.buffer import Buffered, DiskBuffer, Marks
-from shipper.checkpoint import Checkpoints
 from shipper.identity import Position
+from shipper.positions import Positions
 from shipper.transport.base import Transport
 
 log = logging.getLogger("loglake.shipper")
@@ -61,16 +62,16 @@ class Pending:
 
 
 class Delivery:
-    def __init__(self, transport: Transport, checkpoints: Checkpoints, buffer: DiskBuffer, *,
+    def __init__(self, transport: Transport, positions: Positions, buffer: DiskBuffer, *,
                  node: str, zstd_level: int, max_inflight: int, ack_timeout_s: float) -> None:
         self.transport = transport
-        self.checkpoints = checkpoints
+        self.positions = positions
         self.buffer = buffer
         self.node = node
         self.zstd_level = zstd_level
         self.max_inflight = max_inflight
         self.ack_timeout_s = ack_timeout_s
-        self.queue: deque[Pending] = deque()
+        self._queue: deque[Pending] = deque()
         self._retry_at = 0.0
         self._retry_delay = 0.5
         self._reset_needed = False
@@ -80,24 +81,42 @@ class Delivery:
         self.created_at = time.monotonic()
         self.ticked_at: float | None = None  # None until the agent's loop first hands batches over
         for b in buffer.load():
-            self.queue.append(Pending(b.key, b.marks, b.records, buffered=b))
+            self._enqueue(Pending(b.key, b.marks, b.records, buffered=b))
+        # A damaged buffer segment was moved aside: its lines are read again from the checkpoint, so no
+        # later segment's position may let reading skip them (the lake drops what it already has).
+        if not buffer.damaged:
+            positions.resume(self.buffered_marks())
+
+    def _enqueue(self, p: Pending) -> None:
+        self._queue.append(p)
+        self.positions.queued(p.marks)
 
     def buffered_marks(self) -> dict[str, Position]:
         """The furthest position per source already safe in the buffer (read resumes there)."""
-        return {sid: pos for p in self.queue if p.buffered is not None for sid, (_, pos) in p.marks.items()}
+        return {sid: pos for p in self._queue if p.buffered is not None for sid, (_, pos) in p.marks.items()}
 
     @property
     def backlog(self) -> bool:
-        return any(p.waiting for p in self.queue)
+        return any(p.waiting for p in self._queue)
+
+    @property
+    def waiting(self) -> int:
+        """Batches waiting for the transport, in the disk buffer or held in memory."""
+        return sum(1 for p in self._queue if p.waiting)
+
+    @property
+    def buffered(self) -> int:
+        """Batches waiting in the disk buffer."""
+        return sum(1 for p in self._queue if p.buffered is not None and not p.acked)
 
     @property
     def held(self) -> bool:
         """Batches wait in memory because the disk buffer cannot be written: stop reading."""
-        return any(p.held and not p.acked for p in self.queue)
+        return any(p.held and not p.acked for p in self._queue)
 
     @property
     def inflight(self) -> int:
-        return sum(1 for p in self.queue if p.fut is not None and not p.acked)
+        return sum(1 for p in self._queue if p.fut is not None and not p.acked)
 
     async def send(self, batches: list[Outgoing]) -> None:
         self.ticked_at = time.monotonic()
@@ -114,7 +133,7 @@ class Delivery:
                     await self._transmit(p, value)
             else:
                 p.acked = True  # only marks: in order behind the rest, nothing to send
-            self.queue.append(p)
+            self._enqueue(p)
         await self.settle()
 
     async def _transmit(self, p: Pending, value: bytes) -> None:
@@ -164,12 +183,12 @@ class Delivery:
         """Collect acknowledgements and failures; apply marks from the head of the queue.
         With ``wait``, first wait (at most ``timeout``) for one acknowledgement."""
         if wait:
-            futs = [p.fut for p in self.queue if p.fut is not None and not p.acked]
+            futs = [p.fut for p in self._queue if p.fut is not None and not p.acked]
             if futs:
                 await asyncio.wait(futs, timeout=min(self.ack_timeout_s, timeout or self.ack_timeout_s),
                                    return_when=asyncio.FIRST_COMPLETED)
         now = time.monotonic()
-        for p in self.queue:
+        for p in self._queue:
             if p.fut is None or p.acked:
                 continue
             if p.fut.done():
@@ -181,10 +200,8 @@ class Delivery:
             elif now - p.sent_at > self.ack_timeout_s:
                 p.fut.cancel()
                 self._failed(p, f"no acknowledgement within {self.ack_timeout_s:g} s")
-        while self.queue and self.queue[0].acked:
-            p = self.queue.popleft()
-            for source_id, (path, pos) in p.marks.items():
-                self.checkpoints.advance(source_id, path, pos)
+        while self._queue and self._queue[0].acked:
+            self.positions.delivered(self._queue.popleft().marks)
         await self._replay()
 
     def _acked(self, p: Pending) -> None:
@@ -211,7 +228,7 @@ class Delivery:
                 self._failed_reset(str(e))
                 return
         budget = self.max_inflight - self.inflight
-        for p in self.queue:
+        for p in self._queue:
             if budget <= 0 or self._reset_needed:
                 return
             if p.waiting and p.fut is None:
@@ -227,18 +244,18 @@ class Delivery:
 
     async def drain(self, deadline: float | None) -> bool:
         """Wait until every batch is acknowledged (True) or ``deadline`` passes (False)."""
-        while self.queue:
+        while self._queue:
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 return False
             await self.settle(wait=True, timeout=left)
-            if self.queue and not self.inflight:
+            if self._queue and not self.inflight:
                 await asyncio.sleep(min(0.05, max(0.0, self._retry_at - time.monotonic())))
         return True
 
     def park(self) -> None:
         """At exit: batches still in flight go to the disk buffer, so nothing is read twice."""
-        for p in self.queue:
+        for p in self._queue:
             if p.value is not None and not p.acked and p.buffered is None:
                 if p.fut is not None:
                     p.fut.cancel()

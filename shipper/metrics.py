@@ -77,8 +77,7 @@ def _families(agent: Agent, f: metrics.Families) -> None:
     f.histogram("ack_latency_seconds", "time from handing a batch to the transport to its acknowledgement",
                 d.ack_latency)
     f.gauge("buffer_bytes", "bytes in the disk buffer", d.buffer.bytes)
-    f.gauge("buffer_batches", "batches waiting in the disk buffer",
-            sum(1 for p in d.queue if p.buffered is not None and not p.acked))
+    f.gauge("buffer_batches", "batches waiting in the disk buffer", d.buffered)
     f.gauge("inflight_batches", "batches sent and not yet acknowledged", d.inflight)
     f.gauge("reading_paused", "1 while reading is paused because the disk buffer is full or unwritable",
             float(agent.paused))
@@ -114,8 +113,7 @@ async def readyz(agent: Agent) -> tuple[bool, str]:
         return False, (f"reading paused: disk buffer full or not writable ({d.buffer.bytes} bytes buffered, "
                        f"buffer_max_bytes {agent.cfg.buffer_max_bytes})")
     if d.backlog:
-        waiting = sum(1 for p in d.queue if p.waiting)
-        return False, f"transport unavailable: {waiting} batches waiting in the disk buffer ({d.buffer.bytes} bytes)"
+        return False, f"transport unavailable: {d.waiting} batches waiting in the disk buffer ({d.buffer.bytes} bytes)"
     return True, "ok"
 
 

@@ -120,7 +120,7 @@ def test_restart_inside_an_overlong_line_does_not_resume_mid_line(tmp_path):
         src = next(iter(agent.active.values()))
         assert src.tail.cut_from is not None
         await agent.shutdown(deadline=None)
-        return agent.checkpoints.offset(src.source_id)
+        return agent.positions.checkpoints.offset(src.source_id)
     saved = asyncio.run(partial_run())
     assert saved == len(TS + b" stdout F before\n")
     assert shipper(["--config", str(config), "--once"]) == 0

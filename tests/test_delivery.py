@@ -12,7 +12,7 @@ from runtime.errors import TransportError
 from schemas import wire
 from shipper.batch import Outgoing, Progress
 from shipper.buffer import DiskBuffer
-from shipper.checkpoint import Checkpoints
+from shipper.positions import Positions
 from shipper.delivery import Delivery
 from shipper.identity import Position
 
@@ -49,7 +49,7 @@ def delivered_numbers(t: FlakyTransport) -> list[int]:
 
 
 def make(tmp_path, transport, max_bytes=10**9) -> Delivery:
-    return Delivery(transport, Checkpoints(tmp_path / "cp.json"), DiskBuffer(tmp_path / "buf", max_bytes),
+    return Delivery(transport, Positions(tmp_path / "cp.json"), DiskBuffer(tmp_path / "buf", max_bytes),
                     node="n", zstd_level=1, max_inflight=8, ack_timeout_s=5)
 
 
@@ -58,18 +58,18 @@ def test_outage_buffers_on_disk_and_replays_in_order(tmp_path):
         t = FlakyTransport()
         d = make(tmp_path, t)
         await d.send([batch(0)])
-        assert d.checkpoints.offset("src") == 100
+        assert d.positions.checkpoints.offset("src") == 100
         t.up = False
         await d.send([batch(1), batch(2)])
         assert d.backlog and d.buffer.bytes > 0
         assert len(list((tmp_path / "buf").glob("*.buf"))) == 2
-        assert d.checkpoints.offset("src") == 100           # not acknowledged: the checkpoint stays
+        assert d.positions.checkpoints.offset("src") == 100           # not acknowledged: the checkpoint stays
         t.up = True
         await d.send([batch(3)])                            # goes behind the buffered ones
         assert await d.drain(deadline=None)
         assert delivered_numbers(t) == [0, 1, 2, 3]
         assert t.resets == 1                                 # a fresh producer before the replay
-        assert d.checkpoints.offset("src") == 400
+        assert d.positions.checkpoints.offset("src") == 400
         assert not list((tmp_path / "buf").glob("*.buf")) and d.buffer.bytes == 0
     asyncio.run(go())
 
@@ -80,15 +80,15 @@ def test_buffer_survives_a_restart(tmp_path):
         t.up = False
         d = make(tmp_path, t)
         await d.send([batch(0), batch(1)])
-        d.checkpoints.save()
+        d.positions.checkpoints.save()
         # a new process: the buffered batches come back in order, with the read position they cover
         t2 = FlakyTransport()
         d2 = make(tmp_path, t2)
         assert d2.buffered_marks() == {"src": Position(200, 1)}
-        assert d2.checkpoints.offset("src") is None
+        assert d2.positions.checkpoints.offset("src") is None
         assert await d2.drain(deadline=None)
         assert delivered_numbers(t2) == [0, 1]
-        assert d2.checkpoints.offset("src") == 200
+        assert d2.positions.checkpoints.offset("src") == 200
     asyncio.run(go())
 
 
