@@ -38,3 +38,14 @@ def test_numbers_failing_luhn_are_kept():
 def test_unknown_rule():
     with pytest.raises(ValueError, match="unknown redaction rule"):
         processing(ShipperConfig(node_name="n1", redact=("ssn",)))
+
+
+def test_dashed_card_is_redacted_at_every_offset():
+    # the native quick test samples every 13th byte: a dashed card must be found whichever of its bytes
+    # (digit or dash) are the sampled ones
+    card = "4111-1111-1111-1111"
+    texts = [f"{'x' * pad} cc={card} ok" for pad in range(14)]
+    b = build_records([t.encode() for t in texts], redact_patterns=CUSTOM)
+    assert [r["body"] for r in b.records] == [t.replace(card, "[REDACTED]") for t in texts]
+    assert all(r["flags"] & FLAG_REDACTED for r in b.records)
+    assert b.redactions == {"card_number": len(texts)}

@@ -48,13 +48,16 @@ pub fn unix_nano(v: &Val) -> Option<i64> {
 
 /// OpenTelemetry's SeverityNumber, 0 (unspecified) to 24: a number, or the enum's name as the protobuf
 /// JSON mapping may write it (`SEVERITY_NUMBER_WARN2` = 14). None for anything else.
-pub fn severity_number(v: &Val) -> Option<i32> {
+/// `levels`: the first number of TRACE, DEBUG, INFO, WARN, ERROR and FATAL (schemas.record.SEVERITY_NUMBERS,
+/// as parse::Parser has them); `…2` to `…4` are the next three.
+pub fn severity_number(v: &Val, levels: &[i32; 6]) -> Option<i32> {
     let t = number_text(v)?;
     let n = if let Some(name) = t.strip_prefix("SEVERITY_NUMBER_") {
         let (base, step) = name.find(|c: char| c.is_ascii_digit()).map_or((name, "1"), |i| name.split_at(i));
         let first = match base {
             "UNSPECIFIED" if step == "1" => return Some(0),
-            "TRACE" => 1, "DEBUG" => 5, "INFO" => 9, "WARN" => 13, "ERROR" => 17, "FATAL" => 21,
+            "TRACE" => levels[0], "DEBUG" => levels[1], "INFO" => levels[2], "WARN" => levels[3],
+            "ERROR" => levels[4], "FATAL" => levels[5],
             _ => return None,
         };
         match step {
@@ -238,14 +241,27 @@ mod tests {
         }
     }
 
+    /// schemas.record.SEVERITY_NUMBERS, as Python passes them (TRACE, DEBUG, INFO, WARN, ERROR, FATAL).
+    const LEVELS: [i32; 6] = [1, 5, 9, 13, 17, 21];
+
     #[test]
     fn severity_numbers_and_trace_flags() {
-        assert_eq!(severity_number(&val("13")), Some(13));
-        assert_eq!(severity_number(&val(r#""SEVERITY_NUMBER_INFO3""#)), Some(11));
-        assert_eq!(severity_number(&val(r#""SEVERITY_NUMBER_UNSPECIFIED""#)), Some(0));
-        for bad in ["25", "-1", "1.0", r#""SEVERITY_NUMBER_LOUD""#, r#""SEVERITY_NUMBER_INFO0""#, "true"] {
-            assert_eq!(severity_number(&val(bad)), None, "{bad}");
+        assert_eq!(severity_number(&val("13"), &LEVELS), Some(13));
+        assert_eq!(severity_number(&val(r#""SEVERITY_NUMBER_INFO3""#), &LEVELS), Some(11));
+        assert_eq!(severity_number(&val(r#""SEVERITY_NUMBER_UNSPECIFIED""#), &LEVELS), Some(0));
+        for (name, n) in [("TRACE", 1), ("DEBUG2", 6), ("INFO", 9), ("WARN4", 16), ("ERROR", 17), ("FATAL4", 24)] {
+            assert_eq!(severity_number(&val(&format!(r#""SEVERITY_NUMBER_{name}""#)), &LEVELS), Some(n), "{name}");
         }
+        for bad in ["25", "-1", "1.0", r#""SEVERITY_NUMBER_LOUD""#, r#""SEVERITY_NUMBER_INFO0""#,
+                    r#""SEVERITY_NUMBER_INFO5""#, r#""SEVERITY_NUMBER_UNSPECIFIED2""#, "true"] {
+            assert_eq!(severity_number(&val(bad), &LEVELS), None, "{bad}");
+        }
+        // the names' numbers are the table's, not written here; the result stays within 0..=24
+        let shifted = [2, 6, 10, 14, 18, 21];
+        assert_eq!(severity_number(&val(r#""SEVERITY_NUMBER_WARN2""#), &shifted), Some(15));
+        assert_eq!(severity_number(&val(r#""SEVERITY_NUMBER_FATAL4""#), &shifted), Some(24));
+        assert_eq!(severity_number(&val(r#""SEVERITY_NUMBER_FATAL4""#), &[2, 6, 10, 14, 18, 22]), None);
+        assert_eq!(severity_number(&val("7"), &shifted), Some(7)); // a number is taken as written
         assert_eq!(trace_flags(&val("769")), Some(1));
         assert_eq!(trace_flags(&val(r#""0a""#)), Some(10));
         for bad in ["4294967296", "-1", r#""1""#, r#""0x1""#, "1e0"] {

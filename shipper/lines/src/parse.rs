@@ -210,7 +210,7 @@ impl Parser {
         let consider = |winner: &mut [Option<(u8, usize)>; ROLES], (r, rank): (usize, u8), i: usize, v: &Val| {
             // a value that is not one of these is an ordinary field
             let usable = match r {
-                SEVERITY_NUMBER => otel::severity_number(v).is_some(),
+                SEVERITY_NUMBER => otel::severity_number(v, &self.severities).is_some(),
                 TRACE_FLAGS => otel::trace_flags(v).is_some(),
                 _ => true,
             };
@@ -243,7 +243,7 @@ impl Parser {
         let (message, level, time, trace, span) = (take(MESSAGE), take(LEVEL), take(TIME), take(TRACE), take(SPAN));
         let key_of = |r: usize| winner[r].map(|(_, i)| fields[i].0.clone());
         let (message_key, time_key) = (key_of(MESSAGE), key_of(TIME));
-        let number = take(SEVERITY_NUMBER).and_then(|v| otel::severity_number(&v)).unwrap_or(0);
+        let number = take(SEVERITY_NUMBER).and_then(|v| otel::severity_number(&v, &self.severities)).unwrap_or(0);
         let mut trace_flags = take(TRACE_FLAGS).and_then(|v| otel::trace_flags(&v));
         if unset || winner.iter().any(Option::is_some) {
             let mut i = 0;
@@ -485,6 +485,13 @@ mod tests {
         for (line, want) in [(r#"{"level":"TRACE"}"#, 100), (r#"{"level":"Debug"}"#, 101), (r#"{"level":"notice"}"#, 102),
                              (r#"{"level":"WARNING"}"#, 103), (r#"{"level":"err"}"#, 104), (r#"{"level":"Emergency"}"#, 105),
                              (r#"{"level":60}"#, 105), (r#"{"level":"verbose"}"#, 0), ("x [WARN] y", 103), ("level=fatal", 105)] {
+            assert_eq!(p.parse(line, &mut clock).severity_number, want, "{line}");
+        }
+        // so are OTel's enum names (a name's step is added to its level's first number)
+        let p = Parser::new([2, 6, 10, 14, 18, 21]);
+        for (line, want) in [(r#"{"severityNumber":"SEVERITY_NUMBER_WARN2","level":"info"}"#, 15),
+                             (r#"{"severity_number":"SEVERITY_NUMBER_TRACE","level":"info"}"#, 2),
+                             (r#"{"severityNumber":"SEVERITY_NUMBER_FATAL4"}"#, 24), (r#"{"severityNumber":7}"#, 7)] {
             assert_eq!(p.parse(line, &mut clock).severity_number, want, "{line}");
         }
     }

@@ -48,12 +48,32 @@ fn digits(b: &[u8]) -> Option<i64> {
     Some(b.iter().fold(0i64, |n, &c| n * 10 + i64::from(c - b'0')))
 }
 
+fn is_leap_year(y: i64) -> bool {
+    y % 4 == 0 && (y % 100 != 0 || y % 400 == 0)
+}
+
+fn days_in_month(y: i64, m: i64) -> i64 {
+    match m {
+        2 if is_leap_year(y) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
 /// Lines written within the same second share their 'YYYY-MM-DDTHH:MM:SS' prefix:
 /// converting it once per second keeps date arithmetic off the profile.
-#[derive(Default)]
 pub struct SecondCache {
+    /// Always a valid prefix whose value is `seconds`: a prefix equal to it is taken unchecked.
     prefix: [u8; 19],
     seconds: i64,
+}
+
+impl Default for SecondCache {
+    /// A fresh cache holds a real entry, the epoch (not 19 NUL bytes, which would then pass for it).
+    fn default() -> Self {
+        SecondCache { prefix: *b"1970-01-01T00:00:00", seconds: 0 }
+    }
 }
 
 impl SecondCache {
@@ -70,7 +90,9 @@ impl SecondCache {
         }
         let (y, mo, d) = (digits(&p[0..4])?, digits(&p[5..7])?, digits(&p[8..10])?);
         let (h, mi, s) = (digits(&p[11..13])?, digits(&p[14..16])?, digits(&p[17..19])?);
-        if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || s > 60 {
+        // A leap second (:60) is taken at any minute, as the next minute's :00; a day past its month's
+        // end is no date (2024-02-31 is not 2024-03-02).
+        if !(1..=12).contains(&mo) || d < 1 || d > days_in_month(y, mo) || h > 23 || mi > 59 || s > 60 {
             return None;
         }
         self.seconds = days_from_civil(y, mo, d) * 86_400 + h * 3_600 + mi * 60 + s;
@@ -78,8 +100,8 @@ impl SecondCache {
         Some(self.seconds)
     }
 
-    /// Nanoseconds since the epoch: a fraction of any length (the first 9 digits count), then Z or ±hh:mm.
-    /// None also for a time outside what `epoch_ns` can hold.
+    /// Nanoseconds since the epoch: a fraction of any length (the first 9 digits count), then Z or ±hh:mm
+    /// (at most ±23:59). None also for a time outside what `epoch_ns` can hold.
     pub fn parse_ns(&mut self, ts: &[u8]) -> Option<i64> {
         let seconds = self.epoch(ts)?;
         // The form kubelet and Docker write: .nnnnnnnnnZ
@@ -102,7 +124,11 @@ impl SecondCache {
         let offset = match rest {
             b"Z" | b"z" => 0,
             [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
-                let secs = digits(&[*h1, *h2])? * 3_600 + digits(&[*m1, *m2])? * 60;
+                let (h, m) = (digits(&[*h1, *h2])?, digits(&[*m1, *m2])?);
+                if h > 23 || m > 59 {
+                    return None;
+                }
+                let secs = h * 3_600 + m * 60;
                 if *sign == b'+' { secs } else { -secs }
             }
             _ => return None,
@@ -195,21 +221,45 @@ mod tests {
         assert_eq!(c.parse_ns(b"2024-01-02T03:04:05.25Z"), Some(T0 * NS + 250_000_000));
     }
 
-    // BUG (reported, not fixed): a fresh cache's prefix is 19 NUL bytes, so 19 NULs followed by a zone
-    // pass for 1970-01-01T00:00:00 without any check. Current behaviour: Some(0).
+    // A fresh cache's prefix used to be 19 NUL bytes, so 19 NULs and a zone passed for the epoch unchecked.
     #[test]
-    #[ignore = "bug: SecondCache::default() accepts 19 NUL bytes as the epoch"]
     fn nul_bytes_are_not_a_time() {
         assert_eq!(SecondCache::default().parse_ns(b"\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0Z"), None);
+        let mut c = SecondCache::default();
+        assert_eq!(c.parse_ns(&[0; 20]), None);
+        assert_eq!(c.parse_ns(&[0xff; 30]), None);
+        // the fresh cache's own entry is a real one
+        assert_eq!(c.parse_ns(b"1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(SecondCache::default().parse_ns(b"1970-01-01T00:00:00.5+00:00"), Some(NS / 2));
+        assert_eq!(SecondCache::default().parse_ns(b"1970-01-01T00:00:00-00:30"), Some(1_800 * NS));
     }
 
-    // Lenient (reported, not changed): days past the month's end and offsets past 23:59 are accepted.
-    // Current behaviour: 2024-02-31 is 2024-03-02, and +99:99 shifts by 100 h 39 min.
     #[test]
-    #[ignore = "lenient: no per-month day check, no range check on the offset"]
     fn impossible_dates_and_offsets_are_refused() {
         assert_eq!(ns("2024-02-31T00:00:00Z"), None);
         assert_eq!(ns("2024-01-02T03:04:05+99:99"), None);
+        for bad in ["2024-02-30T00:00:00Z", "2023-02-29T00:00:00Z", "2100-02-29T00:00:00Z", "1900-02-29T00:00:00Z",
+                    "2024-04-31T00:00:00Z", "2024-06-31T00:00:00Z", "2024-09-31T00:00:00Z", "2024-11-31T00:00:00Z",
+                    "2024-01-02T03:04:05+24:00", "2024-01-02T03:04:05-24:00", "2024-01-02T03:04:05+00:60",
+                    "2024-01-02T03:04:05-05:99", "2024-01-02T03:04:05.5+23:60", "2024-01-02T03:04:05+99:00"] {
+            assert_eq!(ns(bad), None, "{bad}");
+        }
+        // the last day of every month, leap years by the Gregorian rule
+        for (date, days) in [("2024-01-31", 19_753), ("2024-02-29", 19_782), ("2000-02-29", 11_016), ("2023-02-28", 19_416),
+                             ("2024-04-30", 19_843), ("2024-06-30", 19_904), ("2024-09-30", 19_996),
+                             ("2024-11-30", 20_057), ("2024-12-31", 20_088)] {
+            assert_eq!(ns(&format!("{date}T00:00:00Z")), Some(days * 86_400 * NS), "{date}");
+        }
+        // the widest offsets there are, and a leap second with one
+        assert_eq!(ns("2024-01-03T03:02:05+23:59"), Some((T0 - 60) * NS));
+        assert_eq!(ns("2024-01-01T03:06:05-23:59"), Some((T0 + 60) * NS));
+        assert_eq!(ns("2024-01-02T05:34:60+02:30"), ns("2024-01-02T03:05:00Z"));
+        // a refused time does not disturb the cache
+        let mut c = SecondCache::default();
+        assert_eq!(c.parse_ns(b"2024-01-02T03:04:05Z"), Some(T0 * NS));
+        assert_eq!(c.parse_ns(b"2024-01-02T03:04:05+24:00"), None);
+        assert_eq!(c.parse_ns(b"2024-02-31T03:04:05Z"), None);
+        assert_eq!(c.parse_ns(b"2024-01-02T03:04:05-01:00"), Some((T0 + 3_600) * NS));
     }
 
     #[test]
