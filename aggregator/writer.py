@@ -14,6 +14,7 @@ or rewriting them brings them up to the current schema.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 
@@ -56,6 +57,14 @@ class Written:
         return NewFile(entry, self.traces)
 
 
+def _discard(target: Target) -> None:
+    """Remove the staging file of a failed write. The failure that stopped the write is the one to report:
+    removing can fail for the same cause (a read-only remount, a missing directory), and a staging file left
+    behind is an orphan that aggregator.tidy removes."""
+    with contextlib.suppress(OSError):
+        target.discard()
+
+
 class ParquetWriter:
     def __init__(self, storage: Storage, threads: int | None = None) -> None:
         self.con = duck.connect(threads)
@@ -84,11 +93,11 @@ class ParquetWriter:
             written = self._describe(target.staging, key, layout)
             target.publish()
         except (*duck.WriteError, OSError) as e:
-            target.discard()
+            _discard(target)
             raise StorageError(f"cannot write {target.final}: {duck.first_line(e)}; free space or fix permissions, "
                                "the work resumes from the last committed state") from None
         except BaseException:
-            target.discard()
+            _discard(target)
             raise
         return written
 

@@ -8,7 +8,7 @@ from its catalog entry alone. Times are relative (``15m``, ``1h30m``, ``2d12h``,
 
 from __future__ import annotations
 
-import fnmatch
+import functools
 import re
 import time
 from dataclasses import dataclass
@@ -24,6 +24,10 @@ _UNITS = {"ms": Fraction(1, 1000), "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 
 _DURATION_PART = re.compile(r"(\d+)(?:\.(\d+))?(ms|[smhdwy])")
 _DURATION = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|[smhdwy]))+")
 _DURATION_ISH = re.compile(r"[\d.]+[a-zA-Z\u00b5][\w.\u00b5]*")  # looks meant as a duration: say how to write one
+# The fraction of a second, to the nanosecond (datetime keeps microseconds): it follows the time of day, whose
+# hour comes right after the date's separator ("T", "t" or a space in RFC 3339; datetime takes any character),
+# not after a colon or digit, while an offset's hour (which may have a fraction too) follows its sign.
+_FRACTION = re.compile(r"[^\d:+-]\d\d(?::?\d\d){0,2}[.,](\d+)")
 # The latest instant a timestamp_ns holds: DuckDB reads int64 max itself as 'infinity'.
 MAX_TIME_NS = 2**63 - 2
 _BEYOND_EPOCH_NS = 2**64  # a duration longer than the lake can span
@@ -94,7 +98,7 @@ def parse_time(text: str, now_ns: int | None = None) -> int:
                             "or an RFC 3339 time like 2026-11-24T10:00:00Z") from None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=timezone.utc)
-    frac = re.search(r"\.(\d+)", t.split("T", 1)[1]) if "T" in t else None
+    frac = _FRACTION.search(t)
     nanos = int(frac.group(1)[:9].ljust(9, "0")) if frac else 0
     ns = int(dt.replace(microsecond=0).timestamp()) * _NS + nanos
     if ns > MAX_TIME_NS:
@@ -107,6 +111,75 @@ def format_time(ns: int | None) -> str:
     if ns is None:
         return "-"
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // _NS)) + f".{ns % _NS:09d}Z"
+
+
+def sql_glob(value: str, pattern: str) -> bool:
+    """``value GLOB pattern`` as DuckDB has it, so the catalog's test of a file agrees with the SQL."""
+    regex = _glob_regex(pattern)
+    return regex is not None and regex.fullmatch(value.encode()) is not None
+
+
+@functools.lru_cache(maxsize=256)
+def _glob_regex(pattern: str) -> re.Pattern[bytes] | None:
+    """DuckDB's GLOB (its function Glob) as a regular expression; None for a pattern that matches nothing.
+    It compares UTF-8 bytes, not characters: ``?`` and a bracket take one byte each, and a range's ends are
+    bytes. A backslash makes the next byte literal, outside brackets only; a pattern ending in a lone
+    backslash, or with a bracket that is not closed, matches nothing."""
+    p = pattern.encode()
+    out: list[bytes] = []
+    i, n = 0, len(p)
+    while i < n:
+        c = p[i:i + 1]
+        if c == b"*":
+            out.append(b".*")
+        elif c == b"?":
+            out.append(b".")
+        elif c == b"\\":
+            i += 1
+            if i == n:
+                return None
+            out.append(re.escape(p[i:i + 1]))
+        elif c == b"[":
+            i += 1
+            invert = p[i:i + 1] == b"!"
+            i += invert
+            first, ranges, closed = i, [], False
+            while i < n:
+                # a "]" right after the "[" (or "[!") is a member, not the end
+                if p[i:i + 1] == b"]" and i > first:
+                    closed = True
+                    break
+                if i + 1 == n:
+                    break
+                if p[i + 1:i + 2] == b"-":
+                    if i + 2 == n:
+                        break
+                    ranges.append((p[i], p[i + 2]))
+                    i += 3
+                else:
+                    ranges.append((p[i], p[i]))
+                    i += 1
+            members = _bracket(tuple(ranges), invert)
+            if not closed or not members:
+                return None
+            out.append(b"[" + b"".join(b"\\x%02x" % b for b in members) + b"]")
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return re.compile(b"".join(out), re.DOTALL)
+
+
+def _bracket(ranges: tuple[tuple[int, int], ...], invert: bool) -> list[int]:
+    """The bytes a bracket matches. DuckDB compares ``char``, signed on x86-64 and unsigned on arm64, so a
+    range with an end above 0x7f differs between builds: the bytes either would match, lest a file be
+    ruled out that the SQL matches."""
+    out: set[int] = set()
+    for signed in (False, True):
+        def key(b: int) -> int:
+            return b - 256 if signed and b > 0x7f else b
+        hit = {b for b in range(256) if any(key(lo) <= key(b) <= key(hi) for lo, hi in ranges)}
+        out |= set(range(256)) - hit if invert else hit
+    return sorted(out)
 
 
 @dataclass(frozen=True)
@@ -157,7 +230,7 @@ class Selector:
 
     def _container_matches(self, triple: str) -> bool:
         ns, pod, container = (triple.split("/", 2) + ["", ""])[:3]
-        return all(pattern is None or fnmatch.fnmatchcase(value, pattern)
+        return all(pattern is None or sql_glob(value, pattern)
                    for pattern, value in ((self.namespace, ns), (self.pod, pod), (self.container, container)))
 
     def describe(self) -> str:

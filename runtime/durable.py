@@ -17,6 +17,7 @@ itself are created owner-only.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import stat
@@ -100,8 +101,10 @@ def write_durably(path: Path, data: bytes, mode: int = 0o600) -> None:
             os.close(fd)
         os.rename(tmp, path)  # a symlink at ``path`` is replaced, not followed
     except OSError:
-        # a full disk must not keep a half-written temporary file taking the room that is left
-        tmp.unlink(missing_ok=True)
+        # a full disk must not keep a half-written temporary file taking the room that is left; removing it
+        # may fail for the same cause (a read-only remount), and the failure to report is the write's
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
         raise
     fsync_path(path.parent)
 
@@ -110,4 +113,8 @@ _SAFE_NODE = re.compile(r"[^A-Za-z0-9._-]")
 
 
 def safe_name(node: str) -> str:
-    return _SAFE_NODE.sub("_", node) or "_"
+    """``node`` as one path component that stays where it is put: a character other than a letter, digit,
+    ``.``, ``_`` or ``-`` becomes ``_``, and a ``_`` goes in front of "", "." and ".." (the directory itself
+    and its parent). Every other name keeps its form: names are the paths of existing lakes and spools."""
+    name = _SAFE_NODE.sub("_", node)
+    return "_" + name if name in ("", ".", "..") else name

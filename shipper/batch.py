@@ -104,12 +104,16 @@ class Batcher:
 
     def _close(self, key: bytes, now: float | None = None) -> Outgoing:
         batch = self._open.pop(key)
+        # A source belongs to one key, so these are the latest positions of the key's sources: the batch's own
+        # over those not reported yet, which a source with nothing in this batch keeps for the next report.
+        # Each came with an earlier batch or from report_later (where reading resumed: its records are
+        # checkpointed, buffered or already batched), so the report, which follows this batch, never gets
+        # ahead of a source's records.
+        since, marks = self._unreported.pop(key, (None, {}))
+        marks.update(batch.marks)
         if batch.count:
-            self._unreported[key] = (time.monotonic() if now is None else now, dict(batch.marks))
-        elif key in self._unreported:
-            # a source belongs to one key, so these are the latest positions of the key's sources
-            since, marks = self._unreported.pop(key)
-            marks.update(batch.marks)
+            self._unreported[key] = (time.monotonic() if now is None else now, marks)
+        elif since is not None:
             if batch.report:
                 batch.marks = marks
             else:

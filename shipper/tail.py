@@ -66,7 +66,9 @@ class FileTail:
         last_nl = data.rfind(b"\n")
         if last_nl < 0:
             if len(data) <= max_line:
-                return Chunk(b"", start, start, True)  # an incomplete line: wait for its end
+                # an incomplete line: wait for its end; after a skip that ended in this window, ``data``
+                # is only the window's tail, so complete lines may still follow it
+                return Chunk(b"", start, start, at_eof)
             self.offset = start + max_line
             self.cut_from = start
             return Chunk(data[:max_line], start, self.offset, False, cut=True)
@@ -76,8 +78,12 @@ class FileTail:
     def read_rest(self, max_line: int) -> Chunk:
         """The file is finished: its last line, which will never get its newline, as it is
         (``at_eof`` False: more lines came since the last read, read them first)."""
-        data = b"" if self.cut_from is not None else os.pread(self.fd, max_line + 1, self.offset)
         start = self.offset
+        if self.cut_from is not None:
+            # Whatever came while the rest of a cut line is skipped (its newline, complete lines, or more of
+            # it) goes to a normal read, which ends the skip and accounts for the skipped bytes.
+            return Chunk(b"", start, start, self.size() <= start)
+        data = os.pread(self.fd, max_line + 1, start)
         if data.find(b"\n") >= 0:  # more lines came since the last read: leave them to a normal read
             return Chunk(b"", start, start, False)
         self.offset += len(data)

@@ -174,9 +174,6 @@ def test_report_later_is_not_overridden_by_a_batch_of_the_same_source():
     assert out[1].marks == {"A": prog(50)}
 
 
-@pytest.mark.xfail(strict=True, reason="Batcher._close replaces a key's unreported marks with the closed batch's "
-                   "own: a position given with report_later (or a position-only mark) for another source of the "
-                   "key is dropped from the next report")
 def test_report_later_of_one_source_survives_a_batch_of_another_source_of_the_key():
     b = Batcher(max_bytes=1000, max_wait_s=1, report_s=3)
     b.report_later(b"k", "A", prog(40))                     # e.g. the rotated file after a restart
@@ -184,6 +181,19 @@ def test_report_later_of_one_source_survives_a_batch_of_another_source_of_the_ke
     out = b.drain()
     assert [(x.count, x.report) for x in out] == [(1, False), (0, True)]
     assert set(out[1].marks) == {"A", "B"}
+
+
+def test_a_position_only_mark_of_one_source_survives_a_later_batch_of_another_source_of_the_key():
+    b = Batcher(max_bytes=1000, max_wait_s=0, report_s=100)
+    b.add(b"k", recs(b"x"), "A", prog(2))
+    assert [x.count for x in b.due(later(0))] == [1]
+    b.add(b"k", None, "B", prog(5, "/b.log", SRC_B))    # another file of the container: lines that gave no record
+    [pos] = b.due(later(0))
+    assert not pos.sent and pos.marks == {"B": prog(5, "/b.log", SRC_B)}
+    b.add(b"k", recs(b"y"), "A", prog(4))
+    assert [x.count for x in b.due(later(0))] == [1]
+    [report] = b.drain()
+    assert report.report and report.marks == {"A": prog(4), "B": prog(5, "/b.log", SRC_B)}
 
 
 def test_seal_sends_the_batch_now_then_a_report():

@@ -4,7 +4,10 @@ under safe names that stay inside the root whatever the transport calls its topi
 
 from __future__ import annotations
 
+import errno
+import itertools
 import os
+import re
 import stat
 import time
 from pathlib import Path
@@ -13,6 +16,7 @@ import orjson
 import pytest
 
 from aggregator.quarantine import Quarantine, Unreadable
+from runtime.durable import safe_name
 
 
 def files_under(root: Path) -> list[str]:
@@ -73,15 +77,44 @@ def test_hostile_topic_and_partition_names_stay_inside_the_root(tmp_path, topic,
     assert (note["topic"], note["partition"]) == (topic, partition)   # the note keeps the names as given
 
 
-@pytest.mark.xfail(strict=True, reason="runtime.durable.safe_name keeps '..' as it is (dots are safe characters): "
-                   "a topic named '..' puts the quarantine files outside its root, a partition named '..' "
-                   "puts them outside any partition directory")
 @pytest.mark.parametrize("topic,partition", [("..", "0"), ("t", ".."), ("..", "..")])
 def test_dot_dot_names_stay_inside_the_root(tmp_path, topic, partition):
     root = tmp_path / "lake" / "quarantine"
     path = Quarantine(root).put(topic, partition, 1, b"v", "bad_magic", "m").resolve()
     assert path.is_relative_to(root.resolve()), path
     assert path.parent.parent.parent == root.resolve(), path   # in a topic and a partition directory
+
+
+def test_safe_name_never_names_a_directory_itself_or_its_parent_and_keeps_every_safe_name():
+    """The names are paths of existing lakes, buffers and spools: only "", "." and ".." change."""
+    alphabet = [".", "/", "_", "-", "a", "0", "\x00", "é"]
+    for n in range(5):
+        for chars in itertools.product(alphabet, repeat=n):
+            name = "".join(chars)
+            out = safe_name(name)
+            assert out not in ("", ".", "..") and re.fullmatch(r"[A-Za-z0-9._-]+", out), (name, out)
+            if name not in ("", ".", "..") and re.fullmatch(r"[A-Za-z0-9._-]+", name):
+                assert out == name
+    kept = ["orders", "logs.v2", "__consumer_offsets", "0", "17", "node-1.example", "...", ".hidden", "_.."]
+    assert [safe_name(n) for n in kept] == kept
+    assert [safe_name(n) for n in ("", ".", "..", "../x", "a/b")] == ["_", "_.", "_..", ".._x", "a_b"]
+
+
+def test_a_failing_cleanup_does_not_hide_the_write_failure(tmp_path, monkeypatch):
+    """write_durably removes its temporary file after a failure; when that fails too (a read-only remount),
+    the write's own failure is the one raised."""
+    def rename(src, dst):
+        raise OSError(errno.EIO, "Input/output error")
+
+    def unlink(self, missing_ok=False):
+        raise OSError(errno.EROFS, "Read-only file system")
+    q = Quarantine(tmp_path)
+    monkeypatch.setattr(os, "rename", rename)
+    monkeypatch.setattr(Path, "unlink", unlink)
+    with pytest.raises(OSError) as e:
+        q.put("t", "0", 1, b"v", "bad_magic", "m")
+    assert e.value.errno == errno.EIO and e.value.__context__ is None
+    assert q.count == 0
 
 
 def test_a_hostile_reason_stays_in_the_file_name(tmp_path):

@@ -99,8 +99,6 @@ def test_an_overlong_line_is_cut_and_its_rest_skipped_to_its_newline(tmp_path, c
     assert ends == sorted(ends) and ends[-1] == len(data)
 
 
-@pytest.mark.xfail(strict=True, reason="FileTail.read returns at_eof=True right after skipping the rest of a "
-                   "cut line when the window held no further newline, although complete lines are unread")
 def test_at_eof_after_skipping_a_cut_line_is_only_set_at_the_real_end(tmp_path, closing):
     data = b"x" * 30 + b"\n" + b"ok\n"
     t = tail_of(tmp_path / "a.log", data)
@@ -150,8 +148,6 @@ def test_read_rest_leaves_lines_that_came_since_the_last_read_to_a_normal_read(t
     assert t.read_rest(100) == Chunk(b"more", 12, 16, True)
 
 
-@pytest.mark.xfail(strict=True, reason="FileTail.read_rest skips the newline check while the rest of a cut line "
-                   "is being skipped: lines that came since the last read are reported finished (at_eof) and lost")
 def test_read_rest_while_skipping_a_cut_line_does_not_finish_over_new_lines(tmp_path, closing):
     path = tmp_path / "a.log"
     t = tail_of(path, b"z" * 30)

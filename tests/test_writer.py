@@ -220,9 +220,6 @@ def one_sentence(e: StorageError, final: str) -> None:
     assert "\n" not in msg and e.__cause__ is None and e.__suppress_context__
 
 
-@pytest.mark.xfail(os.geteuid() == 0, strict=True, reason="as root the directory is unwritable through a read-only "
-                   "mount, where unlinking even the missing staging file fails with EROFS: Target.discard's raw "
-                   "OSError escapes from ParquetWriter.write instead of the one-sentence StorageError")
 def test_an_unwritable_directory_is_a_storage_error_in_one_sentence(tmp_path):
     (tmp_path / "lake" / "hot" / "t" / "0").mkdir(parents=True)
     with unwritable(tmp_path / "lake") as data_dir:
@@ -245,9 +242,6 @@ def test_a_directory_removed_under_the_writer_is_a_storage_error(lake, tmp_path)
     assert not (tmp_path / "gone").exists()
 
 
-@pytest.mark.xfail(strict=True, reason="when removing the staging file fails too (any OSError but ENOENT: "
-                   "ENOTDIR here, EROFS after a remount mid-write), Target.discard's raw OSError escapes from "
-                   "ParquetWriter.write's handler instead of the one-sentence StorageError")
 def test_a_failing_cleanup_does_not_hide_the_storage_error(lake, tmp_path):
     _, writer, key = lake
     blocker = tmp_path / "not-a-dir"
