@@ -49,3 +49,11 @@ def test_dashed_card_is_redacted_at_every_offset():
     assert [r["body"] for r in b.records] == [t.replace(card, "[REDACTED]") for t in texts]
     assert all(r["flags"] & FLAG_REDACTED for r in b.records)
     assert b.redactions == {"card_number": len(texts)}
+
+
+def test_card_beside_another_number_is_redacted_and_the_number_kept():
+    # the card regex's run "2 4111 1111 1111 1111" fails the Luhn check as a whole; the card inside it passes
+    b = build_records([b"qty 2 4111 1111 1111 1111 ok"], redact_patterns=CUSTOM)
+    (r,) = b.records
+    assert (r["body"], r["flags"] & FLAG_REDACTED) == ("qty 2 [REDACTED] ok", FLAG_REDACTED)
+    assert b.redactions == {"card_number": 1}

@@ -3,7 +3,8 @@
 //! Built-in rules (all on by default, chosen by name) and custom regexes; every
 //! match becomes `[REDACTED]` (a bearer token keeps its scheme word, a URL its
 //! user name) and is counted per rule. Card numbers are redacted only when they
-//! pass the Luhn check, so order ids and timestamps are left alone. Each rule has
+//! pass the Luhn check, so order ids and timestamps are left alone; a card beside other numbers is
+//! found among the whole digit groups of their run (`mask_cards_inside`). Each rule has
 //! a quick test that rules most lines out without running its regex.
 
 use std::borrow::Cow;
@@ -39,7 +40,8 @@ fn builtin(name: &str) -> Option<(Quick, &'static str, Replace)> {
         "url_password" => (Quick::Scheme, r"((?-u:\b)[A-Za-z][A-Za-z0-9+.-]*://[^:/\s@]+:)[^@/\s]+@", Replace::UrlPassword),
         "aws_access_key" => (Quick::AwsPrefix,
                              r"(?-u:\b)(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA)[0-9A-Z]{16}(?-u:\b)", Replace::Mask),
-        "card_number" => (Quick::CardRun, r"(?-u:\b)[0-9](?:[ -]?[0-9]){12,18}(?-u:\b)", Replace::Luhn),
+        // the whole run of digit groups (not at most 19 digits of it): a card may be any aligned part of it
+        "card_number" => (Quick::CardRun, r"(?-u:\b)[0-9](?:[ -]?[0-9]){12,}(?-u:\b)", Replace::Luhn),
         "email" => (Quick::At,
                     r"(?-u:\b)[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}(?-u:\b)", Replace::Mask),
         _ => return None,
@@ -117,6 +119,72 @@ fn digit_run(stretch: &[u8]) -> bool {
     false
 }
 
+/// A run of digit groups (the card regex's match: groups of digits, one space or dash between two of them)
+/// that fails the Luhn check as a whole, or has more than 19 digits, may still hold a card beside other
+/// numbers ("qty 2 4111 1111 1111 1111", "4111111111111111 1"). Its parts that would be redacted if they
+/// stood alone are: every stretch of whole groups, 13 to 19 digits, that passes the Luhn check. A group is
+/// never cut (a 20-digit id holds 13-19-digit windows that pass the check one time in ten each, and it is
+/// no card). Each stretch of the run covered by such parts (parts that share a group joined, so no digit
+/// of either is left) becomes one mask; the separators and groups around are kept. `digits` is the
+/// number of digits in the run. The text and the number of masks, or None when no part passes.
+fn mask_cards_inside(run: &str, digits: usize) -> Option<(String, u64)> {
+    let b = run.as_bytes();
+    let mut masked: Vec<(usize, usize)> = Vec::new(); // byte ranges, in order, disjoint
+    let (mut start, mut left) = (0, digits); // the first byte of a group; the digits from there on
+    while left >= 13 {
+        let group_end = b[start..].iter().position(|c| !c.is_ascii_digit()).map_or(b.len(), |k| start + k);
+        if let Some(len) = longest_passing_part(&b[start..]) {
+            let end = start + len;
+            match masked.last_mut() {
+                Some(prev) if start < prev.1 => prev.1 = prev.1.max(end), // shares a group with it
+                _ => masked.push((start, end)),
+            }
+        }
+        left -= group_end - start;
+        start = group_end + 1;
+    }
+    if masked.is_empty() {
+        return None;
+    }
+    let mut out = String::with_capacity(run.len());
+    let mut copied = 0;
+    for &(start, end) in &masked {
+        out.push_str(&run[copied..start]);
+        out.push_str(MASK);
+        copied = end;
+    }
+    out.push_str(&run[copied..]);
+    Some((out, masked.len() as u64))
+}
+
+/// The length in bytes of the longest part of `groups` (digit groups, one separator between two) that
+/// starts at its first byte, ends at the end of a group, has 13 to 19 digits and passes the Luhn check.
+fn longest_passing_part(groups: &[u8]) -> Option<usize> {
+    const DOUBLED: [u32; 10] = [0, 2, 4, 6, 8, 1, 3, 5, 7, 9];
+    // The digit at index k of a part of n digits is doubled when n - 1 - k is odd: sums[0] doubles the
+    // digits at even k, sums[1] those at odd k, and a part of n digits passes when sums[n % 2] does.
+    let (mut sums, mut n) = ([0u32; 2], 0usize);
+    let passes = |sums: &[u32; 2], n: usize| n >= 13 && sums[n % 2].is_multiple_of(10);
+    let mut longest = None;
+    for (i, &c) in groups.iter().enumerate() {
+        if c.is_ascii_digit() {
+            if n == 19 {
+                return longest;
+            }
+            let d = usize::from(c - b'0');
+            sums[n % 2] += DOUBLED[d];
+            sums[1 - n % 2] += d as u32;
+            n += 1;
+        } else if passes(&sums, n) {
+            longest = Some(i);
+        }
+    }
+    if passes(&sums, n) {
+        longest = Some(groups.len());
+    }
+    longest
+}
+
 fn contains_ascii_ci(hay: &[u8], needle: &[u8]) -> bool {
     let (lo, up) = (needle[0].to_ascii_lowercase(), needle[0].to_ascii_uppercase());
     memchr::memchr2_iter(lo, up, hay).any(|i| hay.len() - i >= needle.len() && hay[i..i + needle.len()].eq_ignore_ascii_case(needle))
@@ -186,19 +254,24 @@ impl Redactor {
             let mut n = 0u64;
             let replaced = rule.pattern.replace_all(&text, |c: &Captures| {
                 let whole = &c[0];
-                let out = match rule.replace {
-                    Replace::Mask => MASK.to_string(),
-                    Replace::KeepGroup1 => format!("{} {MASK}", &c[1]),
-                    Replace::UrlPassword => format!("{}{MASK}@", &c[1]),
+                let (out, masks) = match rule.replace {
+                    Replace::Mask => (MASK.to_string(), 1),
+                    Replace::KeepGroup1 => (format!("{} {MASK}", &c[1]), 1),
+                    Replace::UrlPassword => (format!("{}{MASK}@", &c[1]), 1),
                     Replace::Luhn => {
                         let digits: Vec<u8> = whole.bytes().filter(u8::is_ascii_digit).collect();
-                        if !(13..=19).contains(&digits.len()) || !luhn_ok(&digits) {
-                            return whole.to_string();
+                        if (13..=19).contains(&digits.len()) && luhn_ok(&digits) {
+                            (MASK.to_string(), 1)
+                        } else {
+                            // only a run that is no card as a whole is searched for one inside it
+                            match mask_cards_inside(whole, digits.len()) {
+                                Some(inside) => inside,
+                                None => return whole.to_string(),
+                            }
                         }
-                        MASK.to_string()
                     }
                 };
-                n += 1;
+                n += masks;
                 out
             });
             if n > 0 {
@@ -393,6 +466,199 @@ mod tests {
                 assert_eq!(run(&r, &text), (text.clone(), false, vec![0]), "{text:?}");
             }
         }
+    }
+
+    // The card regex took the longest run of digit groups up to 19 digits, and only that run was checked: a
+    // card beside another number made a longer run that failed the Luhn check, and the card was shipped.
+    const BESIDE: [(&str, &str, u64); 13] = [
+        ("qty 2 4111 1111 1111 1111 ok", "qty 2 [REDACTED] ok", 1),
+        ("card 4111 1111 1111 1111 12 items", "card [REDACTED] 12 items", 1),
+        ("4111111111111111 1", "[REDACTED] 1", 1),
+        ("1234 4111 1111 1111 1111", "1234 [REDACTED]", 1), // past the first 19 digits of the run
+        ("2024-4111-1111-1111-1111", "2024-[REDACTED]", 1),
+        ("7 3782 822463 10005 8", "7 [REDACTED] 8", 1),
+        ("41111111111111110000 4111111111111111", "41111111111111110000 [REDACTED]", 1),
+        ("4111 1111 1111 1111 1234 5678 9012 3456", "[REDACTED] 1234 5678 9012 3456", 1),
+        ("1 5555-5555-5555-4444 3 4012888888881881 1", "1 [REDACTED] 3 [REDACTED] 1", 2),
+        // parts that pass the check and share a group are one mask: no digit of either is left
+        ("4111-1111-1111-1111-2024", "[REDACTED]", 1), // "1111-1111-1111-2024" passes too
+        ("1 2 3 4111111111111111 5 6", "1 [REDACTED]", 1), // so do "2 3 4111111111111111 5", "3 … 5 6"
+        ("4111 1111 1111 1111 4012 8888 8888 1881", "[REDACTED]", 1), // and "1111 1111 1111 4012"
+        // "12 5555-5555-5555" passes: masking only the leftmost part would have shipped the card's "4444"
+        ("12 5555-5555-5555-4444 3 4012888888881881 7", "[REDACTED] [REDACTED]", 2),
+    ];
+
+    #[test]
+    fn a_card_beside_other_numbers_is_redacted_and_they_are_kept() {
+        let r = redactor(&BUILTINS, &[]);
+        for (text, expected, cards) in BESIDE {
+            assert_eq!(run(&r, text), (expected.to_string(), true, vec![0, 0, 0, cards, 0]), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn a_card_beside_other_numbers_is_redacted_at_every_offset() {
+        let r = redactor(&BUILTINS, &[]);
+        for (text, expected, cards) in BESIDE {
+            for pad in 0..40 {
+                for after in ["", " ok", "\"", ", retry in 5 s"] {
+                    let before = text_before(pad);
+                    let line = format!("{before}{text}{after}");
+                    assert_eq!(run(&r, &line), (format!("{before}{expected}{after}"), true, vec![0, 0, 0, cards, 0]),
+                               "{line:?}");
+                    assert!(card_run(line.as_bytes()), "{line:?}");
+                }
+            }
+        }
+    }
+
+    /// Every part of whole digit groups of a run (the card regex's match), 13 to 19 digits, that passes the
+    /// Luhn check: (first group, last group, text), by brute force.
+    fn passing_parts(run: &str) -> Vec<(usize, usize, String)> {
+        let groups: Vec<&str> = run.split([' ', '-']).collect();
+        let mut out = Vec::new();
+        for first in 0..groups.len() {
+            for last in first..groups.len() {
+                let digits = groups[first..=last].concat();
+                if (13..=19).contains(&digits.len()) && luhn_ok(digits.as_bytes()) {
+                    out.push((first, last, groups[first..=last].join(" ")));
+                }
+            }
+        }
+        out
+    }
+
+    /// Windows of 13 to 19 digits of an unseparated number that pass the Luhn check (what a rule cutting
+    /// groups would redact).
+    fn passing_windows(digits: &str) -> usize {
+        (0..digits.len())
+            .flat_map(|i| (i + 13..=(i + 19).min(digits.len())).map(move |j| (i, j)))
+            .filter(|&(i, j)| luhn_ok(&digits.as_bytes()[i..j]))
+            .count()
+    }
+
+    #[test]
+    fn numbers_beside_numbers_that_hold_no_card_are_kept_at_every_offset() {
+        let kept = [
+            // 20-digit ids: a group is never cut, though each of these has windows that pass the check
+            "41111111111111110000",
+            "00004111111111111111",
+            "12345678901234567890",
+            "order 41111111111111110000 qty 2",
+            "2 41111111111111110000 1",
+            "41111111111111110000-1",
+            "12345678901234567890 1",
+            // 18 digits that fail the check as a whole, in groups none of whose parts passes it
+            "1234 5678 9012 3456 78",
+            "2 4111 1111 1111 1112 3",
+            "123456789012 345678",
+            "411111111111111110", // unseparated: its window 4111111111111111 is not looked at
+            "1 411111111111111110",
+            "411111111111111110 2024",
+            "378282246310005000",
+            "4111 1111 1111 1112 4111 1111 1111 1112",
+            // timestamps
+            "20240102 030405 123456",
+            "20240102-030405-123",
+            "ts=1732442400123 1732442400456 dur=12",
+            "2024-01-02T03:04:05.123456789Z 1732442400123 200",
+            "2024-01-02 03:04:05.123456789",
+            // phone numbers
+            "+1 555-867-5309",
+            "+1 555 867 5309 12 3",
+            "+44 20 7946 0958 12",
+            "call 555 867 5309 or 555 867 5310",
+            // IPs
+            "10.0.0.1:8080",
+            "192.168.100.200 10.0.0.1 1234567",
+        ];
+        let card_regex = Regex::new(builtin("card_number").unwrap().1).unwrap();
+        for number in kept {
+            // the data is what it claims: no part of whole groups passes, and the long groups have windows that do
+            for m in card_regex.find_iter(number) {
+                assert_eq!(passing_parts(m.as_str()), [], "{number:?}");
+            }
+        }
+        for id in ["41111111111111110000", "00004111111111111111", "12345678901234567890", "411111111111111110",
+                   "378282246310005000"] {
+            assert!(passing_windows(id) > 0, "{id}");
+        }
+        let r = redactor(&BUILTINS, &[]);
+        for number in kept {
+            for pad in 0..40 {
+                let text = format!("{}{number} ok", text_before(pad));
+                assert_eq!(run(&r, &text), (text.clone(), false, vec![0; 5]), "{text:?}");
+            }
+        }
+    }
+
+    /// mask_cards_inside against the brute force: every part that passes is masked, parts sharing a group
+    /// are one mask, everything else is kept.
+    #[test]
+    fn runs_of_random_groups_match_the_brute_force() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let cards = ["4111111111111111", "5555 5555 5555 4444", "3782 822463 10005", "4222222222222", "4012-8888-8888-1881"];
+        let r = redactor(&["card_number"], &[]);
+        let (mut masked, mut runs) = (0, 0);
+        for _ in 0..20_000 {
+            let mut parts: Vec<String> = Vec::new();
+            for _ in 0..1 + next(6) {
+                parts.push(if next(4) == 0 {
+                    cards[next(cards.len() as u64) as usize].to_string()
+                } else {
+                    (0..1 + next(20)).map(|_| char::from(b'0' + next(10) as u8)).collect()
+                });
+            }
+            let seps: Vec<&str> = (1..parts.len()).map(|_| [" ", "-"][next(2) as usize]).collect();
+            let mut line = parts[0].clone();
+            for (sep, part) in seps.iter().zip(&parts[1..]) {
+                line.push_str(sep);
+                line.push_str(part);
+            }
+            let digits = line.bytes().filter(u8::is_ascii_digit).count();
+            // the expected text: the union of the passing parts, parts sharing a group joined
+            let groups: Vec<(usize, usize)> = {
+                let mut g = Vec::new();
+                let mut start = 0;
+                for (i, c) in line.bytes().enumerate() {
+                    if c == b' ' || c == b'-' {
+                        g.push((start, i));
+                        start = i + 1;
+                    }
+                }
+                g.push((start, line.len()));
+                g
+            };
+            let mut spans: Vec<(usize, usize)> = Vec::new(); // groups
+            if digits >= 13 {
+                for (first, last, _) in passing_parts(&line) {
+                    match spans.last_mut() {
+                        Some(s) if first <= s.1 => s.1 = s.1.max(last),
+                        _ => spans.push((first, last)),
+                    }
+                }
+            }
+            let mut expected = String::new();
+            let mut copied = 0;
+            for &(f, l) in &spans {
+                expected.push_str(&line[copied..groups[f].0]);
+                expected.push_str(MASK);
+                copied = groups[l].1;
+            }
+            expected.push_str(&line[copied..]);
+            let text = format!("x {line} y");
+            let got = run(&r, &text);
+            assert_eq!(got, (format!("x {expected} y"), !spans.is_empty(), vec![spans.len() as u64]), "{text:?}");
+            runs += 1;
+            masked += usize::from(!spans.is_empty());
+        }
+        assert!(masked > runs / 10 && masked < runs * 9 / 10, "{masked} of {runs}");
     }
 
     #[test]
