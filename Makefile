@@ -16,7 +16,7 @@ DIST   := dist
 # the interpreter changes. Elsewhere (the Dockerfile's build stage) $(PYTHON).
 DIST_PYTHON ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON))
 
-.PHONY: all venv certs kafka-fetch kafka-up kafka-down demo test dist clean cargo-test
+.PHONY: all venv certs kafka-fetch kafka-up kafka-down demo test dist clean cargo-test typecheck
 
 all: venv
 
@@ -69,7 +69,12 @@ demo: $(BIN)/.runtime
 cargo-test: venv
 	PYO3_PYTHON=$(CURDIR)/$(BIN)/python cargo test --release -q --manifest-path shipper/lines/Cargo.toml
 
-test: venv certs kafka-fetch cargo-test
+# The static type check of the packages (settings: pyproject.toml [tool.mypy]; the native core's types:
+# shipper/_lines.pyi).
+typecheck: venv
+	$(BIN)/mypy
+
+test: venv certs kafka-fetch cargo-test typecheck
 	@PYTHON=$(BIN)/python LOGLAKE_CERTS=$(CURDIR)/$(CERTS) deploy/kafka/kafka.sh up
 	@status=0; LOGLAKE_TEST_CERTS=$(CURDIR)/$(CERTS) $(BIN)/python -m pytest $(PYTEST_ARGS) || status=$$?; \
 	  deploy/kafka/kafka.sh down; exit $$status

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from aggregator.config import Settings
 from aggregator.tidy import tidy
 from aggregator.workspace import Workspace
-from lake.catalog.model import FileEntry, NewFile
+from lake.catalog.model import FileEntry, NewFile, Tier
 from lake.config import TiersConfig
 from lake.holds import Hold, holding
 from lake.keys import DataKey, MasterKey, key_scope
@@ -48,7 +48,7 @@ log = logging.getLogger("loglake.compaction")
 
 @dataclass(frozen=True)
 class Job:
-    tier: str                      # the tier written
+    tier: Tier                     # the tier written
     topic: str
     partition: str
     period_ns: int                 # HOUR_NS or DAY_NS
@@ -98,8 +98,6 @@ class Compactor:
     def __init__(self, tiers: TiersConfig, ws: Workspace) -> None:
         self.tiers = tiers
         self.catalog, self.keyring, self.storage, self.writer = ws.catalog, ws.keyring, ws.storage, ws.writer
-        self.layouts = {"warm": Layout(tiers.warm_row_group_size, tiers.warm_zstd_level),
-                        "cold": Layout(tiers.cold_row_group_size, tiers.cold_zstd_level)}
 
     @classmethod
     def open(cls, settings: Settings, master: MasterKey) -> Compactor:
@@ -118,7 +116,7 @@ class Compactor:
         started = time.monotonic()
         with self.storage.exclusive():
             # Hot files are the consumer's: a running aggregator may be writing one right now.
-            report.deleted += tidy(self.catalog, self.storage, ("warm", "cold"))
+            report.deleted += tidy(self.catalog, self.storage, (Tier.WARM, Tier.COLD))
             for what, plan in (("hot → warm", self.plan_warm), ("warm → cold", self.plan_cold)):
                 jobs = plan(now)  # cold is planned from the warm files just written
                 inputs = [f for job in jobs for f in job.inputs]
@@ -134,34 +132,34 @@ class Compactor:
         report.seconds = time.monotonic() - started
         return report
 
-    def _movable(self, tier: str) -> list[FileEntry]:
+    def _movable(self, tier: Tier) -> list[FileEntry]:
         """Files of a tier that compaction may replace: those no active legal hold covers."""
         holds: list[Hold] = self.catalog.holds()
         return [f for f in self.catalog.files(tier) if not holding(holds, f)]
 
     def plan_warm(self, now: int) -> list[Job]:
-        ripe = [f for f in self._movable("hot") if f.created_at <= now - self.tiers.warm_after_s * SECOND_NS]
+        ripe = [f for f in self._movable(Tier.HOT) if f.created_at <= now - self.tiers.warm_after_s * SECOND_NS]
         warm_by_hour: dict[tuple[str, str, int], list[FileEntry]] = defaultdict(list)
-        for f in self._movable("warm"):
+        for f in self._movable(Tier.WARM):
             if f.bytes < self.tiers.warm_file_max_bytes:
                 warm_by_hour[(f.topic, f.partition, f.min_time // HOUR_NS)].append(f)
         jobs = []
         for (topic, partition), files in _by_partition(ripe).items():
             hours = {h for f in files for h in range(f.min_time // HOUR_NS, f.max_time // HOUR_NS + 1)}
             merge = [w for h in sorted(hours) for w in warm_by_hour.get((topic, partition, h), ())]
-            jobs.append(Job("warm", topic, partition, HOUR_NS, (*files, *merge)))
+            jobs.append(Job(Tier.WARM, topic, partition, HOUR_NS, (*files, *merge)))
         return jobs
 
     def plan_cold(self, now: int) -> list[Job]:
         cutoff = now - self.tiers.cold_after_s * SECOND_NS
-        ripe = [f for f in self._movable("warm") if (f.min_time // DAY_NS + 1) * DAY_NS <= cutoff]
+        ripe = [f for f in self._movable(Tier.WARM) if (f.min_time // DAY_NS + 1) * DAY_NS <= cutoff]
         by_day: dict[tuple[str, str, int], list[FileEntry]] = defaultdict(list)
         for f in ripe:
             by_day[(f.topic, f.partition, f.min_time // DAY_NS)].append(f)
-        return [Job("cold", t, p, DAY_NS, tuple(files)) for (t, p, _), files in sorted(by_day.items())]
+        return [Job(Tier.COLD, t, p, DAY_NS, tuple(files)) for (t, p, _), files in sorted(by_day.items())]
 
     def execute(self, job: Job) -> Report:
-        layout = self.layouts[job.tier]
+        layout = self.storage.layout(job.tier)
         outputs: list[NewFile] = []
         try:
             for start in self._periods(job):
@@ -175,13 +173,13 @@ class Compactor:
             self.catalog.replace(job.inputs, outputs, time.time_ns() + self.tiers.delete_grace_s * SECOND_NS)
         except BaseException:
             for new in outputs:
-                self.storage.unlink(job.tier, new.entry.path)
+                self.storage.discard(job.tier, new.entry.path)
             raise
         log.info("compacted", extra={"tier": job.tier, "partition": job.partition, "files_in": len(job.inputs),
                                      "files_out": len(outputs), "rows": rows_out})
         return Report(jobs=1, files_in=len(job.inputs), files_out=len(outputs), rows=rows_out,
                       bytes_in=sum(f.bytes for f in job.inputs), bytes_out=sum(n.entry.bytes for n in outputs),
-                      by_tier={job.tier: len(outputs)})
+                      by_tier={job.tier.value: len(outputs)})
 
     def _periods(self, job: Job) -> list[int]:
         """Start of every period the inputs hold rows of."""

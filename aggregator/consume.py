@@ -39,17 +39,17 @@ from aggregator.source.base import Message, Source
 from aggregator.tidy import tidy
 from aggregator.writer import ParquetWriter
 from lake.catalog.base import Catalog
-from lake.catalog.model import TIERS
+from lake.catalog.model import TIERS, Tier
 from lake.config import AggregatorConfig
 from lake.keys import KeyRing, key_scope
-from lake.storage import Layout, Storage
+from lake.storage import Storage
 from runtime.durable import require_private_dir, safe_name
 from runtime.errors import StorageError
 from schemas import record, wire
 from schemas.wire import WireError
 
 log = logging.getLogger("loglake.aggregator")
-HOT = "hot"
+HOT = Tier.HOT
 
 
 @dataclass
@@ -101,7 +101,7 @@ class Aggregator:
         # cores are busy already; one DuckDB thread for the writes costs ~10% less CPU per record
         # (benchmarks/bench_aggregator.py: 4.22 instead of 4.69 CPU-s for 933,424 records).
         self.writer = ParquetWriter(storage, threads=1)
-        self.layout = Layout(cfg.parquet_row_group_size, cfg.parquet_zstd_level)
+        self.layout = self.storage.layout(HOT)
         self.jobs = jobs
         self.quarantine = Quarantine(cfg.quarantine_dir)
         self.dedup = Dedup(catalog.source_marks(source.topic))
@@ -204,7 +204,8 @@ class Aggregator:
             except TimeoutError:
                 pass
             try:
-                worker = worker or await asyncio.to_thread(job.open)
+                if worker is None:
+                    worker = await asyncio.to_thread(job.open)
                 await asyncio.to_thread(job.run, worker, stop)
                 job.runs += 1
             except Exception as e:  # noqa: BLE001 - background work must not stop consumption
@@ -223,7 +224,14 @@ class Aggregator:
                       if j.interval_s > 0 and not once]
         idle_deadline = time.monotonic() + 60
         while not self._stopping.is_set():
-            messages = await self.source.poll(poll_timeout)
+            try:
+                messages = await self.source.poll(poll_timeout)
+            except Exception:   # denied (AccessDeniedError): stop the jobs, close the client, report
+                stop_jobs.set()
+                for task in background:
+                    task.cancel()
+                await self.source.close()
+                raise
             self.polled = True
             if not any(self.source.lag().values()):
                 self._progress_at = time.monotonic()

@@ -99,6 +99,11 @@ def _not_writable(path: Path, directory: bool) -> str | None:
     return None
 
 
+def _resolve(fut: asyncio.Future[list[str]], result: list[str]) -> None:
+    if not fut.done():
+        fut.set_result(result)
+
+
 def unwritable(agg: Aggregator) -> list[str]:
     """What cannot be written: the catalog (its directory, for the WAL, and its files), then each local tier."""
     out = []
@@ -138,7 +143,7 @@ class Checks:
                 except Exception as e:  # noqa: BLE001 - the check reports, it never raises
                     result = [f"storage check failed: {e}"]
                 try:
-                    loop.call_soon_threadsafe(lambda: fut.done() or fut.set_result(result))
+                    loop.call_soon_threadsafe(_resolve, fut, result)
                 except RuntimeError:  # the loop closed meanwhile (shutting down)
                     pass
             threading.Thread(target=probe, name="loglake-storage-check", daemon=True).start()

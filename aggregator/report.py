@@ -14,6 +14,7 @@ from aggregator.config import Settings
 from aggregator.retention import Remover
 from aggregator.verify import Verification
 from lake.audit import AuditLog, who
+from lake.catalog.model import Tier
 from lake.selector import format_time
 
 
@@ -26,7 +27,7 @@ def build(settings: Settings, remover: Remover, v: Verification, since_ns: int) 
     files = catalog.files()
     volume: dict[str, dict[str, int]] = defaultdict(dict)
     bytes_by_tier: dict[str, int] = defaultdict(int)
-    for tier in ("hot", "warm", "cold"):
+    for tier in (t.value for t in Tier):   # names, not Tier: the document's keys are plain strings
         tier_files = [f for f in files if f.tier == tier]
         bytes_by_tier[tier] = sum(f.bytes for f in tier_files)
         if tier_files:

@@ -29,6 +29,7 @@ when it ends.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 from collections import defaultdict
@@ -43,7 +44,6 @@ from lake.catalog.model import FileEntry, NewFile
 from lake.holds import holding
 from lake.keys import DataKey, MasterKey
 from lake.selector import Selector, levels_sql, parse_levels
-from lake.storage import Layout
 from runtime.errors import EncryptionKeyError
 from runtime.progress import QUIET, Progress
 from schemas.record import DAY_NS
@@ -109,6 +109,27 @@ class RemovalPlan:
         return out
 
 
+@dataclass(frozen=True)
+class Removal:
+    """What carrying out a plan did; ``record()`` is its entry in the audit trail and its JSON summary."""
+    started_seq: int                # the audit entry that started it
+    files_deleted: int
+    files_rewritten: int
+    files_reencrypted: int
+    rows_deleted: int
+    deleted_ranges: int
+    keys_destroyed: list[str]
+    keys_retired: list[str]         # doomed, but a held file (or one written meanwhile) still needs them
+    kept_by_hold: dict[str, dict[str, int]]
+    pending_erasure: int | None = None   # erasure: the request that stays pending while a hold keeps records
+
+    def record(self) -> dict[str, Any]:
+        out = {"status": "done", **dataclasses.asdict(self)}
+        if self.pending_erasure is None:
+            del out["pending_erasure"]
+        return out
+
+
 def retention_sql(cfg: RetentionConfig, now_ns: int) -> str:
     """The rule (most specific first) that expires each row, or NULL."""
     def expired(name: str, days: int) -> str:
@@ -153,7 +174,7 @@ class Remover:
         plan.selector = selector
         return plan
 
-    def finish_pending_erasures(self) -> list[dict[str, Any]]:
+    def finish_pending_erasures(self) -> list[Removal]:
         """Go on with erasures a legal hold kept from finishing (after a release, at every retention run)."""
         results = []
         for erasure_id, selector, reason in self.catalog.pending_erasures():
@@ -205,7 +226,7 @@ class Remover:
         holds = self.catalog.holds()
         return bool(retired - {f.key_id for f in self.catalog.files() if holding(holds, f)})
 
-    def apply(self, plan: RemovalPlan) -> dict[str, Any]:
+    def apply(self, plan: RemovalPlan) -> Removal:
         """Carry out a plan; returns what was done (also appended to the audit trail)."""
         with self.storage.exclusive():
             start = self.audit.append(plan.what, {"status": "started", **plan.summary()})
@@ -237,27 +258,27 @@ class Remover:
                 self.catalog.replace(work, written, 0, ranges, start["seq"])
             except BaseException:
                 for new in written:
-                    self.storage.unlink(new.entry.tier, new.entry.path)
+                    self.storage.discard(new.entry.tier, new.entry.path)
                 raise
             tidy(self.catalog, self.storage, ())
             destroyed = self.shred(doomed)
             retired = sorted(doomed - set(destroyed))  # a held file (or one written meanwhile) still needs them
-            result = {"status": "done", "started_seq": start["seq"],
-                      "files_deleted": sum(1 for d in acting if d.action == "delete"),
-                      "files_rewritten": sum(1 for d in acting if d.action == "rewrite"),
-                      "files_reencrypted": len(rekey), "rows_deleted": sum(d.rows for d in acting),
-                      "deleted_ranges": len(ranges), "keys_destroyed": destroyed,
-                      "keys_retired": retired, "kept_by_hold": plan.summary()["kept_by_hold"]}
+            kept = plan.summary()["kept_by_hold"]
+            pending = None
             if plan.what == "erasure" and plan.selector is not None:
-                still_held = bool(result["kept_by_hold"])
-                if plan.pending_id is None and still_held:
-                    result["pending_erasure"] = self.catalog.add_pending_erasure(plan.selector, plan.details["reason"],
-                                                                                 start["seq"])
+                if plan.pending_id is None and kept:
+                    pending = self.catalog.add_pending_erasure(plan.selector, plan.details["reason"], start["seq"])
                 elif plan.pending_id is not None:
-                    result["pending_erasure"] = plan.pending_id
-                    if not still_held:
+                    pending = plan.pending_id
+                    if not kept:
                         self.catalog.finish_erasure(plan.pending_id)
-            self.audit.append(plan.what, result)
+            result = Removal(started_seq=start["seq"],
+                             files_deleted=sum(1 for d in acting if d.action == "delete"),
+                             files_rewritten=sum(1 for d in acting if d.action == "rewrite"),
+                             files_reencrypted=len(rekey), rows_deleted=sum(d.rows for d in acting),
+                             deleted_ranges=len(ranges), keys_destroyed=destroyed, keys_retired=retired,
+                             kept_by_hold=kept, pending_erasure=pending)
+            self.audit.append(plan.what, result.record())
         return result
 
     def _deleted_ranges(self, d: Decision, why_sql: str) -> list[tuple[str, int, int, str]]:
@@ -278,16 +299,12 @@ class Remover:
         # named after what it holds: the original's name and the audit entry that rewrote it
         rel = re.sub(r"(-r\d+)?\.parquet$", f"-r{seq}.parquet", f.path)
         query = (f"SELECT * EXCLUDE ({WHY}) FROM (SELECT *, {why_sql} AS {WHY} FROM ({self._scan(f)})) {where}")
-        layout = Layout(f.row_group_rows, self._zstd_level(f.tier))
+        # the file's own row-group size: the trace index masks of its rows stay right
+        layout = dataclasses.replace(self.storage.layout(f.tier), row_group_size=f.row_group_rows)
         w = self.writer.write(query, self.storage.target(f.tier, rel), key, layout)
         return w.new_file(path=rel, tier=f.tier, topic=f.topic, partition=f.partition, first_offset=f.first_offset,
                           last_offset=f.last_offset, key_id=key.key_id, created_at=time.time_ns(),
                           key_lineage=self.keyring.lineage([f]))
-
-    def _zstd_level(self, tier: str) -> int:
-        t = self.settings.tiers
-        return {"hot": self.settings.aggregator.parquet_zstd_level, "warm": t.warm_zstd_level,
-                "cold": t.cold_zstd_level}[tier]
 
     def _scope_of(self, key_id: str) -> str:
         return next(s for k, s, _, _ in self.catalog.data_key_list() if k == key_id)
@@ -310,9 +327,9 @@ class RetentionTotals:
     files_rewritten: int = 0
     keys_destroyed: int = 0
 
-    def add(self, results: list[dict]) -> None:
+    def add(self, results: list[Removal]) -> None:
         for result in results:
-            self.rows_deleted += result["rows_deleted"]
-            self.files_deleted += result["files_deleted"]
-            self.files_rewritten += result["files_rewritten"]
-            self.keys_destroyed += len(result["keys_destroyed"])
+            self.rows_deleted += result.rows_deleted
+            self.files_deleted += result.files_deleted
+            self.files_rewritten += result.files_rewritten
+            self.keys_destroyed += len(result.keys_destroyed)

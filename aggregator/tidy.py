@@ -8,12 +8,13 @@ import time
 from collections.abc import Iterable
 
 from lake.catalog.base import Catalog
+from lake.catalog.model import Tier
 from lake.storage import Storage
 
 log = logging.getLogger("loglake.aggregator")
 
 
-def tidy(catalog: Catalog, storage: Storage, tiers: Iterable[str]) -> int:
+def tidy(catalog: Catalog, storage: Storage, tiers: Iterable[Tier]) -> int:
     """Delete replaced files that are due, and files of ``tiers`` the catalog never listed. Call under
     ``storage.exclusive()``; only name tiers no other process is writing."""
     due = catalog.pending_deletes(time.time_ns())

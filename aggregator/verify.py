@@ -16,6 +16,7 @@ The audit trail's own check is lake.audit.AuditLog.verify.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Set
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,8 +37,8 @@ from schemas.record import FLAG_TRUNCATED
 
 @dataclass(frozen=True)
 class Finding:
-    kind: str      # missing | altered | unlisted | unreadable
-    tier: str
+    kind: str      # missing | altered | unlisted | unreadable | malformed
+    tier: str      # a Tier, or "catalog"
     path: str
     detail: str
 
@@ -75,7 +76,8 @@ def check_files(catalog: Catalog, storage: Storage, progress: Progress = QUIET) 
 
 def check_keys(catalog: Catalog, keyring: KeyRing) -> list[Finding]:
     """Listed files whose data key cannot be opened (destroyed, or not in the catalog)."""
-    findings, bad = [], {}
+    findings: list[Finding] = []
+    bad: dict[str, str | None] = {}
     for f in catalog.files():
         if f.key_id not in bad:
             try:
@@ -113,7 +115,7 @@ class Duplicate:
 
 
 def _stored(catalog: Catalog, storage: Storage, keyring: KeyRing,
-            skip: set[str]) -> tuple[duck.Connection, str | None]:
+            skip: Set[str]) -> tuple[duck.Connection, str | None]:
     """A connection and the SQL of every stored record (None: nothing stored); ``skip`` files left out."""
     con = duck.connect()
     storage.configure(con)
@@ -125,7 +127,7 @@ def _stored(catalog: Catalog, storage: Storage, keyring: KeyRing,
     return con, duck.scan_sql(duck.KeyRegistry(con), files) or None
 
 
-def gaps(catalog: Catalog, storage: Storage, keyring: KeyRing, skip: set[str] = frozenset()) -> tuple[int, list[Gap]]:
+def gaps(catalog: Catalog, storage: Storage, keyring: KeyRing, skip: Set[str] = frozenset()) -> tuple[int, list[Gap]]:
     """(sources checked, gaps): per source file, byte ranges that no stored record covers and no
     deletion by policy explains, up to the source's reported length. Every record carries
     [source_offset, source_end) of its source. Files in ``skip`` (missing or altered) are left out;
@@ -155,12 +157,12 @@ def gaps(catalog: Catalog, storage: Storage, keyring: KeyRing, skip: set[str] = 
         WHERE s > coalesce(prev_end, 0) ORDER BY 1, 3""").fetchall()
     sources = con.execute("SELECT count(DISTINCT source_id) FROM (SELECT source_id FROM deleted "
                           "UNION ALL SELECT source_id FROM extents"
-                          + (f" UNION ALL SELECT source_id FROM ({scan})" if scan else "") + ")").fetchone()[0]
+                          + (f" UNION ALL SELECT source_id FROM ({scan})" if scan else "") + ")").fetchone()[0]  # type: ignore[index]
     return sources, [Gap(sid, path, a, b, "truncated" if cut else "missing") for sid, path, a, b, cut in rows]
 
 
 def duplicates(catalog: Catalog, storage: Storage, keyring: KeyRing,
-               skip: set[str] = frozenset(), limit: int = 1000) -> tuple[int, list[Duplicate]]:
+               skip: Set[str] = frozenset(), limit: int = 1000) -> tuple[int, list[Duplicate]]:
     """(records stored more than once, the first ``limit`` of them): the same record id twice, or the
     same content at the same offset of the same container under two ids (a file read again as another)."""
     con, scan = _stored(catalog, storage, keyring, skip)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from lake import duck, trace_index
-from lake.catalog.model import FileEntry, NewFile
+from lake.catalog.model import FileEntry, NewFile, Tier
 from lake.keys import DataKey
 from lake.storage import Layout, Storage, Target, digest
 from runtime.errors import StorageError
@@ -46,7 +46,7 @@ class Written:
     containers: tuple[str, ...]
     traces: tuple[tuple[int, int], ...]
 
-    def new_file(self, *, path: str, tier: str, topic: str, partition: str, first_offset: int, last_offset: int,
+    def new_file(self, *, path: str, tier: Tier, topic: str, partition: str, first_offset: int, last_offset: int,
                  key_id: str, created_at: int, key_lineage: tuple[str, ...] = ()) -> NewFile:
         entry = FileEntry(path=path, tier=tier, topic=topic, partition=partition, first_offset=first_offset,
                           last_offset=last_offset, min_time=self.min_time, max_time=self.max_time, rows=self.rows,
@@ -107,7 +107,7 @@ class ParquetWriter:
             "SELECT count(*), epoch_ns(min(time)), epoch_ns(max(time)), "
             "list_sort(list(DISTINCT namespace) FILTER (WHERE namespace IS NOT NULL)), "
             "list_sort(list(DISTINCT concat_ws('/', coalesce(namespace, ''), coalesce(pod, ''), "
-            f"coalesce(container, '')))) FROM {scan}").fetchone()
+            f"coalesce(container, '')))) FROM {scan}").fetchone()  # type: ignore[misc]  # one row: an aggregate
         groups = math.ceil(rows / layout.row_group_size)
         # Keys of distinct traces only (hashing is the costly part), in key order: the catalog's
         # index takes sorted inserts at a fraction of the cost of random ones.

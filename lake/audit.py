@@ -36,7 +36,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import orjson
 from cryptography.exceptions import InvalidSignature
@@ -229,8 +229,8 @@ class AuditLog:
         with open(self.path, "rb") as f:
             for n, raw in enumerate(f, start=1):
                 try:
-                    e = orjson.loads(raw)
-                    seq, stored = e["seq"], e["hash"]
+                    entry = orjson.loads(raw)
+                    seq, stored = entry["seq"], entry["hash"]
                 except (orjson.JSONDecodeError, KeyError, TypeError):
                     problems.append(Problem(n, "is not a readable audit entry (altered)"))
                     prev_seq += 1
@@ -239,14 +239,14 @@ class AuditLog:
                 if seq != prev_seq + 1:
                     problems.append(Problem(n, f"has seq {seq} after {prev_seq}: "
                                                f"{'entries removed' if seq > prev_seq + 1 else 'entries repeated'}"))
-                if prev_hash and e.get("prev") != prev_hash:
+                if prev_hash and entry.get("prev") != prev_hash:
                     problems.append(Problem(n, f"(seq {seq}) does not link to the entry before it "
                                                "(an entry before it was altered or removed)"))
-                if hashlib.sha256(_canonical(e)).hexdigest() != stored:
+                if hashlib.sha256(_canonical(entry)).hexdigest() != stored:
                     problems.append(Problem(n, f"(seq {seq}) was altered: its content does not match its hash"))
                 elif public is not None:
                     try:
-                        public.verify(base64.b64decode(e.get("sig", "")), stored.encode())
+                        public.verify(base64.b64decode(entry.get("sig", "")), stored.encode())
                     except (InvalidSignature, ValueError, TypeError):
                         problems.append(Problem(n, f"(seq {seq}) has no valid signature from the audit key"))
                 prev_hash, prev_seq = stored, seq
@@ -256,7 +256,7 @@ class AuditLog:
         return n, problems
 
 
-def _last_line(f) -> bytes:  # type: ignore[no-untyped-def]
+def _last_line(f: BinaryIO) -> bytes:
     """The last line of a file open for reading (a short backwards scan)."""
     f.seek(0, os.SEEK_END)
     size = f.tell()

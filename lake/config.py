@@ -10,19 +10,24 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runtime import config as config_file
-from runtime.config import Location
+from runtime.config import ZSTD_LEVELS, Location, check_range
 from runtime.errors import ConfigError
 
 # DuckDB cuts row groups at multiples of its 2048-row vectors; sizes that are
 # such multiples make row group i hold exactly rows [i*size, (i+1)*size), which
-# the trace index relies on.
+# the trace index relies on. DuckDB holds a row group in memory per writing
+# thread, so a size beyond 16 Mi rows (gigabytes of logs) is refused too.
 ROW_GROUP_QUANTUM = 2048
+MAX_ROW_GROUP_SIZE = 1 << 24
 
 
-def _check_row_groups(section: str, **sizes: int) -> None:
+def _check_layout(section: str, levels: dict[str, int], sizes: dict[str, int]) -> None:
+    for name, level in levels.items():
+        check_range(section, name, level, *ZSTD_LEVELS, " (zstd: 1 fastest, 22 smallest)")
     for name, size in sizes.items():
         if size <= 0 or size % ROW_GROUP_QUANTUM:
             raise ConfigError(f"[{section}] {name} = {size} must be a positive multiple of {ROW_GROUP_QUANTUM}")
+        check_range(section, name, size, ROW_GROUP_QUANTUM, MAX_ROW_GROUP_SIZE, " rows")
 
 
 @dataclass(frozen=True)
@@ -55,7 +60,10 @@ class AggregatorConfig:
     audit_key_fingerprint: str | None = None
 
     def __post_init__(self) -> None:
-        _check_row_groups("aggregator", parquet_row_group_size=self.parquet_row_group_size)
+        _check_layout("aggregator", {"parquet_zstd_level": self.parquet_zstd_level},
+                      {"parquet_row_group_size": self.parquet_row_group_size})
+        for name in ("flush_max_records", "flush_max_bytes", "flush_interval_ms"):
+            check_range("aggregator", name, getattr(self, name), 1, 2**62)
         if self.stall_after_s < 0:
             raise ConfigError(f"[aggregator] stall_after_s = {self.stall_after_s} must be 0 (off) or more seconds")
 
@@ -100,8 +108,8 @@ class TiersConfig:
     s3_use_ssl: bool = True
 
     def __post_init__(self) -> None:
-        _check_row_groups("tiers", warm_row_group_size=self.warm_row_group_size,
-                          cold_row_group_size=self.cold_row_group_size)
+        _check_layout("tiers", {"warm_zstd_level": self.warm_zstd_level, "cold_zstd_level": self.cold_zstd_level},
+                      {"warm_row_group_size": self.warm_row_group_size, "cold_row_group_size": self.cold_row_group_size})
 
 
 def _check_secrets(cfg: config_file.ConfigFile) -> None:

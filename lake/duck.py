@@ -49,7 +49,8 @@ def httpfs_path() -> Path:
 
 
 def connect(threads: int | None = None) -> duckdb.DuckDBPyConnection:
-    config: dict[str, object] = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
+    config: dict[str, str | bool | int | float | list[str]] = {"autoinstall_known_extensions": False,
+                                                              "autoload_known_extensions": False}
     if threads:
         config["threads"] = threads
     con = duckdb.connect(config=config)

@@ -33,7 +33,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from lake.catalog.base import Catalog
-from lake.catalog.model import FileEntry
+from lake.catalog.model import FileEntry, Tier
 from lake.config import AggregatorConfig
 from runtime.durable import write_durably
 from runtime.errors import EncryptionKeyError
@@ -68,7 +68,7 @@ class DataKey:
         return f"DataKey({self.key_id})"
 
 
-def key_scope(tier: str, time_ns: int) -> str:
+def key_scope(tier: Tier, time_ns: int) -> str:
     """The scope of the data key for data of ``tier`` at ``time_ns``: tier and UTC day."""
     return f"{tier}_{time.strftime('%Y%m%d', time.gmtime(time_ns // 1_000_000_000))}"
 

@@ -19,7 +19,8 @@ from runtime.errors import ConfigError
 from schemas.record import SECOND_NS, SEVERITY_RANGES
 
 _NS = SECOND_NS
-_UNITS = {"ms": Fraction(1, 1000), "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
+_UNITS: dict[str, Fraction | int] = {"ms": Fraction(1, 1000), "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400,
+                                    "y": 365 * 86400}
 # "ms" before "m" so that 5ms is five milliseconds, not five minutes and a stray "s"
 _DURATION_PART = re.compile(r"(\d+)(?:\.(\d+))?(ms|[smhdwy])")
 _DURATION = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|[smhdwy]))+")

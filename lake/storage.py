@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from lake.catalog.model import Tier
 from lake.config import AggregatorConfig, TiersConfig
 from lake.duck import Connection
 from runtime.durable import fsync_path
@@ -52,6 +53,8 @@ def digest(location: str, con: Connection | None = None) -> tuple[int, str]:
         if con is None:
             raise StorageError(f"reading {location} needs a DuckDB connection with S3 credentials")
         row = con.execute("SELECT size, sha256(content) FROM read_blob(?)", [location]).fetchone()
+        if row is None:
+            raise StorageError(f"{location} does not exist")
         return int(row[0]), str(row[1])
     h = hashlib.sha256()
     size = 0
@@ -62,31 +65,52 @@ def digest(location: str, con: Connection | None = None) -> tuple[int, str]:
     return size, h.hexdigest()
 
 
+@dataclass(frozen=True)
+class Layout:
+    row_group_size: int
+    zstd_level: int
+
+
 class Storage:
     def __init__(self, cfg: AggregatorConfig, tiers: TiersConfig) -> None:
         self.data_dir = cfg.data_dir
         self.tiers = tiers
+        self.cfg = cfg
         data = str(cfg.data_dir)
-        self.roots = {"hot": data, "warm": data, "cold": tiers.cold_dir or data}
+        self.roots = {Tier.HOT: data, Tier.WARM: data, Tier.COLD: tiers.cold_dir or data}
 
-    def location(self, tier: str, rel: str) -> str:
+    def layout(self, tier: Tier) -> Layout:
+        """How files of ``tier`` are written: hot files as [aggregator] says, warm and cold as [tiers] does."""
+        if tier is Tier.HOT:
+            return Layout(self.cfg.parquet_row_group_size, self.cfg.parquet_zstd_level)
+        if tier is Tier.WARM:
+            return Layout(self.tiers.warm_row_group_size, self.tiers.warm_zstd_level)
+        return Layout(self.tiers.cold_row_group_size, self.tiers.cold_zstd_level)
+
+    def location(self, tier: Tier, rel: str) -> str:
         return f"{self.roots[tier]}/{rel}"
 
-    def target(self, tier: str, rel: str) -> Target:
+    def target(self, tier: Tier, rel: str) -> Target:
         final = self.location(tier, rel)
         if _is_remote(final):
             return Target(final, final)
         Path(final).parent.mkdir(parents=True, exist_ok=True)
         return Target(final, str(Path(final).with_name(f".{Path(final).name}.tmp")))
 
-    def unlink(self, tier: str, rel: str) -> None:
+    def unlink(self, tier: Tier, rel: str) -> None:
         where = self.location(tier, rel)
         if _is_remote(where):
             raise StorageError(f"cannot delete {where}: deleting from object storage is not supported yet; "
                                "remove it with your bucket's tools or a lifecycle rule")
         Path(where).unlink(missing_ok=True)
 
-    def local_files(self, tier: str) -> Iterator[str]:
+    def discard(self, tier: Tier, rel: str) -> None:
+        """Remove what a failed job wrote, if it can be: the job's own error is the one to report, and what
+        stays is an unlisted file that tidy removes later (locally) or the bucket's rules do (s3://)."""
+        with contextlib.suppress(OSError, StorageError):
+            self.unlink(tier, rel)
+
+    def local_files(self, tier: Tier) -> Iterator[str]:
         """Every file under a local tier directory (temporary ones too), as catalog-style paths."""
         root = self.roots[tier]
         if _is_remote(root):
@@ -119,9 +143,3 @@ class Storage:
                 yield
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
-
-
-@dataclass(frozen=True)
-class Layout:
-    row_group_size: int
-    zstd_level: int

@@ -15,6 +15,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pyarrow as pa
@@ -298,7 +299,7 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
 }
 
 
-def _examples(command: str) -> dict[str, object]:
+def _examples(command: str) -> dict[str, Any]:
     """Help with examples under it, as kubectl's subcommands have."""
     return {"epilog": "examples:\n" + "\n".join("  " + e for e in EXAMPLES[command]),
             "formatter_class": argparse.RawDescriptionHelpFormatter}

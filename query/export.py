@@ -33,10 +33,10 @@ import struct
 import time
 import zipfile
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import pyarrow as pa
@@ -47,6 +47,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from query import output
 from runtime.durable import write_durably
 from runtime.errors import QueryError
+
+# zipfile's own reading of an archive's end record and directory: not in its public API or its stubs
+_zip: Any = zipfile
 
 if TYPE_CHECKING:
     from lake.catalog.model import FileEntry
@@ -111,8 +114,8 @@ def _jsonl(table: pa.Table) -> bytes:
     return buf.getvalue().encode()
 
 
-def write(out: Path, table: pa.Table, query: dict[str, object], sources: list[FileEntry],
-          key: Ed25519PrivateKey) -> dict[str, object]:
+def write(out: Path, table: pa.Table, query: Mapping[str, object], sources: list[FileEntry],
+          key: Ed25519PrivateKey) -> dict[str, Any]:
     """Write the signed archive (members in ``ORDER``); returns its manifest."""
     members = {"records.parquet": output.parquet_bytes(table), "records.jsonl": _jsonl(table)}
     size = sum(len(d) for d in members.values())
@@ -141,7 +144,7 @@ def write(out: Path, table: pa.Table, query: dict[str, object], sources: list[Fi
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as z:
         for name in ORDER:  # plain regular files, one timestamp, a fixed order
-            info = zipfile.ZipInfo(name, date_time=tuple(now[:6]))
+            info = zipfile.ZipInfo(name, date_time=(now.tm_year, now.tm_mon, now.tm_mday, now.tm_hour, now.tm_min, now.tm_sec))
             info.compress_type = zipfile.ZIP_DEFLATED
             info.create_system = 3  # Unix, so the mode below means what it says
             info.external_attr = (stat.S_IFREG | 0o600) << 16
@@ -260,14 +263,14 @@ def _entries(archive: Path, fh: io.BufferedReader) -> dict[str, _Entry]:
     if not stat.S_ISREG(st.st_mode):
         raise QueryError(f"{archive} is not a regular file")
     # Bound the central directory before zipfile reads it all (and makes an object per entry).
-    end = zipfile._EndRecData(fh)  # zipfile's own reading of it, so both agree on where it is
+    end = _zip._EndRecData(fh)  # zipfile's own reading of it, so both agree on where it is
     if not end:
         raise QueryError(f"{archive} cannot be read as a zip archive (it has no end of central directory: "
                          f"not a zip, or truncated)")
-    if end[zipfile._ECD_SIZE] > MAX_DIRECTORY_BYTES:
-        raise QueryError(f"{archive} is not a loglake export: its zip directory takes {end[zipfile._ECD_SIZE]} "
+    if end[_zip._ECD_SIZE] > MAX_DIRECTORY_BYTES:
+        raise QueryError(f"{archive} is not a loglake export: its zip directory takes {end[_zip._ECD_SIZE]} "
                          f"bytes, more than {MAX_DIRECTORY_BYTES} (an export has four entries)")
-    if end[zipfile._ECD_COMMENT] or end[zipfile._ECD_LOCATION] + zipfile.sizeEndCentDir != st.st_size:
+    if end[_zip._ECD_COMMENT] or end[_zip._ECD_LOCATION] + _zip.sizeEndCentDir != st.st_size:
         raise QueryError(f"{archive} is not an intact loglake export: bytes follow its zip directory")
     fh.seek(0)
     with zipfile.ZipFile(fh) as z:
@@ -333,16 +336,16 @@ def _entries(archive: Path, fh: io.BufferedReader) -> dict[str, _Entry]:
     return entries
 
 
-_CENTRAL = struct.Struct(zipfile.structCentralDir)
+_CENTRAL = struct.Struct(_zip.structCentralDir)
 
 
 def _check_directory(bad: str, fh: io.BufferedReader, start_dir: int, end: list, count: int) -> None:
     """zipfile stops at the directory's declared size and ignores the entry counts; a tool that trusts the
     counts or the entries' own lengths must find the same entries: no overrun, no comments, one disk."""
-    if end[zipfile._ECD_DISK_NUMBER] or end[zipfile._ECD_DISK_START] or end[zipfile._ECD_COMMENT_SIZE] \
-            or end[zipfile._ECD_ENTRIES_THIS_DISK] != count or end[zipfile._ECD_ENTRIES_TOTAL] != count:
+    if end[_zip._ECD_DISK_NUMBER] or end[_zip._ECD_DISK_START] or end[_zip._ECD_COMMENT_SIZE] \
+            or end[_zip._ECD_ENTRIES_THIS_DISK] != count or end[_zip._ECD_ENTRIES_TOTAL] != count:
         raise QueryError(f"{bad} its end-of-directory record does not describe its {count} directory entries")
-    size = end[zipfile._ECD_SIZE]
+    size = end[_zip._ECD_SIZE]
     fh.seek(start_dir)
     data = fh.read(size)
     pos = entries = 0

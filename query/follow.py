@@ -17,6 +17,7 @@ from types import FrameType
 
 import pyarrow as pa
 
+from lake.catalog.model import Tier
 from query import output, plan
 from query.connect import Lake, run_sql
 from query.filters import Filters
@@ -32,7 +33,7 @@ def follow(lake: Lake, filters: Filters, columns: str, lines: int, interval_s: f
            follow_new: bool = True) -> None:
     signal.signal(signal.SIGTERM, _stop)
     where, params = filters.where()
-    seen = {f.path for f in lake.catalog.files(tier="hot")}
+    seen = {f.path for f in lake.catalog.files(tier=Tier.HOT)}
     chosen = plan.select(lake.catalog, filters)
     last = run_sql(lake._view(chosen.files), f"SELECT {columns} FROM logs WHERE {where} "
                                             f"ORDER BY time DESC, record_id DESC LIMIT {lines}", params)
@@ -40,7 +41,7 @@ def follow(lake: Lake, filters: Filters, columns: str, lines: int, interval_s: f
     try:
         while follow_new:
             time.sleep(interval_s)
-            new = [f for f in lake.catalog.files(tier="hot") if f.path not in seen]
+            new = [f for f in lake.catalog.files(tier=Tier.HOT) if f.path not in seen]
             seen.update(f.path for f in new)
             new = [f for f in new if filters.may_match(f.namespaces, f.containers, f.min_time, f.max_time)]
             if new:

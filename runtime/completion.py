@@ -20,7 +20,7 @@ def files(action: argparse.Action) -> argparse.Action:
     return action
 
 
-def add_command(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("completion", help="print a shell completion script",
                        epilog="examples:\n  source <(%(prog)s bash)            # this shell\n"
                               "  %(prog)s zsh > \"${fpath[1]}/_loglake\"  # every zsh",

@@ -80,7 +80,7 @@ class ConfigFile:
         if name in self.data:
             return True
         prefix = f"{ENV_PREFIX}{name.upper()}_"
-        fields = {f.name for f in dataclasses.fields(cls)} if cls else set()  # type: ignore[arg-type]
+        fields = {f.name for f in dataclasses.fields(cls)} if cls else set()
         return any(k.startswith(prefix) and not service_link(k[len(prefix):], v, fields) for k, v in self.env.items())
 
 
@@ -159,7 +159,7 @@ def _coerce(value: Any, tp: Any, where: str, base_dir: Path) -> Any:
             return p if tp is Path else str(p)
         if origin is tuple:
             (item,) = {a for a in typing.get_args(tp) if a is not Ellipsis}
-            if dataclasses.is_dataclass(item):  # an array of tables, e.g. [[retention.rules]]
+            if isinstance(item, type) and dataclasses.is_dataclass(item):  # an array of tables ([[retention.rules]])
                 if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
                     raise ValueError
                 return tuple(_build(item, v, f"{where}[{i}]", base_dir) for i, v in enumerate(value))
@@ -192,12 +192,23 @@ def _build(cls: type[T], raw: Mapping[str, Any], where: str, base_dir: Path) -> 
         raise ConfigError(f"{where} is incomplete: {e}") from None
 
 
+# zstd's levels: 1 is the fastest, 22 the smallest (negative "fast" levels are not offered: they
+# compress logs poorly, and DuckDB's Parquet writer refuses them).
+ZSTD_LEVELS = (1, 22)
+
+
+def check_range(section: str, name: str, value: int, low: int, high: int, what: str = "") -> None:
+    """A setting that must lie in [low, high], with one sentence naming it, its value and the range."""
+    if not low <= value <= high:
+        raise ConfigError(f"[{section}] {name} = {value} is out of range: use {low} to {high}{what}")
+
+
 def load_section(cls: type[T], cfg: ConfigFile, section: str) -> T:
     """Build ``cls`` from ``[section]`` plus environment overrides."""
     raw = cfg.data.get(section, {})
     if not isinstance(raw, dict):
         raise ConfigError(f"[{section}] in {cfg.path} must be a table")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     hints = typing.get_type_hints(cls)
     unknown = sorted(set(raw) - set(fields))
     if unknown:

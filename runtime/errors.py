@@ -1,20 +1,33 @@
 """The error tree shared by every loglake component.
 
-    LoglakeError              anything loglake reports to a person
-     ├── ConfigError          the configuration file or an override is wrong
-     ├── WireError            a batch is not a valid loglake batch (has .reason)
-     └── TransportError       a transport cannot be reached or refused us
+    LoglakeError                   retriable  anything loglake reports to a person, in one sentence
+     ├── ConfigError                   no     the configuration file or an override is wrong
+     ├── TransportError               yes     a transport cannot be reached, or did not answer in time
+     │    ├── BatchRefusedError        no     it refuses this batch for good (too large for the topic,
+     │    │                                   invalid): the shipper sets it aside in refused/ and goes on
+     │    └── AccessDeniedError        no     it refuses us (authentication, authorisation): stop, fix
+     │                                        the credentials or ACLs, start again
+     ├── StorageError                 yes     storage cannot be written or read (full disk, permissions)
+     ├── EncryptionKeyError            no     a key is missing, unreadable or does not open the files
+     ├── CatalogConflictError         yes     another process changed the entries a job was replacing
+     ├── CatalogValueError             no     a catalog value is not what loglake writes there
+     ├── AuditError                    no     the audit trail cannot be written or its key used
+     └── QueryError                    no     the SQL or a filter is wrong, or stored data cannot be read
 
-Components add their own subclasses of LoglakeError (aggregator: KeyError-like
-``EncryptionKeyError``, ``StorageError``; query: ``QueryError``). Every message
-is one sentence that says what happened and what to do about it.
+``retriable`` is behaviour, read on the class: the same operation may succeed if tried again later
+(delivery retries it with backoff), or it will fail the same way until a person changes something.
+Outside the tree, ``schemas.wire.WireError`` (a ValueError: the contract imports nothing) means a batch
+is not a valid loglake batch; the aggregator quarantines it and never retries it.
 """
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 
 class LoglakeError(Exception):
     """Base of every error loglake reports; the CLIs print it without a traceback."""
+    retriable: ClassVar[bool] = False
 
 
 class ConfigError(LoglakeError):
@@ -22,7 +35,15 @@ class ConfigError(LoglakeError):
 
 
 class TransportError(LoglakeError):
-    pass
+    retriable = True
+
+
+class BatchRefusedError(TransportError):
+    retriable = False
+
+
+class AccessDeniedError(TransportError):
+    retriable = False
 
 
 def sentence(e: LoglakeError | OSError) -> str:
@@ -41,10 +62,12 @@ class EncryptionKeyError(LoglakeError):
 
 class StorageError(LoglakeError):
     """Storage cannot be written or read (full disk, missing file, bad permissions)."""
+    retriable = True
 
 
 class CatalogConflictError(LoglakeError):
     """Another process changed the catalog entries a job was replacing."""
+    retriable = True
 
 
 class AuditError(LoglakeError):

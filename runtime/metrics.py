@@ -198,7 +198,7 @@ async def serve(address: str, reg: CollectorRegistry, healthz: Check, readyz: Ch
             finally:
                 waiting.pop(writer, None)
             if req is None:
-                status, body, extra = 400, b"bad request\n", {}
+                status, body, extra = 400, b"bad request\n", dict[str, str]()
             else:
                 try:
                     status, body, extra = await respond(req)

@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import orjson
@@ -113,7 +114,7 @@ def _checksum(prefix: bytes, node: bytes, body: bytes) -> int:
 
 
 def encode(node: str, runs: list[Run], *, level: int = DEFAULT_ZSTD_LEVEL,
-           positions: list[tuple[bytes, int, bool]] = ()) -> bytes:
+           positions: Sequence[tuple[bytes, int, bool]] = ()) -> bytes:
     """Frame ``runs`` of records as one batch, with the ``positions`` (source, offset, sealed) reached."""
     index: dict[bytes, int] = {}
     spans: list[list[int]] = []

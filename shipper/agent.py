@@ -31,8 +31,8 @@ import time
 from collections import Counter
 
 from shipper import identity
-from shipper.batch import Outgoing, Batcher, Progress, Records
-from shipper.buffer import DiskBuffer
+from shipper.batch import Batcher, Outgoing, Progress, Records
+from shipper.buffer import DiskBuffer, SetAside
 from shipper.checkpoint import STALE_AFTER_S, prepare_state_dir
 from shipper.config import Settings
 from shipper.delivery import Delivery
@@ -60,6 +60,7 @@ class Agent:
         prepare_state_dir(cfg.data_dir)
         self.positions = Positions(cfg.data_dir / "checkpoints.json")
         self.delivery = Delivery(transport, self.positions, DiskBuffer(cfg.data_dir / "buffer", cfg.buffer_max_bytes),
+                                 SetAside(cfg.data_dir / "refused", cfg.node_name),
                                  node=cfg.node_name, zstd_level=cfg.zstd_level,
                                  max_inflight=cfg.max_inflight_batches, ack_timeout_s=cfg.ack_timeout_ms / 1000)
         self.batcher = Batcher(cfg.batch_max_bytes, cfg.batch_max_wait_ms / 1000, cfg.report_interval_ms / 1000)
@@ -136,9 +137,9 @@ class Agent:
 
     def discover(self) -> None:
         now = time.monotonic()
-        refused = None if self._links_refused is None else set()
+        refused: set[str] | None = None if self._links_refused is None else set()
         matched = self._matched = matching_paths(self.cfg.include, self.cfg.exclude, refused)
-        if refused is not None:
+        if refused is not None and self._links_refused is not None:
             for path in sorted(refused - self._links_refused):
                 self.errors["link_refused"] += 1
                 log.warning("a sidecar follows no symlink: not read", extra={"path": display_path(path)})
@@ -172,11 +173,11 @@ class Agent:
         # rotated files first: the next rotation may delete them, while a live file keeps its bytes
         self._to_adopt = {path for path in sorted(self._to_adopt) if not self._adopt(path, now)}
         for path, ident in wanted:
-            src = self._open(path, now) if self.slots.free(self._held()) else None
-            if src is not None:
-                src.reopened = self.idle.pop(path, None) is not None
-                self.active[path] = src
-            if src is not None or self.slots.free(self._held()):
+            opened = self._open(path, now) if self.slots.free(self._held()) else None
+            if opened is not None:
+                opened.reopened = self.idle.pop(path, None) is not None
+                self.active[path] = opened
+            if opened is not None or self.slots.free(self._held()):
                 self.slots.served(path)   # opened, or failed and warned about (tried again at the next look)
             else:
                 self.slots.wait(path, now, ident)
@@ -486,9 +487,11 @@ class Agent:
     # loop -----------------------------------------------------------------
 
     async def run(self, once: bool = False) -> None:
+        """Follow, read and deliver until stopped (or, ``once``, until everything present is delivered).
+        A transport that denies access ends the run with AccessDeniedError once the checkpoint is saved."""
         poll = self.cfg.poll_interval_ms / 1000
         last_save = last_discover = 0.0
-        while not self._stopping.is_set():
+        while not self._stopping.is_set() and self.delivery.denied is None:
             now = time.monotonic()
             if now - last_discover >= poll:
                 self.discover()
@@ -511,9 +514,14 @@ class Agent:
                     pass
         stopped, grace = self._stopping.is_set(), self.cfg.shutdown_grace_ms / 1000
         end = time.monotonic() + grace
-        if stopped:
+        if self.delivery.denied is not None:
+            end = time.monotonic()   # nothing more gets through: keep it all on disk
+        elif stopped:
             await self._last_look(end - grace / 2)
-        await self.shutdown(deadline=None if once and not stopped else end)
+        await self.shutdown(deadline=None if once and not stopped and self.delivery.denied is None else end)
+        # denied in the loop, or while shutting down (--once sends its last batches there)
+        if self.delivery.denied is not None:
+            raise self.delivery.denied
 
     async def _last_look(self, until: float) -> None:
         """Stopped (SIGTERM): read what was written since the last turn, new files too, for half the grace
@@ -547,7 +555,8 @@ class Agent:
         self._full = []
         if not await self.delivery.drain(deadline):
             self.delivery.park()
-            log.warning("shutdown grace period over; unacknowledged batches kept in the disk buffer")
+            if self.delivery.denied is None:
+                log.warning("shutdown grace period over; unacknowledged batches kept in the disk buffer")
         self._save()
         for src in self._sources():
             src.tail.close()

@@ -12,6 +12,11 @@ A segment whose header cannot be read (damaged on disk) is renamed aside
 reads again from the checkpoint instead of resuming after the buffered marks,
 so the damaged batch's lines are read and sent again (the lake drops what it
 already has) rather than skipped.
+
+A batch the transport refuses for good (too large for the topic) is set aside
+in ``<data_dir>/refused/<node>/<seq>.batch``: a spool (schemas.spool), so an
+aggregator pointed at it (``[spool] dir``) stores its records once the cause is
+fixed, and until then ``verify`` reports their byte ranges as never stored.
 """
 
 from __future__ import annotations
@@ -25,7 +30,8 @@ from pathlib import Path
 
 import orjson
 
-from runtime.durable import write_durably
+from runtime.durable import safe_name, write_durably
+from schemas.spool import list_segments, segment_name
 from shipper.identity import Position
 
 log = logging.getLogger("loglake.shipper")
@@ -110,3 +116,17 @@ class DiskBuffer:
     def remove(self, entry: Buffered) -> None:
         entry.path.unlink(missing_ok=True)
         self.bytes -= entry.size
+
+
+class SetAside:
+    """Batches the transport refuses for good, kept as a spool of this node (see the module's docstring)."""
+
+    def __init__(self, directory: Path, node: str) -> None:
+        self.dir = directory / safe_name(node)
+
+    def put(self, value: bytes) -> Path:
+        segments = list_segments(self.dir)
+        path = self.dir / segment_name(segments[-1][0] + 1 if segments else 0)
+        write_durably(path, value)
+        return path
+

@@ -44,6 +44,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeGuard
 
 import orjson
 
@@ -78,7 +79,7 @@ def prepare_state_dir(path: Path) -> None:
     require_private_dir(path, "shipper data directory", create=False)
 
 
-def _whole(v: object) -> bool:
+def _whole(v: object) -> TypeGuard[int]:
     return isinstance(v, int) and not isinstance(v, bool)
 
 

@@ -91,6 +91,8 @@ def load(path: str | None, env: dict[str, str] | None = None) -> Settings:
         raise ConfigError("[shipper] include is empty; list the globs of the log files to ship")
     if shipper.batch_max_bytes < 1024:
         raise ConfigError("[shipper] batch_max_bytes must be at least 1024")
+    config_file.check_range("shipper", "zstd_level", shipper.zstd_level, *config_file.ZSTD_LEVELS,
+                            " (zstd: 1 fastest, 22 smallest)")
     for name in ("event_time_max_past_s", "event_time_max_future_s", "max_open_files", "close_idle_after_ms"):
         if getattr(shipper, name) < 0:
             raise ConfigError(f"[shipper] {name} must be 0 or more")

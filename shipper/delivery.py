@@ -13,6 +13,12 @@ the disk buffer cannot be written either (a full disk), the batch is held in
 memory in its place and reading pauses (``held``) until it is delivered: a
 full disk stops the shipper reading, it never drops or crash-loops.
 
+Only what is retriable is retried (runtime.errors). A batch the transport
+refuses for good is set aside (shipper.buffer.SetAside) and its marks are
+delivered in its place, so one oversized batch cannot stop every container's
+delivery; a denied principal (``denied``) stops the shipper with one sentence,
+its batches kept in the disk buffer for the next start.
+
 For /metrics and the health checks (shipper.metrics): ``ack_latency`` is the time
 from handing a batch to the transport to its acknowledgement, per batch sent
 (the last attempt of a retried one), and ``ticked_at`` is when the agent's loop
@@ -23,16 +29,17 @@ last handed batches over: the loop calls ``send`` on every turn, so a stale
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections import deque
 from dataclasses import dataclass
 
-from runtime.errors import TransportError
+from runtime.errors import AccessDeniedError, LoglakeError, TransportError
 from runtime.metrics import Histogram
 from schemas import wire
 from shipper.batch import Outgoing
-from shipper.buffer import Buffered, DiskBuffer, Marks
+from shipper.buffer import Buffered, DiskBuffer, Marks, SetAside
 from shipper.identity import Position
 from shipper.positions import Positions
 from shipper.transport.base import Transport
@@ -61,12 +68,18 @@ class Pending:
         return (self.buffered is not None or self.held) and not self.acked
 
 
+def _answered_at(p: Pending, _: object) -> None:
+    p.answered_at = time.monotonic()
+
+
 class Delivery:
-    def __init__(self, transport: Transport, positions: Positions, buffer: DiskBuffer, *,
+    def __init__(self, transport: Transport, positions: Positions, buffer: DiskBuffer, set_aside: SetAside, *,
                  node: str, zstd_level: int, max_inflight: int, ack_timeout_s: float) -> None:
         self.transport = transport
         self.positions = positions
         self.buffer = buffer
+        self.set_aside = set_aside
+        self.denied: AccessDeniedError | None = None
         self.node = node
         self.zstd_level = zstd_level
         self.max_inflight = max_inflight
@@ -76,7 +89,7 @@ class Delivery:
         self._retry_delay = 0.5
         self._reset_needed = False
         self.stats = {"records_shipped": 0, "batches_acked": 0, "batches_buffered": 0, "send_failures": 0,
-                      "buffer_write_failures": 0}
+                      "buffer_write_failures": 0, "batches_refused": 0, "records_refused": 0}
         self.ack_latency = Histogram(ACK_LATENCY_BUCKETS)
         self.created_at = time.monotonic()
         self.ticked_at: float | None = None  # None until the agent's loop first hands batches over
@@ -147,11 +160,11 @@ class Delivery:
             if p.fut.done():
                 p.answered_at = time.monotonic()
             else:
-                p.fut.add_done_callback(lambda _, p=p: setattr(p, "answered_at", time.monotonic()))
+                p.fut.add_done_callback(functools.partial(_answered_at, p))
         except asyncio.TimeoutError:
             self._failed(p, f"send blocked for {self.ack_timeout_s:g} s")
         except TransportError as e:
-            self._failed(p, str(e))
+            self._answered(p, e)
 
     def _to_buffer(self, p: Pending, value: bytes) -> None:
         p.fut = None
@@ -169,7 +182,7 @@ class Delivery:
 
     def _failed(self, p: Pending, why: str) -> None:
         self.stats["send_failures"] += 1
-        if not self.backlog:
+        if not self.backlog and self.denied is None:   # a denial has its own error, and stops the shipper
             log.warning("transport unavailable; buffering batches on disk", extra={"error": why})
         if p.buffered is None and not p.held:
             assert p.value is not None
@@ -196,13 +209,41 @@ class Delivery:
                 if exc is None:
                     self._acked(p)
                 else:
-                    self._failed(p, repr(exc))
+                    self._answered(p, exc)
             elif now - p.sent_at > self.ack_timeout_s:
                 p.fut.cancel()
                 self._failed(p, f"no acknowledgement within {self.ack_timeout_s:g} s")
         while self._queue and self._queue[0].acked:
             self.positions.delivered(self._queue.popleft().marks)
         await self._replay()
+
+    def _answered(self, p: Pending, e: BaseException) -> None:
+        """A send failed: retry what is retriable; set aside a batch refused for good; stop on denial."""
+        if not isinstance(e, LoglakeError) or e.retriable:
+            self._failed(p, str(e) if isinstance(e, LoglakeError) else repr(e))
+        elif isinstance(e, AccessDeniedError):
+            if self.denied is None:
+                log.error("transport denies access; stopping (batches kept in the disk buffer)", extra={"error": str(e)})
+            self.denied = e
+            self._failed(p, str(e))
+        else:
+            self._refused(p, e)
+
+    def _refused(self, p: Pending, e: LoglakeError) -> None:
+        assert p.value is not None
+        try:
+            where = self.set_aside.put(p.value)
+        except OSError as oe:   # kept and retried like a failed send until it can be set aside
+            self._failed(p, f"{e}; and it cannot be set aside in {self.set_aside.dir}: {oe.strerror}")
+            return
+        log.error("batch refused for good and set aside; its records are not in the lake until an aggregator "
+                  "stores them from there (verify reports them missing)",
+                  extra={"error": str(e), "file": str(where), "records": p.records})
+        p.acked, p.value, p.fut, p.held = True, None, None, False
+        if p.buffered is not None:
+            self.buffer.remove(p.buffered)
+        self.stats["batches_refused"] += 1
+        self.stats["records_refused"] += p.records
 
     def _acked(self, p: Pending) -> None:
         self.ack_latency.observe(max(0.0, (p.answered_at or time.monotonic()) - p.sent_at))
@@ -232,7 +273,9 @@ class Delivery:
             if budget <= 0 or self._reset_needed:
                 return
             if p.waiting and p.fut is None:
-                await self._transmit(p, p.value if p.held else self.buffer.value(p.buffered))
+                value = self.buffer.value(p.buffered) if p.buffered is not None else p.value
+                assert value is not None  # held in memory, or in the buffer
+                await self._transmit(p, value)
                 budget -= 1
 
     def _failed_reset(self, why: str) -> None:
@@ -243,15 +286,16 @@ class Delivery:
         log.debug("transport still unavailable", extra={"error": why})
 
     async def drain(self, deadline: float | None) -> bool:
-        """Wait until every batch is acknowledged (True) or ``deadline`` passes (False)."""
-        while self._queue:
+        """Wait until every batch is acknowledged (True) or ``deadline`` passes or the transport denies
+        access (False: nothing more will get through)."""
+        while self._queue and self.denied is None:
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 return False
             await self.settle(wait=True, timeout=left)
             if self._queue and not self.inflight:
                 await asyncio.sleep(min(0.05, max(0.0, self._retry_at - time.monotonic())))
-        return True
+        return not self._queue
 
     def park(self) -> None:
         """At exit: batches still in flight go to the disk buffer, so nothing is read twice."""

@@ -34,6 +34,7 @@ import re
 import stat
 from collections import OrderedDict
 from collections.abc import Mapping
+from typing import Any
 from dataclasses import dataclass, replace
 
 import orjson
@@ -157,7 +158,7 @@ def sidecar_pod_uid(env: Mapping[str, str] | None = None) -> str | None:
 
 
 def _with_sidecar(meta: K8sMeta, env: Mapping[str, str]) -> K8sMeta:
-    values = {f: env.get(name, "").strip() or None for f, name in SIDECAR_ENV.items()}
+    values: dict[str, Any] = {f: env.get(name, "").strip() or None for f, name in SIDECAR_ENV.items()}
     return replace(meta, **values) if any(values.values()) else meta
 
 
@@ -225,8 +226,10 @@ def _read_config(path: str) -> DockerConfig:
             or not isinstance(labels, dict | None)
             or not all(isinstance(v, str) for v in (labels or {}).values())):
         return _problem(path, "not a Docker container config (Name, Config.Labels)")
-    kept, size = [], 0
-    for k, v in sorted((labels or {}).items()):
+    kept: list[tuple[str, str]] = []
+    size = 0
+    labels = labels or {}
+    for k, v in sorted(labels.items()):
         size += len(k.encode()) + len(v.encode()) + 24  # with the "container.label." prefix, quotes and commas
         if size > LABELS_MAX_BYTES:
             log.warning("container labels cut: the rest are left out of its records",

@@ -72,7 +72,10 @@ def _families(agent: Agent, f: metrics.Families) -> None:
             ("buffered_batches", "batches_buffered", "batches written to the disk buffer"),
             ("send_failures", "send_failures", "batch sends that failed or timed out"),
             ("buffer_write_failures", "buffer_write_failures",
-             "batches the disk buffer could not take (held in memory)")):
+             "batches the disk buffer could not take (held in memory)"),
+            ("refused_batches", "batches_refused",
+             "batches the transport refused for good (too large for the topic), set aside in data_dir/refused"),
+            ("refused_records", "records_refused", "records in batches set aside as refused")):
         f.counter(name, doc, d.stats[key])
     f.histogram("ack_latency_seconds", "time from handing a batch to the transport to its acknowledgement",
                 d.ack_latency)

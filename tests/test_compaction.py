@@ -20,6 +20,7 @@ import query
 from aggregator import config as agg_config
 from aggregator.cli.run import main as aggregator
 from aggregator.compaction import DAY_NS, HOUR_NS, Compactor
+from lake.catalog.model import Tier
 from lake import keys
 from lake.catalog.sqlite import SqliteCatalog
 from query import plan
@@ -106,7 +107,7 @@ def test_warm_days_become_cold_files_on_their_own_root(lake):
     assert not (tmp / "lake" / "cold").exists()
     assert all(f.key_id.startswith("dk_cold_") for f in cold)
     assert counts(config) == (n, n)
-    assert c.layouts["cold"].zstd_level == 9 > c.layouts["warm"].zstd_level
+    assert c.storage.layout(Tier.COLD).zstd_level == 9 > c.storage.layout(Tier.WARM).zstd_level
 
 
 def test_a_reader_sees_every_record_once_while_files_move(tmp_path):

@@ -56,3 +56,33 @@ def test_errors_are_actionable(tmp_path, text, env, message):
 def test_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="does not exist; pass --config"):
         shipper_config.load(str(tmp_path / "nope.toml"), {})
+
+
+@pytest.mark.parametrize("section,key,value,expected", [
+    ("aggregator", "parquet_zstd_level", 0, "[aggregator] parquet_zstd_level = 0 is out of range: use 1 to 22"),
+    ("aggregator", "parquet_zstd_level", 23, "[aggregator] parquet_zstd_level = 23 is out of range: use 1 to 22"),
+    ("tiers", "cold_zstd_level", -5, "[tiers] cold_zstd_level = -5 is out of range: use 1 to 22"),
+    ("tiers", "warm_row_group_size", 1 << 25, "[tiers] warm_row_group_size = 33554432 is out of range: use 2048 to "
+                                              "16777216 rows"),
+    ("tiers", "cold_row_group_size", 3000, "[tiers] cold_row_group_size = 3000 must be a positive multiple of 2048"),
+    ("aggregator", "flush_max_records", 0, "[aggregator] flush_max_records = 0 is out of range: use 1 to"),
+    ("shipper", "zstd_level", 99, "[shipper] zstd_level = 99 is out of range: use 1 to 22"),
+])
+def test_levels_and_sizes_are_range_checked(tmp_path, section, key, value, expected):
+
+    path = tmp_path / "loglake.toml"
+    path.write_text(f'[shipper]\ninclude = ["/x/*.log"]\n\n[{section}]\n{key} = {value}\n' if section != "shipper"
+                    else f'[shipper]\ninclude = ["/x/*.log"]\n{key} = {value}\n')
+    load = shipper_config.load if section == "shipper" else agg_config.load
+    with pytest.raises(ConfigError) as e:
+        load(str(path))
+    assert str(e.value).startswith(expected)
+
+
+def test_the_edges_of_the_ranges_are_accepted(tmp_path):
+    path = tmp_path / "loglake.toml"
+    path.write_text('[shipper]\ninclude = ["/x/*.log"]\nzstd_level = 22\n\n[aggregator]\nparquet_zstd_level = 1\n'
+                    f'parquet_row_group_size = {1 << 24}\n\n[tiers]\nwarm_row_group_size = 2048\ncold_zstd_level = 22\n')
+    settings = agg_config.load(str(path))
+    assert (settings.aggregator.parquet_zstd_level, settings.tiers.warm_row_group_size) == (1, 2048)
+    assert shipper_config.load(str(path)).shipper.zstd_level == 22

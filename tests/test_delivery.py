@@ -8,10 +8,10 @@ import time
 import orjson
 import pytest
 
-from runtime.errors import TransportError
+from runtime.errors import AccessDeniedError, BatchRefusedError, TransportError
 from schemas import wire
 from shipper.batch import Outgoing, Progress
-from shipper.buffer import DiskBuffer
+from shipper.buffer import DiskBuffer, SetAside
 from shipper.positions import Positions
 from shipper.delivery import Delivery
 from shipper.identity import Position
@@ -50,7 +50,7 @@ def delivered_numbers(t: FlakyTransport) -> list[int]:
 
 def make(tmp_path, transport, max_bytes=10**9) -> Delivery:
     return Delivery(transport, Positions(tmp_path / "cp.json"), DiskBuffer(tmp_path / "buf", max_bytes),
-                    node="n", zstd_level=1, max_inflight=8, ack_timeout_s=5)
+                    SetAside(tmp_path / "refused", "n"), node="n", zstd_level=1, max_inflight=8, ack_timeout_s=5)
 
 
 def test_outage_buffers_on_disk_and_replays_in_order(tmp_path):
@@ -137,3 +137,83 @@ def test_park_keeps_inflight_batches_on_disk(tmp_path, grace_s):
         d.park()
         assert len(list((tmp_path / "buf").glob("*.buf"))) == 1
     asyncio.run(go())
+
+
+class RefusingTransport(FlakyTransport):
+    """Refuses the batches whose number is in ``refuse`` with ``error`` (raised at send or in the answer)."""
+
+    def __init__(self, refuse: set[int], error: type[TransportError], in_answer: bool) -> None:
+        super().__init__()
+        self.refuse, self.error, self.in_answer, self.attempts = refuse, error, in_answer, 0
+
+    async def send(self, key: bytes, value: bytes) -> asyncio.Future[None]:
+        self.attempts += 1
+        n = orjson.loads(wire.decode(value).body.splitlines()[1])["n"]
+        if n not in self.refuse:
+            return await super().send(key, value)
+        if not self.in_answer:
+            raise self.error(f"refused {n}")
+        fut = asyncio.get_running_loop().create_future()
+        fut.set_exception(self.error(f"refused {n}"))
+        return fut
+
+
+@pytest.mark.parametrize("in_answer", [False, True], ids=["at-send", "in-answer"])
+def test_a_batch_refused_for_good_is_set_aside_and_the_rest_goes_on(tmp_path, in_answer):
+    async def go():
+        t = RefusingTransport({1}, BatchRefusedError, in_answer)
+        d = make(tmp_path, t)
+        await d.send([batch(0), batch(1), batch(2)])
+        assert await d.drain(time.monotonic() + 5)
+        assert delivered_numbers(t) == [0, 2]
+        assert t.attempts == 3                                   # tried once: never retried
+        assert d.positions.checkpoints.offset("src") == 300      # its marks delivered in its place
+        assert d.stats["batches_refused"] == 1 and d.stats["records_refused"] == 1 and not d.backlog
+        kept = sorted((tmp_path / "refused" / "n").iterdir())
+        assert [k.name for k in kept] == ["00000000000000000000.batch"]
+        assert orjson.loads(wire.decode(kept[0].read_bytes()).body.splitlines()[1]) == {"n": 1}
+    asyncio.run(go())
+
+
+def test_a_batch_that_cannot_be_set_aside_is_kept_and_retried(tmp_path):
+    async def go():
+        t = RefusingTransport({0}, BatchRefusedError, False)
+        d = make(tmp_path, t)
+        (tmp_path / "refused").write_text("not a directory")     # setting aside fails (like a full disk)
+        await d.send([batch(0)])
+        await d.settle()
+        assert d.backlog and d.positions.checkpoints.offset("src") is None and d.stats["batches_refused"] == 0
+        (tmp_path / "refused").unlink()
+        d._retry_at = 0.0
+        assert await d.drain(time.monotonic() + 5)
+        assert d.stats["batches_refused"] == 1 and d.positions.checkpoints.offset("src") == 100
+    asyncio.run(go())
+
+
+@pytest.mark.parametrize("in_answer", [False, True], ids=["at-send", "in-answer"])
+def test_denied_access_stops_delivery_and_keeps_the_batches(tmp_path, in_answer):
+    async def go():
+        t = RefusingTransport({0, 1}, AccessDeniedError, in_answer)
+        d = make(tmp_path, t)
+        await d.send([batch(0), batch(1)])
+        await d.settle()
+        assert isinstance(d.denied, AccessDeniedError) and str(d.denied) in ("refused 0", "refused 1")
+        assert d.positions.checkpoints.offset("src") is None     # nothing delivered, nothing skipped
+        assert len(list((tmp_path / "buf").glob("*.buf"))) == 2  # kept for the next start
+        assert not (tmp_path / "refused").exists()
+    asyncio.run(go())
+
+
+def test_an_outage_is_retried_not_set_aside(tmp_path):
+    async def go():
+        t = FlakyTransport()
+        t.up = False
+        d = make(tmp_path, t)
+        await d.send([batch(0)])
+        assert d.backlog and d.denied is None and d.stats["batches_refused"] == 0
+        t.up = True
+        d._retry_at = 0.0
+        assert await d.drain(time.monotonic() + 5)
+        assert delivered_numbers(t) == [0] and not (tmp_path / "refused").exists()
+    asyncio.run(go())
+

@@ -63,16 +63,17 @@ def _apply_or_show(remover: Remover, plan: RemovalPlan, dry_run: bool) -> tuple[
     summary: dict[str, Any] = {"plan": plan.summary(), "dry_run": dry_run, "result": None}
     if dry_run:
         return [*lines, "dry run: nothing was changed"], summary
-    result = summary["result"] = remover.apply(plan)
-    lines.append(f"done: {result['rows_deleted']} records deleted; {result['files_deleted']} files deleted, "
-                 f"{result['files_rewritten']} rewritten, {result['files_reencrypted']} re-encrypted; "
-                 f"keys destroyed: {', '.join(result['keys_destroyed']) or 'none'}")
-    if "pending_erasure" in result:
-        lines.append(f"erasure request {result['pending_erasure']} stays pending: records a legal hold keeps are "
+    result = remover.apply(plan)
+    summary["result"] = result.record()
+    lines.append(f"done: {result.rows_deleted} records deleted; {result.files_deleted} files deleted, "
+                 f"{result.files_rewritten} rewritten, {result.files_reencrypted} re-encrypted; "
+                 f"keys destroyed: {', '.join(result.keys_destroyed) or 'none'}")
+    if result.pending_erasure is not None:
+        lines.append(f"erasure request {result.pending_erasure} stays pending: records a legal hold keeps are "
                      "erased once the hold is released (at the release, or the next retention run)")
-    if result["keys_retired"]:
+    if result.keys_retired:
         lines.append(f"not destroyed yet (a held file still needs them; destroyed by the first run after the hold "
-                     f"is released): {', '.join(result['keys_retired'])}; until then a backup copy written with "
+                     f"is released): {', '.join(result.keys_retired)}; until then a backup copy written with "
                      "them can still be opened with the master key")
     return lines, summary
 
@@ -88,8 +89,9 @@ def retention(args: argparse.Namespace) -> None:
 
 def _finish_pending(remover: Remover) -> tuple[list[str], list[dict[str, Any]]]:
     results = remover.finish_pending_erasures()
-    return [f"pending erasure {r['pending_erasure']}: {r['rows_deleted']} records deleted"
-            + (", some still kept by another hold" if r["kept_by_hold"] else ", finished") for r in results], results
+    return [f"pending erasure {r.pending_erasure}: {r.rows_deleted} records deleted"
+            + (", some still kept by another hold" if r.kept_by_hold else ", finished")
+            for r in results], [r.record() for r in results]
 
 
 def erase(args: argparse.Namespace) -> None:

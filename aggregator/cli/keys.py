@@ -61,7 +61,7 @@ def _destroy_key(settings: config.Settings, ring: keys.KeyRing, key_id: str, for
         else:
             for f in files:
                 print(f"unreadable from now on: {f.tier} {f.path} ({f.rows} records)")
-            if key_id not in remover.apply(plan)["keys_destroyed"]:
+            if key_id not in remover.apply(plan).keys_destroyed:
                 raise EncryptionKeyError(f"data key {key_id} was retired, not destroyed: a file written with it "
                                          "meanwhile still needs it; run the command again")
     finally:

@@ -17,7 +17,7 @@ from aggregator.cli.topics import _topics
 from aggregator.compaction import Compactor, Report
 from aggregator.consume import Aggregator, Periodic
 from aggregator.metrics import serve
-from aggregator.retention import Remover, RetentionTotals
+from aggregator.retention import Removal, Remover, RetentionTotals
 from aggregator.source.base import Source
 from aggregator.source.spool import SpoolSource
 from lake import keys
@@ -62,7 +62,7 @@ async def _run(args: argparse.Namespace) -> None:
             server.close()
 
 
-def _apply_retention(remover: Remover) -> list[dict]:
+def _apply_retention(remover: Remover) -> list[Removal]:
     results = remover.finish_pending_erasures()
     plan = remover.retention_plan()
     if any(d.action in ("delete", "rewrite") for d in plan.decisions) or remover.retired_ready():

@@ -10,24 +10,32 @@ fetch response brings, or the end offsets asked for at assignment) minus the
 position committed to the catalog; it needs no request of its own. The source
 counts as connected while every assigned partition had a fetch answered
 within ``FETCH_SILENCE_S`` (an idle consumer's fetches return every 500 ms).
+
+A principal the cluster denies (authentication, the topic's or the group's ACLs)
+is an AccessDeniedError, which stops the aggregator with one sentence; every
+other error is an outage, retried (runtime.kafka).
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import CommitFailedError, KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import CommitFailedError, KafkaError, TopicAlreadyExistsError, TopicAuthorizationFailedError
 
 from aggregator.source.base import Message
 from lake.config import AggregatorConfig
 from runtime.errors import TransportError
+from runtime.kafka import refusal
 from runtime.tls import client_ssl_context
 from runtime.transport import KafkaSettings
 
+log = logging.getLogger("loglake.aggregator")
 FETCH_SILENCE_S = 30.0
 
 
@@ -39,6 +47,10 @@ def _client_args(kafka: KafkaSettings, cert: Path | None, key: Path | None) -> d
 
 
 def _unreachable(kafka: KafkaSettings, e: Exception) -> TransportError:
+    """A denied principal as such (not retried); anything else as an outage of the cluster."""
+    denied = refusal(e, f"topic {kafka.topic} at {kafka.bootstrap_servers}")
+    if denied is not None:
+        return denied
     return TransportError(f"cannot reach Kafka at {kafka.bootstrap_servers} ({e}); check that the broker runs, "
                           "that the CA signed its certificate and that our client certificate is accepted")
 
@@ -91,7 +103,22 @@ class KafkaSource:
         self._end = {tp.partition: off for tp, off in ends.items()}
 
     async def poll(self, timeout: float) -> list[Message]:
-        batches = await self._consumer.getmany(timeout_ms=int(timeout * 1000), max_records=256)
+        """What the fetches brought. A denied principal raises AccessDeniedError (nothing will come); any other
+        error is an outage, logged and polled again (the client reconnects by itself)."""
+        # aiokafka (0.14) raises nothing for a subscribed topic the principal may not describe: the metadata
+        # answer's TOPIC_AUTHORIZATION_FAILED is only logged and kept in the client's cluster metadata, and the
+        # group assigns no partition of it. Nothing would ever come, so it is a denial like any other.
+        if not self._consumer.assignment() and self.topic in self._consumer._client.cluster.unauthorized_topics:
+            raise _unreachable(self.kafka, TopicAuthorizationFailedError(self.topic))
+        try:
+            batches = await self._consumer.getmany(timeout_ms=int(timeout * 1000), max_records=256)
+        except KafkaError as e:
+            error = _unreachable(self.kafka, e)
+            if not error.retriable:
+                raise error from None
+            log.warning("cannot fetch from Kafka; retrying", extra={"error": str(error)})
+            await asyncio.sleep(timeout)
+            return []
         out = []
         for tp, records in batches.items():
             for r in records:

@@ -29,7 +29,7 @@ import logging
 import os
 import stat
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aggregator.quarantine import Unreadable
@@ -85,7 +85,8 @@ class SpoolSource:
         self._behind = True
         self.rewinds: Counter[str] = Counter()
         self._lag: dict[str, int] = {}                  # node -> segments at or above its committed position
-        self.on_revoke = None  # one spool, one consumer: nothing is ever revoked
+        # one spool, one consumer: nothing is ever revoked
+        self.on_revoke: Callable[[list[str]], Awaitable[None]] | None = None
 
     async def start(self, positions: Callable[[], dict[str, int]]) -> None:
         require_private_dir(self.dir, "spool directory")
@@ -118,7 +119,7 @@ class SpoolSource:
         return min(back) if back else None
 
     def _nodes(self) -> list[Path]:
-        out = []
+        out: list[Path] = []
         if not os.path.isdir(self.dir):  # removed under us (a wiped spool): nothing to read until it is back
             return out
         with os.scandir(self.dir) as entries:

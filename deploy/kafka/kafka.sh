@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Development Kafka broker: fetch jars, start (formatting storage on first start), stop.
-#   kafka.sh fetch | up | down | status
+# Development Kafka broker: fetch jars, start (formatting storage on first start), stop, manage ACLs.
+#   kafka.sh fetch | up | down | status | acl <AclCommand arguments...>
+#   e.g. kafka.sh acl --list --topic t-1
+#        kafka.sh acl --add --deny-principal 'User:CN=x,O=loglake dev' --operation All --topic t-1
 # Settings (environment): KAFKA_PORT, KAFKA_SASL_PORT, KAFKA_CONTROLLER_PORT, KAFKA_DATA, LOGLAKE_CERTS, PYTHON.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -18,12 +20,19 @@ pidfile="$data/kafka.pid"
 start_timeout=${KAFKA_START_TIMEOUT:-90}
 
 fetch() {
-  # The marker is written last, so an interrupted download is redone, not trusted.
-  [ -f "$jars/.complete" ] && return 0
-  echo "kafka: fetching broker jars from Maven Central (one time)" >&2
+  # The marker, written last, holds the digest of the pom.xml the jars came from: an interrupted
+  # download is redone, not trusted, and a changed pom.xml (a dependency, a version) fetches again.
+  local want; want=$(sha256sum "$here/pom.xml" | cut -d' ' -f1)
+  [ "$(cat "$jars/.complete" 2>/dev/null)" = "$want" ] && return 0
+  if running; then   # never swap the jars under a running broker
+    echo "kafka: $here/pom.xml changed since the running broker's jars were fetched;" \
+      "restart it (kafka.sh down, then kafka.sh up) to fetch them" >&2
+    exit 1
+  fi
+  echo "kafka: fetching broker jars from Maven Central (pom.xml new or changed)" >&2
   rm -rf "$jars"
   mvn -q -B -f "$here/pom.xml" package -Djars.dir="$jars"
-  touch "$jars/.complete"
+  echo "$want" > "$jars/.complete"
 }
 
 running() { [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }
@@ -72,9 +81,41 @@ down() {
   echo "kafka: stopped"
 }
 
+# Kafka's AclCommand against the broker, over mutual TLS as the broker's own principal (a super user:
+# server.properties.in). --remove asks for confirmation unless given --force.
+acl() {
+  fetch
+  running || { echo "kafka: not running; start it with kafka.sh up" >&2; exit 1; }
+  cat > "$data/admin-client.properties" <<EOF
+security.protocol=SSL
+ssl.keystore.type=PEM
+ssl.keystore.location=$certs/broker.keystore.pem
+ssl.truststore.type=PEM
+ssl.truststore.location=$certs/ca.crt
+ssl.endpoint.identification.algorithm=https
+EOF
+  # The tool's own output only: the client's INFO lines (its whole configuration) would drown it.
+  cat > "$data/tools-log4j2.yaml" <<EOF
+Configuration:
+  Appenders:
+    Console:
+      name: STDERR
+      target: SYSTEM_ERR
+      PatternLayout:
+        Pattern: "[%d] %p %m (%c)%n"
+  Loggers:
+    Root:
+      level: WARN
+      AppenderRef:
+        - ref: STDERR
+EOF
+  java_run "-Dlog4j2.configurationFile=$data/tools-log4j2.yaml" org.apache.kafka.tools.AclCommand \
+    --bootstrap-server "127.0.0.1:$port" --command-config "$data/admin-client.properties" "$@"
+}
+
 status() { if running; then echo "kafka: running (pid $(cat "$pidfile"))"; else echo "kafka: stopped"; exit 1; fi; }
 
 case "${1:-}" in
-  fetch) fetch ;; up) up ;; down) down ;; status) status ;;
-  *) echo "usage: $0 fetch|up|down|status" >&2; exit 2 ;;
+  fetch) fetch ;; up) up ;; down) down ;; status) status ;; acl) shift; acl "$@" ;;
+  *) echo "usage: $0 fetch|up|down|status|acl <AclCommand arguments...>" >&2; exit 2 ;;
 esac

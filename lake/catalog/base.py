@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
-from lake.catalog.model import FileEntry, Mark, NewFile
+from lake.catalog.model import FileEntry, Mark, NewFile, Tier
 from lake.config import AggregatorConfig
 from schemas.wire import Extent
 
@@ -40,7 +40,7 @@ class Catalog(Protocol):
         """(source_id, path, length, sealed): how long each source is known to be."""
 
     # files -----------------------------------------------------------------
-    def files(self, tier: str | None = None, since_ns: int | None = None,
+    def files(self, tier: Tier | None = None, since_ns: int | None = None,
               until_ns: int | None = None) -> list[FileEntry]:
         """Files of a tier (or all), those whose time range overlaps [since_ns, until_ns) if given."""
     def totals(self) -> tuple[int, int]:
@@ -50,9 +50,9 @@ class Catalog(Protocol):
         """Swap ``removed`` for ``added`` atomically; removed files become pending deletes due at
         ``delete_at_ns``. Raises CatalogConflictError, changing nothing, if an active hold covers a
         removed file (placed after the job was planned). ``deleted`` lists the byte ranges of records policy removed in the swap."""
-    def pending_deletes(self, due_by_ns: int | None = None) -> list[tuple[str, str]]:
+    def pending_deletes(self, due_by_ns: int | None = None) -> list[tuple[Tier, str]]:
         """(tier, path) of removed files still on storage, those due by ``due_by_ns`` if given."""
-    def forget_pending(self, paths: Sequence[tuple[str, str]]) -> None: ...
+    def forget_pending(self, paths: Sequence[tuple[Tier, str]]) -> None: ...
     def trace_files(self, trace_key: int) -> list[tuple[FileEntry, int]]:
         """Files that hold a trace, with the row-group mask of each."""
 

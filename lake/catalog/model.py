@@ -4,13 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    pass
+from enum import StrEnum
 
 
-TIERS = ("hot", "warm", "cold")
+class Tier(StrEnum):
+    """Where a file is in its life: hot (one per flush), warm (per partition and hour), cold (per day).
+    A StrEnum, so it is stored, compared and printed as its name."""
+    HOT = "hot"
+    WARM = "warm"
+    COLD = "cold"
+
+
+TIERS = tuple(Tier)
 
 
 Mark = tuple[str, str]           # (source_id, stream or ""): see aggregator.dedup
@@ -22,7 +27,7 @@ TraceEntry = tuple[int, int]     # (trace key, row-group mask): see lake.trace_i
 @dataclass(frozen=True)
 class FileEntry:
     path: str            # relative to its tier's storage root
-    tier: str            # hot | warm | cold
+    tier: Tier
     topic: str
     partition: str
     first_offset: int    # the consumed offsets whose records the file holds

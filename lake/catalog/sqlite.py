@@ -23,7 +23,7 @@ from pathlib import Path
 
 import orjson
 
-from lake.catalog.model import TIERS, FileEntry, Mark, NewFile
+from lake.catalog.model import TIERS, FileEntry, Mark, NewFile, Tier
 from lake.holds import Hold, holding
 from lake.selector import Selector
 from runtime.durable import make_private_dirs
@@ -142,6 +142,7 @@ def _texts(v: object) -> bool:
 Kind = tuple[str, Callable[[object], bool]]
 _INT: Kind = ("an integer", lambda v: type(v) is int)
 _TEXT: Kind = ("text", lambda v: type(v) is str)
+_TIER_OF = {t.value: t for t in Tier}
 _TIER: Kind = (f"one of {', '.join(TIERS)}", lambda v: v in TIERS)
 _LIST: Kind = ("a JSON array of text", _texts)
 _BLOB: Kind = ("bytes", lambda v: type(v) is bytes)
@@ -261,13 +262,14 @@ class SqliteCatalog:
         # the common case at the cost of one tuple comparison (query planning reads every listed file)
         d = dict(zip(_COLUMNS, row))
         try:
-            if tuple(map(type, row)) != _FILE_TYPES or d["tier"] not in TIERS:
+            if tuple(map(type, row)) != _FILE_TYPES:
                 raise ValueError
+            d["tier"] = _TIER_OF[str(d["tier"])]   # a KeyError names the value below, like the rest
             for c in _JSON_COLUMNS:
                 d[c] = items = tuple(orjson.loads(d[c]))  # type: ignore[arg-type]
                 if not all(type(i) is str for i in items):
                     raise ValueError
-        except (ValueError, TypeError):   # orjson.JSONDecodeError is a ValueError
+        except (ValueError, TypeError, KeyError):   # orjson.JSONDecodeError is a ValueError
             self._checked("files", _COLUMNS, [row])   # names the value
             raise
         return FileEntry(**d)  # type: ignore[arg-type]
@@ -346,7 +348,7 @@ class SqliteCatalog:
         self._db.executemany("INSERT INTO trace_index VALUES (?, ?, ?)",
                              [(key, cur.lastrowid, mask) for key, mask in new.traces])
 
-    def files(self, tier: str | None = None, since_ns: int | None = None,
+    def files(self, tier: Tier | None = None, since_ns: int | None = None,
               until_ns: int | None = None) -> list[FileEntry]:
         where, params = [], []
         for clause, value in (("f.tier = ?", tier), ("f.max_time >= ?", since_ns), ("f.min_time < ?", until_ns)):
@@ -383,19 +385,19 @@ class SqliteCatalog:
             for new in added:
                 self._insert(new)
 
-    def pending_deletes(self, due_by_ns: int | None = None) -> list[tuple[str, str]]:
+    def pending_deletes(self, due_by_ns: int | None = None) -> list[tuple[Tier, str]]:
         sql = "SELECT tier, path FROM pending_deletes" + (" WHERE due_at <= ?" if due_by_ns is not None else "")
-        return self._select("pending_deletes", ("tier", "path"), sql, (due_by_ns,) if due_by_ns is not None else ())
+        rows = self._select("pending_deletes", ("tier", "path"), sql, (due_by_ns,) if due_by_ns is not None else ())
+        return [(_TIER_OF[tier], path) for tier, path in rows]
 
-    def forget_pending(self, paths: Sequence[tuple[str, str]]) -> None:
+    def forget_pending(self, paths: Sequence[tuple[Tier, str]]) -> None:
         with self._tx():
             self._db.executemany("DELETE FROM pending_deletes WHERE tier = ? AND path = ?", paths)
 
     def trace_files(self, trace_key: int) -> list[tuple[FileEntry, int]]:
         rows = self._db.execute(_SELECT_FILES.replace(" FROM files f", ", t.row_groups FROM trace_index t "
                                                       "JOIN files f ON f.id = t.file_id WHERE t.trace_key = ? "
-                                                      "ORDER BY f.min_time"), (trace_key,))
-        rows = rows.fetchall()
+                                                      "ORDER BY f.min_time"), (trace_key,)).fetchall()
         self._checked("trace_index", ("row_groups",), [(r[-1],) for r in rows])
         return [(self._entry(r[:-1]), r[-1]) for r in rows]
 
@@ -522,5 +524,5 @@ class _Transaction:
     def __enter__(self) -> None:
         self.db.execute("BEGIN IMMEDIATE")
 
-    def __exit__(self, exc_type, exc, tb) -> None:  # type: ignore[no-untyped-def]
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         self.db.execute("ROLLBACK" if exc_type else "COMMIT")

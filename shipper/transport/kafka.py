@@ -5,6 +5,10 @@ replica has it, and retries cannot duplicate or reorder batches of one key.
 The key is the container (namespace/pod/container), so one container's batches
 land in one partition, in order. Batches are already zstd-compressed by the
 shipper, so the producer adds no compression of its own.
+
+Errors come out as the error tree has them (runtime.kafka): a batch the topic
+refuses for good is a BatchRefusedError, a denied principal an
+AccessDeniedError, anything else a TransportError that delivery retries.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from runtime.errors import TransportError
+from runtime.kafka import kind, refusal
 from runtime.tls import client_ssl_context
 from runtime.transport import KafkaSettings
 from shipper.config import ShipperConfig
@@ -51,8 +56,9 @@ class KafkaTransport:
             await self._producer.start()
         except KafkaError as e:
             await self._producer.stop()
-            raise TransportError(f"cannot connect to Kafka at {self.kafka.bootstrap_servers}: {e}; "
-                                 "check bootstrap_servers, the CA and the client certificate") from None
+            # a denied principal stops the shipper (not retried), in the same words as an unreachable cluster
+            raise kind(e)(f"cannot connect to Kafka at {self.kafka.bootstrap_servers}: {e}; check bootstrap_servers, "
+                          "the CA and the client certificate or SASL credentials") from None
 
     async def reset(self) -> None:
         """A new producer (new producer id) after an outage: batches that expired
@@ -67,9 +73,29 @@ class KafkaTransport:
 
     async def send(self, key: bytes, value: bytes) -> asyncio.Future[None]:
         try:
-            return await self._producer.send(self.kafka.topic, value, key=key)
+            sent = await self._producer.send(self.kafka.topic, value, key=key)
         except KafkaError as e:
-            raise TransportError(f"Kafka refused a batch for topic {self.kafka.topic}: {e}") from None
+            raise self._error(e) from None
+        # The broker's answer, with its error as the tree has it; cancelling it cancels the send's.
+        answer: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def settle(f: asyncio.Future[object]) -> None:
+            if answer.done():
+                return
+            if f.cancelled():
+                answer.cancel()
+            elif (e := f.exception()) is not None:
+                answer.set_exception(self._error(e))
+            else:
+                answer.set_result(None)
+
+        sent.add_done_callback(settle)
+        answer.add_done_callback(lambda a: sent.cancel() if a.cancelled() else None)
+        return answer
+
+    def _error(self, e: BaseException) -> TransportError:
+        return refusal(e, f"topic {self.kafka.topic}") or TransportError(
+            f"Kafka did not take a batch for topic {self.kafka.topic}: {e!r}")
 
     async def close(self) -> None:
         await self._producer.stop()
