@@ -81,11 +81,10 @@ class Storage:
 
     def layout(self, tier: Tier) -> Layout:
         """How files of ``tier`` are written: hot files as [aggregator] says, warm and cold as [tiers] does."""
-        if tier is Tier.HOT:
-            return Layout(self.cfg.parquet_row_group_size, self.cfg.parquet_zstd_level)
-        if tier is Tier.WARM:
-            return Layout(self.tiers.warm_row_group_size, self.tiers.warm_zstd_level)
-        return Layout(self.tiers.cold_row_group_size, self.tiers.cold_zstd_level)
+        t = self.tiers
+        return {Tier.HOT: Layout(self.cfg.parquet_row_group_size, self.cfg.parquet_zstd_level),
+                Tier.WARM: Layout(t.warm_row_group_size, t.warm_zstd_level),
+                Tier.COLD: Layout(t.cold_row_group_size, t.cold_zstd_level)}[Tier(tier)]
 
     def location(self, tier: Tier, rel: str) -> str:
         return f"{self.roots[tier]}/{rel}"

@@ -14,9 +14,10 @@ from aiokafka import errors as kafka_errors
 
 from runtime.errors import AccessDeniedError, BatchRefusedError, TransportError
 
+# A corrupt record (a CRC the broker recomputes differently: a flipped bit on the way) and an invalid
+# timestamp (the node's clock far off: every batch alike) are not this batch's fault: retried, as outages.
 _BATCH_REFUSED: tuple[type[Exception], ...] = (
-    kafka_errors.MessageSizeTooLargeError, kafka_errors.RecordTooLargeError, kafka_errors.RecordListTooLargeError,
-    kafka_errors.CorruptRecordException, kafka_errors.InvalidTimestampError)
+    kafka_errors.MessageSizeTooLargeError, kafka_errors.RecordTooLargeError, kafka_errors.RecordListTooLargeError)
 _ACCESS_DENIED: tuple[type[Exception], ...] = (
     kafka_errors.TopicAuthorizationFailedError, kafka_errors.ClusterAuthorizationFailedError,
     kafka_errors.GroupAuthorizationFailedError, kafka_errors.TransactionalIdAuthorizationFailed,

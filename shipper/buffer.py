@@ -2,7 +2,10 @@
 
 One file per batch in ``<data_dir>/buffer``: ``<seq>.buf`` holding a 4-byte
 header length, a JSON header (key and the checkpoint marks the batch carries)
-and the wire-format batch. Written durably before the batch counts as
+and the wire-format batch. ``seq`` is the batch's place in delivery's queue,
+not the order of writing: batches reach the buffer as their failures come in,
+and a restart must replay a container's batches in the order they were read
+(the lake drops a record behind one it already has from the same source). Written durably before the batch counts as
 buffered, removed once the transport acknowledges it. The marks survive a
 restart, so the agent resumes reading after buffered lines instead of reading
 them twice, while its checkpoint still only moves on acknowledgement.
@@ -54,7 +57,6 @@ class DiskBuffer:
         self.dir = directory
         self.max_bytes = max_bytes
         self.bytes = 0
-        self._next = 0
         self.damaged = False   # a segment was moved aside at load: positions after it cannot be trusted
 
     def load(self) -> list[Buffered]:
@@ -77,7 +79,6 @@ class DiskBuffer:
                 continue
             out.append(entry)
         self.bytes = sum(b.size for b in out)
-        self._next = out[-1].seq + 1 if out else 0
         return out
 
     def _set_aside(self, path: Path, why: Exception) -> None:
@@ -96,13 +97,11 @@ class DiskBuffer:
     def full(self) -> bool:
         return self.bytes >= self.max_bytes
 
-    def put(self, key: bytes, value: bytes, marks: Marks, records: int) -> Buffered:
-        """Write a batch durably; OSError (a full disk) leaves nothing behind."""
+    def put(self, seq: int, key: bytes, value: bytes, marks: Marks, records: int) -> Buffered:
+        """Write the batch at place ``seq`` of the queue durably; OSError (a full disk) leaves nothing behind."""
         header = orjson.dumps({"key": key.decode(errors="replace"), "records": records,
                                "marks": {k: [p, pos.offset, pos.window] for k, (p, pos) in marks.items()}})
         data = struct.pack(">I", len(header)) + header + value
-        seq = self._next
-        self._next += 1
         path = self.dir / f"{seq:020d}.buf"
         write_durably(path, data)
         self.bytes += len(data)

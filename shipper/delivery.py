@@ -62,6 +62,7 @@ class Pending:
     buffered: Buffered | None = None
     held: bool = False                   # waiting in memory: the disk buffer could not be written
     acked: bool = False
+    seq: int = 0                         # its place in the queue: the name it is buffered under
 
     @property
     def waiting(self) -> bool:
@@ -93,8 +94,10 @@ class Delivery:
         self.ack_latency = Histogram(ACK_LATENCY_BUCKETS)
         self.created_at = time.monotonic()
         self.ticked_at: float | None = None  # None until the agent's loop first hands batches over
-        for b in buffer.load():
-            self._enqueue(Pending(b.key, b.marks, b.records, buffered=b))
+        loaded = buffer.load()
+        for b in loaded:
+            self._enqueue(Pending(b.key, b.marks, b.records, buffered=b, seq=b.seq))
+        self._next_seq = loaded[-1].seq + 1 if loaded else 0
         # A damaged buffer segment was moved aside: its lines are read again from the checkpoint, so no
         # later segment's position may let reading skip them (the lake drops what it already has).
         if not buffer.damaged:
@@ -134,15 +137,18 @@ class Delivery:
     async def send(self, batches: list[Outgoing]) -> None:
         self.ticked_at = time.monotonic()
         for batch in batches:
-            p = Pending(batch.key, {sid: (m.path, m.pos) for sid, m in batch.marks.items()}, batch.count)
+            p = Pending(batch.key, {sid: (m.path, m.pos) for sid, m in batch.marks.items()}, batch.count,
+                        seq=self._next_seq)
+            self._next_seq += 1
             if batch.sent:
                 value = wire.encode(self.node, batch.runs, level=self.zstd_level,
                                     positions=[(m.source, m.pos.offset, m.sealed) for m in batch.marks.values()])
+                while not self.backlog and self.inflight >= self.max_inflight:
+                    await self.settle(wait=True)
+                # asked again after the wait: a failure answered meanwhile began a backlog, which this batch joins
                 if self.backlog:
                     self._to_buffer(p, value)
                 else:
-                    while self.inflight >= self.max_inflight:
-                        await self.settle(wait=True)
                     await self._transmit(p, value)
             else:
                 p.acked = True  # only marks: in order behind the rest, nothing to send
@@ -166,10 +172,13 @@ class Delivery:
         except TransportError as e:
             self._answered(p, e)
 
-    def _to_buffer(self, p: Pending, value: bytes) -> None:
-        p.fut = None
+    def _to_buffer(self, p: Pending, value: bytes, *, keep_future: bool = False) -> None:
+        """Write ``p`` to the disk buffer under its place in the queue. ``keep_future``: it is still in flight,
+        and its answer may yet come (an acknowledgement removes it from the buffer again)."""
+        if not keep_future:
+            p.fut = None
         try:
-            p.buffered = self.buffer.put(p.key, value, p.marks, p.records)
+            p.buffered = self.buffer.put(p.seq, p.key, value, p.marks, p.records)
         except OSError as e:
             if not self.held:
                 log.error("cannot write the disk buffer; holding batches in memory and pausing reading "
@@ -182,12 +191,20 @@ class Delivery:
 
     def _failed(self, p: Pending, why: str) -> None:
         self.stats["send_failures"] += 1
-        if not self.backlog and self.denied is None:   # a denial has its own error, and stops the shipper
+        beginning = not self.backlog
+        if beginning and self.denied is None:   # a denial has its own error, and stops the shipper
             log.warning("transport unavailable; buffering batches on disk", extra={"error": why})
         if p.buffered is None and not p.held:
             assert p.value is not None
             self._to_buffer(p, p.value)
         p.fut = None
+        if beginning:
+            # Every batch still in flight goes to the buffer too, keeping its place: from now on the buffer
+            # holds every unacknowledged batch, so resuming after its marks (a restart after kill -9) can
+            # never skip the lines of a batch that was in flight and is then lost with the process.
+            for q in self._queue:
+                if q.fut is not None and not q.acked and q.buffered is None and not q.held and q.value is not None:
+                    self._to_buffer(q, q.value, keep_future=True)
         self._reset_needed = True
         self._retry_at = time.monotonic() + self._retry_delay
         self._retry_delay = min(self._retry_delay * 2, RETRY_MAX_S)
@@ -230,9 +247,13 @@ class Delivery:
             self._refused(p, e)
 
     def _refused(self, p: Pending, e: LoglakeError) -> None:
-        assert p.value is not None
         try:
-            where = self.set_aside.put(p.value)
+            if p.value is not None:
+                value = p.value
+            else:   # buffered while in flight
+                assert p.buffered is not None
+                value = self.buffer.value(p.buffered)
+            where = self.set_aside.put(value)
         except OSError as oe:   # kept and retried like a failed send until it can be set aside
             self._failed(p, f"{e}; and it cannot be set aside in {self.set_aside.dir}: {oe.strerror}")
             return
@@ -266,6 +287,8 @@ class Delivery:
             try:
                 await self.transport.reset()
             except TransportError as e:
+                if isinstance(e, AccessDeniedError):   # a new producer may be the first to be told
+                    self.denied = e
                 self._failed_reset(str(e))
                 return
         budget = self.max_inflight - self.inflight

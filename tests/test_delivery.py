@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 import orjson
 import pytest
@@ -217,3 +218,121 @@ def test_an_outage_is_retried_not_set_aside(tmp_path):
         assert delivered_numbers(t) == [0] and not (tmp_path / "refused").exists()
     asyncio.run(go())
 
+
+
+# --- through the agent and the lake: a restart after an outage replays in the order lines were read ---------
+
+class AnsweringLater:
+    """Kafka as the shipper sees it: each key's answers come in order, 1-30 ms apart (one partition, one
+    request at a time); after ``fail_after`` sends every answer is ``error`` (or, ``silent``, none at all).
+    What was accepted is kept, in order, as files (a fork's sends survive it)."""
+
+    name = "fake-kafka"
+
+    def __init__(self, kept: Path, fail_after: int | None, error: type[TransportError] = TransportError,
+                 silent: bool = False, seed: int = 1) -> None:
+        import random
+        self.kept, self.fail_after, self.error, self.silent = kept, fail_after, error, silent
+        self.n, self.due, self.rng = 0, {}, random.Random(seed)
+        kept.mkdir(exist_ok=True)
+
+    async def start(self) -> None: ...
+    async def reset(self) -> None: ...
+    async def close(self) -> None: ...
+
+    async def send(self, key: bytes, value: bytes) -> asyncio.Future[None]:
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        self.n += 1
+        down = self.fail_after is not None and self.n > self.fail_after
+        if not down:
+            (self.kept / f"{len(list(self.kept.iterdir())):06d}").write_bytes(value)
+        if down and self.silent and self.n > self.fail_after + 1:
+            return fut   # no answer: the ack timeout decides
+        self.due[key] = max(self.due.get(key, 0.0), loop.time()) + self.rng.uniform(0.001, 0.03)
+        loop.call_at(self.due[key], lambda: fut.done() or (fut.set_exception(self.error("broker gone")) if down
+                                                            else fut.set_result(None)))
+        return fut
+
+
+def _store(config: Path, kept: Path) -> dict[str, int]:
+    """What reached 'Kafka', consumed by the real aggregator in order; the lake's lines with their counts."""
+    import query
+    from aggregator.cli import run
+    from aggregator.source.base import Message
+
+    class Topic:
+        topic, on_revoke = "logs", None
+
+        def __init__(self) -> None:
+            self.values, self.done, self.pos = [p.read_bytes() for p in sorted(kept.iterdir())], False, 0
+
+        async def start(self, positions):
+            self.pos = positions().get("0", 0)
+
+        async def poll(self, timeout):
+            if self.done:
+                return []
+            self.done = True
+            return [Message("0", i, v) for i, v in enumerate(self.values) if i >= self.pos]
+
+        def caught_up(self): return self.done
+        def lag(self): return {}
+        def unavailable(self): return None
+        async def commit(self, p, o): ...
+        async def close(self): ...
+
+    saved, run._source = run._source, lambda settings: Topic()
+    try:
+        assert run.main(["--config", str(config), "--once", "--log-level", "ERROR"]) == 0
+        assert run.main(["--config", str(config), "verify", "--log-level", "ERROR"]) == 0
+    finally:
+        run._source = saved
+    return dict(query.connect(str(config)).execute("SELECT body, count(*) FROM logs GROUP BY body").fetchall())
+
+
+@pytest.mark.parametrize("how", ["outage-then-sigterm", "denied-then-restart", "outage-then-kill-9"])
+def test_a_restart_after_an_outage_loses_and_repeats_nothing(tmp_path, capsys, how):
+    """Batches reach the disk buffer in the order their failures are answered, not the order they were read;
+    a restart must still deliver each container's lines in order (the lake drops a record behind one it
+    already has from the same source), and resuming after the buffer's marks must skip no batch that was in
+    flight when the process died."""
+    import os
+    from runtime.errors import AccessDeniedError
+    from shipper import config as shipper_config
+    from shipper.agent import Agent
+    from tests.conftest import cri, pod_log, write_config
+
+    config = write_config(tmp_path, shipper={"batch_max_bytes": 2048, "shutdown_grace_ms": 300,
+                                             "ack_timeout_ms": 500})
+    expected = []
+    for j in range(3):
+        text = [f"c{j} line {i} " + "x" * 40 for i in range(300)]
+        pod_log(tmp_path, "shop", f"web-{j}", "app").write_text(
+            "".join(cri(f"2026-11-24T10:00:00.{i:09d}Z", t) for i, t in enumerate(text)))
+        expected += text
+    kept = tmp_path / "kafka"
+    settings = shipper_config.load(str(config))
+    if how == "outage-then-sigterm":
+        async def first() -> None:
+            agent = Agent(settings, AnsweringLater(kept, 5))
+            asyncio.get_running_loop().call_later(1.5, agent.stop)
+            await agent.run()
+        asyncio.run(first())
+    elif how == "denied-then-restart":
+        with pytest.raises(AccessDeniedError):
+            asyncio.run(Agent(settings, AnsweringLater(kept, 5, AccessDeniedError)).run())
+    else:
+        pid = os.fork()
+        if pid == 0:   # the child is killed (no shutdown, no last save) during the outage
+            async def first() -> None:
+                asyncio.get_running_loop().call_later(0.6, lambda: os._exit(9))
+                await Agent(settings, AnsweringLater(kept, 5, silent=True)).run()
+            asyncio.run(first())
+            os._exit(0)
+        os.waitpid(pid, 0)
+    assert list((tmp_path / "shipper" / "buffer").glob("*.buf")), "the outage left batches in the disk buffer"
+    asyncio.run(Agent(shipper_config.load(str(config)), AnsweringLater(kept, None)).run(once=True))
+    got = _store(config, kept)
+    assert [b for b in expected if b not in got] == []
+    assert {b: n for b, n in got.items() if n > 1} == {}

@@ -26,6 +26,8 @@ ALLOWED = {
 HEAVY = ("duckdb", "aiokafka", "zstandard", "pyarrow.parquet")
 
 Graph = dict[str, set[str]]
+# What an import_module()/__import__() call whose name is not a constant string counts as: it could be anything.
+COMPUTED = "<computed>"
 
 
 def module_name(path: Path, root: Path) -> str:
@@ -37,10 +39,13 @@ def module_name(path: Path, root: Path) -> str:
 
 def imports_of(source: str, module: str, is_package: bool) -> list[str]:
     """Every module ``source`` imports, at any depth of the file (a function-level import is still a
-    dependency), with relative imports resolved."""
+    dependency), with relative imports resolved; importlib.import_module and __import__ calls count too."""
     out: list[str] = []
     for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Import):
+        if isinstance(node, ast.Call) and _dynamic_import(node.func):
+            arg = node.args[0] if node.args else None
+            out.append(arg.value if isinstance(arg, ast.Constant) and isinstance(arg.value, str) else COMPUTED)
+        elif isinstance(node, ast.Import):
             out += [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom):
             if node.level:
@@ -53,6 +58,11 @@ def imports_of(source: str, module: str, is_package: bool) -> list[str]:
             # `from pkg import mod` imports the module pkg.mod
             out += [f"{name}.{a.name}" for a in node.names]
     return out
+
+
+def _dynamic_import(func: ast.expr) -> bool:
+    name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
+    return name in ("import_module", "__import__")
 
 
 def scan(root: Path = ROOT) -> tuple[Graph, dict[str, list[str]]]:
@@ -129,6 +139,11 @@ def test_packages_import_only_what_they_may():
     assert rule_violations(graph) == []
 
 
+def test_no_module_imports_a_computed_name():
+    _, raw = scan()
+    assert sorted(m for m, names in raw.items() if COMPUTED in names) == []
+
+
 def test_no_import_cycles():
     graph, _ = scan()
     assert cycles(graph) == []
@@ -179,6 +194,14 @@ def test_a_forbidden_import_is_found(tmp_path, rel, text, expected):
     target = expected.split(" imports ")[1]
     graph, _ = _plant(tmp_path, {rel: text, target.replace(".", "/") + ".py": ""})
     assert expected in rule_violations(graph)
+
+
+def test_an_import_by_name_is_an_import(tmp_path):
+    graph, raw = _plant(tmp_path, {"query/x.py": "import importlib\nimportlib.import_module('aggregator.y')\n",
+                                   "query/z.py": "__import__('shipper.y')\n", "aggregator/y.py": "",
+                                   "shipper/y.py": "", "query/w.py": "import importlib\nimportlib.import_module('duck' + 'db')\n"})
+    assert {"query.x imports aggregator.y", "query.z imports shipper.y"} <= set(rule_violations(graph))
+    assert COMPUTED in raw["query.w"]
 
 
 def test_a_cycle_is_found_through_a_relative_and_a_lazy_import(tmp_path):

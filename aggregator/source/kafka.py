@@ -30,8 +30,8 @@ from aiokafka.errors import CommitFailedError, KafkaError, TopicAlreadyExistsErr
 
 from aggregator.source.base import Message
 from lake.config import AggregatorConfig
-from runtime.errors import TransportError
-from runtime.kafka import refusal
+from runtime.errors import BatchRefusedError, TransportError
+from runtime.kafka import kind, refusal
 from runtime.tls import client_ssl_context
 from runtime.transport import KafkaSettings
 
@@ -113,6 +113,11 @@ class KafkaSource:
         try:
             batches = await self._consumer.getmany(timeout_ms=int(timeout * 1000), max_records=256)
         except KafkaError as e:
+            if kind(e) is BatchRefusedError:
+                # aiokafka has already moved past the record: retrying would skip it, so stop instead
+                raise BatchRefusedError(f"a record in topic {self.topic} is larger than this aggregator may fetch "
+                                        f"({e}); raise [kafka] max_message_bytes to at least the topic's "
+                                        "max.message.bytes and start again") from None
             error = _unreachable(self.kafka, e)
             if not error.retriable:
                 raise error from None
