@@ -38,7 +38,9 @@ def fsync_path(path: Path) -> None:
 
 
 def make_private_dirs(path: Path) -> None:
-    """Create ``path`` and any missing parent, each owner-only (0700); existing ones are left as they are."""
+    """Create ``path`` and any missing parent, each owner-only (0700) and durable (its parent fsynced: a
+    file written durably inside must not vanish with a directory entry lost in a power cut); existing ones
+    are left as they are."""
     missing = []
     p = Path(path)
     while not os.path.lexists(p):
@@ -50,7 +52,8 @@ def make_private_dirs(path: Path) -> None:
         try:
             os.mkdir(d, 0o700)
         except FileExistsError:  # made meanwhile by another process: it is checked where it matters
-            pass
+            continue
+        fsync_path(d.parent)
 
 
 def require_private_dir(path: Path, what: str, create: bool = True) -> None:

@@ -172,3 +172,17 @@ def test_a_write_failure_is_an_oserror_and_counts_nothing(tmp_path):
         q.put("t", "0", 1, b"v", "bad_magic", "m")
     assert q.count == 0 and blocker.read_bytes().startswith(b"a file")
     assert os.listdir(tmp_path) == ["quarantine"]
+
+
+def test_directories_made_for_a_durable_write_are_durable_too(tmp_path, monkeypatch):
+    """Every directory write_durably creates has its parent fsynced, so a power cut cannot lose the entry of
+    a directory holding a file already reported as written (a quarantined or refused batch)."""
+    from runtime import durable
+    synced: list[Path] = []
+    real = durable.fsync_path
+    monkeypatch.setattr(durable, "fsync_path", lambda p: (synced.append(Path(p)), real(p)))
+    durable.write_durably(tmp_path / "a" / "b" / "x.batch", b"data")
+    assert synced == [tmp_path, tmp_path / "a", tmp_path / "a" / "b"]
+    synced.clear()
+    durable.write_durably(tmp_path / "a" / "b" / "y.batch", b"data")   # nothing new to make: the file's dir only
+    assert synced == [tmp_path / "a" / "b"]
