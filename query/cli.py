@@ -30,7 +30,7 @@ from query.follow import follow
 from runtime import completion
 from runtime.config import version
 from runtime.durable import write_durably
-from runtime.errors import LoglakeError, QueryError, sentence
+from runtime.errors import LoglakeError, QueryError, exit_with
 from runtime.progress import Progress
 from schemas.record import SEVERITY_RANGES
 
@@ -396,8 +396,7 @@ def main(argv: list[str] | None = None) -> int:
     except (LoglakeError, OSError) as e:
         if args.debug:
             raise
-        print(f"loglake-query: {sentence(e)}", file=sys.stderr)
-        return 1
+        return exit_with("loglake-query", e)
     except KeyboardInterrupt:
         return 130  # Ctrl-C: the shell's convention (128 + SIGINT), without a traceback
 

@@ -22,6 +22,7 @@ is not a valid loglake batch; the aggregator quarantines it and never retries it
 
 from __future__ import annotations
 
+import sys
 from typing import ClassVar
 
 
@@ -44,6 +45,13 @@ class BatchRefusedError(TransportError):
 
 class AccessDeniedError(TransportError):
     retriable = False
+
+
+def exit_with(prog: str, e: LoglakeError | OSError) -> int:
+    """How a CLI ends on an error: one line ``prog: sentence`` on stderr, exit status 1 (``--debug``
+    re-raises before this, for the traceback)."""
+    print(f"{prog}: {sentence(e)}", file=sys.stderr)
+    return 1
 
 
 def sentence(e: LoglakeError | OSError) -> str:

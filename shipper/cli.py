@@ -10,7 +10,7 @@ import sys
 
 from runtime import completion, logs
 from runtime.config import version
-from runtime.errors import ConfigError, LoglakeError, sentence
+from runtime.errors import ConfigError, LoglakeError, exit_with
 from shipper import config
 from shipper.agent import Agent
 from shipper.metrics import serve
@@ -59,8 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     except (LoglakeError, OSError) as e:
         if args.debug:
             raise
-        print(f"loglake-shipper: {sentence(e)}", file=sys.stderr)
-        return 1
+        return exit_with("loglake-shipper", e)
     return 0
 
 

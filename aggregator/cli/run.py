@@ -25,7 +25,7 @@ from lake.catalog.base import open_catalog
 from lake.storage import Storage
 from runtime import completion, logs
 from runtime.config import version
-from runtime.errors import LoglakeError, sentence
+from runtime.errors import LoglakeError, exit_with
 
 log = logging.getLogger("loglake.aggregator")
 
@@ -172,8 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     except (LoglakeError, OSError) as e:
         if args.debug:
             raise
-        print(f"loglake-aggregator: {sentence(e)}", file=sys.stderr)
-        return 1
+        return exit_with("loglake-aggregator", e)
     return 0
 
 
