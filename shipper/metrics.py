@@ -21,7 +21,7 @@ from shipper.config import ShipperConfig
 from shipper.enrich import DOCKER_CONFIG_ERROR
 
 # Kinds of input problems, each counted in errors_total{kind}: the native core's (KINDS in
-# shipper/lines/src/records.rs) and the Python side's (shipper/agent.py, slots.py, records.py).
+# shipper/lines/src/records.rs) and the Python side's (shipper/agent.py, followed.py, slots.py, records.py).
 NATIVE_ERROR_KINDS = ("bad_prefix", "empty_line", "nul_bytes", "truncated", "invalid_utf8", "partial",
                       "non_object_json", "time_claimed")
 AGENT_ERROR_KINDS = ("open_failed", "checkpoint_write_failed", "open_files_limit", "link_refused",
@@ -44,7 +44,7 @@ def wedged_after_s(cfg: ShipperConfig) -> float:
 
 def _lag(agent: Agent) -> dict[str, float]:
     out = {}
-    for src in [*agent.active.values(), *agent.retired]:
+    for src in agent.files.sources():
         try:
             out[src.name] = float(src.tail.unread())
         except OSError:  # closed or gone under us: no lag to tell
@@ -84,12 +84,12 @@ def _families(agent: Agent, f: metrics.Families) -> None:
     f.gauge("inflight_batches", "batches sent and not yet acknowledged", d.inflight)
     f.gauge("reading_paused", "1 while reading is paused because the disk buffer is full or unwritable",
             float(agent.paused))
-    f.gauge("open_files", "files held open", len(agent.active) + len(agent.retired))
+    f.gauge("open_files", "files held open", agent.files.held())
     f.gauge("open_files_limit", "log files held open at most (max_open_files within the process's limit)",
-            agent.slots.limit)
+            agent.files.slots.limit)
     f.gauge("waiting_files", "log files found and waiting for a descriptor (the open files limit is reached)",
-            len(agent.slots.waiting))
-    f.gauge("idle_files", "log files closed while idle, watched by path", len(agent.idle))
+            len(agent.files.slots.waiting))
+    f.gauge("idle_files", "log files closed while idle, watched by path", len(agent.files.idle))
     f.counters("redactions", "redactions by rule", "rule", agent.redactions, redaction_rules(agent.cfg))
     f.counters("errors", "input problems by kind (flagged or counted, never dropped silently)", "kind",
                agent.errors, ERROR_KINDS)

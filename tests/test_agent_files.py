@@ -77,7 +77,7 @@ def test_rename_rotation_reads_old_file_to_its_end(tmp_path):
             await r.settle(1.0)
             assert r.agent.stats["rotations"] == 1
             assert r.agent.stats["files_closed"] == 1      # the rotated file, after rotate_wait
-            assert len(r.agent.retired) == 0
+            assert len(r.agent.files.retired) == 0
     asyncio.run(scenario())
     assert bodies(config) == ["line 1", "line 2", "line 3", "line 4"]
 
@@ -132,7 +132,7 @@ def test_deleted_file_is_drained_and_closed(tmp_path):
                 f.write(line(2))
             live.unlink()
             await r.settle(1.0)
-            assert r.agent.stats["files_closed"] == 1 and not r.agent.active and not r.agent.retired
+            assert r.agent.stats["files_closed"] == 1 and not r.agent.files.active and not r.agent.files.retired
             fds = os.listdir("/proc/self/fd")
             assert not any(os.readlink(f"/proc/self/fd/{fd}").startswith(str(live)) for fd in fds
                            if os.path.islink(f"/proc/self/fd/{fd}"))

@@ -73,7 +73,7 @@ def test_bad_input_is_counted_in_metrics(tmp_path):
         from prometheus_client import generate_latest
 
         from shipper.metrics import registry
-        agent.discover()
+        agent.files.look()
         before = generate_latest(registry(agent)).decode()
         await agent.run(once=True)
         return before, generate_latest(registry(agent)).decode()
@@ -114,10 +114,10 @@ def test_restart_inside_an_overlong_line_does_not_resume_mid_line(tmp_path):
         transport = create(settings.transport, settings.shipper)
         await transport.start()
         agent = Agent(settings, transport)
-        agent.discover()
+        agent.files.look()
         for _ in range(3):  # read 'before' and the head of the long line, stop while skipping it
             agent.read_once()
-        src = next(iter(agent.active.values()))
+        src = next(iter(agent.files.active.values()))
         assert src.tail.cut_from is not None
         await agent.shutdown(deadline=None)
         return agent.positions.checkpoints.offset(src.source_id)
