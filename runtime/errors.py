@@ -2,6 +2,7 @@
 
     LoglakeError                   retriable  anything loglake reports to a person, in one sentence
      ├── ConfigError                   no     the configuration file or an override is wrong
+ │    └── SelectorError            no     a time expression, glob or level a person typed (lake.selector)
      ├── TransportError               yes     a transport cannot be reached, or did not answer in time
      │    ├── BatchRefusedError        no     it refuses this batch for good (too large for the topic,
      │    │                                   invalid): the shipper sets it aside in refused/ and goes on
@@ -13,6 +14,8 @@
      ├── CatalogValueError             no     a catalog value is not what loglake writes there
      ├── AuditError                    no     the audit trail cannot be written or its key used
      └── QueryError                    no     the SQL or a filter is wrong, or stored data cannot be read
+      └── StoredColumnsDiffer      no     a scan met files of two schema versions: query.connect reads
+                                          each file's columns once and runs the query again
 
 ``retriable`` is behaviour, read on the class: the same operation may succeed if tried again later
 (delivery retries it with backoff), or it will fail the same way until a person changes something.

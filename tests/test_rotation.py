@@ -22,7 +22,7 @@ import orjson
 from aggregator.cli.run import main as aggregator
 from shipper.cli import main as shipper
 from tests.conftest import cri, pod_log, write_config
-from tests.test_agent_files import Running, fast
+from tests.test_agent import Running, fast
 
 TS = "2026-12-01T10:{:02d}:{:02d}.{:09d}Z"
 
