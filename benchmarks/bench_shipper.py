@@ -180,7 +180,7 @@ def git(*args: str, cwd: Path = ROOT) -> str:
     p = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True)
     if p.returncode != 0:
         raise SystemExit(f"git {' '.join(args)}: {p.stderr.strip()}")
-    return p.stdout.strip()
+    return p.stdout.rstrip("\n")  # not strip(): a porcelain line begins with a space
 
 
 def native_stale(tree: Path) -> bool:
