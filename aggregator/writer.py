@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 from dataclasses import dataclass
 
 import pyarrow as pa
 
-from lake import duck, trace_index
-from lake.catalog.model import FileEntry, NewFile, Tier
+from lake import duck, needle_index, trace_index
+from lake.catalog.model import FileEntry, NeedleFilter, NewFile, Tier
 from lake.keys import DataKey
 from lake.storage import Layout, Storage, Target, digest
 from runtime.errors import StorageError
@@ -45,6 +46,7 @@ class Written:
     namespaces: tuple[str, ...]
     containers: tuple[str, ...]
     traces: tuple[tuple[int, int], ...]
+    needles: NeedleFilter
 
     def new_file(self, *, path: str, tier: Tier, topic: str, partition: str, first_offset: int, last_offset: int,
                  key_id: str, created_at: int, key_lineage: tuple[str, ...] = ()) -> NewFile:
@@ -54,7 +56,7 @@ class Written:
                           row_group_rows=self.row_group_rows, sha256=self.sha256, key_id=key_id,
                           namespaces=self.namespaces, containers=self.containers, created_at=created_at,
                           key_lineage=tuple(sorted(set(key_lineage) - {key_id})))
-        return NewFile(entry, self.traces)
+        return NewFile(entry, self.traces, self.needles)
 
 
 def _discard(target: Target) -> None:
@@ -118,4 +120,19 @@ class ParquetWriter:
             "GROUP BY k ORDER BY k").fetchall()
         size, sha = digest(location, self.con)
         return Written(size, sha, rows, groups, layout.row_group_size, min_t or 0, max_t or 0, tuple(namespaces or ()),
-                       tuple(containers or ()), tuple(traces))
+                       tuple(containers or ()), tuple(traces), self._needles(scan, key, layout, groups))
+
+    def _needles(self, scan: str, key: DataKey, layout: Layout, groups: int) -> NeedleFilter:
+        """The file's needle index (lake.needle_index): every row group's filter sized for the fullest one."""
+        salt = os.urandom(16).hex()
+        self.con.execute(f"CREATE OR REPLACE TEMP TABLE _needle_entries AS "
+                         f"{needle_index.entries_sql(scan, layout.row_group_size)}")
+        try:
+            fullest = self.con.execute("SELECT coalesce(max(n), 0) FROM "
+                                       "(SELECT count(*) AS n FROM _needle_entries GROUP BY rg)").fetchone()
+            blocks = needle_index.blocks_for(int(fullest[0]) if fullest else 0)
+            rows = self.con.execute(needle_index.blocks_sql("SELECT rg, e FROM _needle_entries",
+                                                            needle_index.index_key(key, salt), blocks)).fetchall()
+        finally:
+            self.con.execute("DROP TABLE IF EXISTS _needle_entries")
+        return NeedleFilter(salt, blocks, needle_index.assemble(rows, max(groups, 1)))

@@ -111,7 +111,7 @@ def _logs(s: Session) -> None:
     limit = f"LIMIT {s.args.limit}" if s.args.limit else ""
     columns = RECORD_COLUMNS_SQL if s.args.output_file else LINE_COLUMNS
     # the newest --limit lines, shown oldest first (newest first with --reverse), like `tail -n`
-    result = s.run(plan.select(s.lake.catalog, f),
+    result = s.run(plan.select(s.lake.catalog, f, s.lake.keyring.get),
                    f"SELECT {columns} FROM logs WHERE {where} ORDER BY time DESC, record_id DESC {limit}", params)
     s.emit(result if s.args.reverse else output.reversed_rows(result))
 
@@ -140,7 +140,7 @@ def _stats(s: Session) -> None:
         raise QueryError(f"--by {s.args.by!r}: choose from {', '.join(STATS_DIMENSIONS)}")
     where, params = f.where()
     select = ", ".join(f"{STATS_DIMENSIONS[d]} AS {d}" for d in dims)
-    s.emit(s.run(plan.select(s.lake.catalog, f),
+    s.emit(s.run(plan.select(s.lake.catalog, f, s.lake.keyring.get),
                  f"SELECT {select}, count(*) AS lines, sum(strlen(body)) AS bytes FROM logs WHERE {where} "
                  f"GROUP BY ALL ORDER BY ALL", params))
 
@@ -167,7 +167,7 @@ def _export(s: Session) -> None:
     f = filters_of(s.args)
     where, params = f.where()
     sql = f"SELECT {RECORD_COLUMNS_SQL} FROM logs WHERE {where} ORDER BY time, record_id"
-    chosen = plan.select(s.lake.catalog, f)
+    chosen = plan.select(s.lake.catalog, f, s.lake.keyring.get)
     key_path = _signing_key_path(s.args.config)
     key = export.load_signing_key(key_path, create=True)
     # two steps, the query over the chosen files and the archive: the bar shows which runs, and for how long

@@ -34,7 +34,7 @@ def follow(lake: Lake, filters: Filters, columns: str, lines: int, interval_s: f
     signal.signal(signal.SIGTERM, _stop)
     where, params = filters.where()
     seen = {f.path for f in lake.catalog.files(tier=Tier.HOT)}
-    chosen = plan.select(lake.catalog, filters)
+    chosen = plan.select(lake.catalog, filters, lake.keyring.get)
     last = run_sql(lake._view(chosen.files), f"SELECT {columns} FROM logs WHERE {where} "
                                             f"ORDER BY time DESC, record_id DESC LIMIT {lines}", params)
     show(output.reversed_rows(last), True)

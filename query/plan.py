@@ -3,19 +3,24 @@
 A plan lists the files (and, for a trace, the row groups) that can hold
 matching records; every other file is never opened. Time windows prune on
 each file's event-time range, selectors on its namespaces and containers, a
-trace id on the trace index. Inside the chosen files DuckDB prunes row groups
+trace id on the trace index, a ``--grep`` needle on the needle index (which
+needs the files' data keys: ``keys``). Inside the chosen files DuckDB prunes row groups
 further with their min/max statistics (files are sorted by namespace, pod,
 container and time).
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from lake import trace_index
+from lake import needle_index, trace_index
 from lake.catalog.base import Catalog
 from lake.catalog.model import FileEntry
+from lake.keys import DataKey
 from query.filters import Filters
+from runtime.errors import LoglakeError
 
 
 @dataclass(frozen=True)
@@ -60,8 +65,9 @@ def trace(catalog: Catalog, trace_id: str) -> Plan:
     return _plan(catalog, catalog.trace_files(trace_index.trace_key(trace_id)), "trace index")
 
 
-def select(catalog: Catalog, filters: Filters) -> Plan:
-    """The files that can hold records matching ``filters``."""
+def select(catalog: Catalog, filters: Filters, keys: Callable[[str], DataKey] | None = None) -> Plan:
+    """The files (and row groups) that can hold records matching ``filters``; ``keys`` gives a data key by
+    id, for the needle index (without it, a needle prunes nothing)."""
     if filters.trace_id is not None:
         hits = [(f, m) for f, m in catalog.trace_files(trace_index.trace_key(filters.trace_id))
                 if filters.may_match(f.namespaces, f.containers, f.min_time, f.max_time)]
@@ -69,7 +75,39 @@ def select(catalog: Catalog, filters: Filters) -> Plan:
     files = catalog.files(since_ns=filters.since_ns, until_ns=filters.until_ns)
     picked = [(f, trace_index.ANY) for f in files if filters.may_match(f.namespaces, f.containers, f.min_time,
                                                                        f.max_time)]
+    entries = needle_index.required(filters.grep) if filters.grep is not None and not filters.regex else []
+    if entries and keys is not None:
+        return _needle(catalog, [f for f, _ in picked], entries, keys)
     return _plan(catalog, picked, "catalog")
+
+
+def _needle(catalog: Catalog, files: list[FileEntry], entries: list[str], keys: Callable[[str], DataKey]) -> Plan:
+    """Only the row groups whose needle filters may hold every entry; a file without an index (written
+    before it, or whose key cannot be had: reading it will say why) is read whole."""
+    by_path = {f.path: f for f in files}
+    keyed: dict[str, tuple[str, int]] = {}
+    for path, (salt, blocks) in catalog.needle_filters(list(by_path)).items():
+        try:
+            keyed[path] = (needle_index.index_key(keys(by_path[path].key_id), salt), blocks)
+        except LoglakeError:
+            continue
+    wanted = sorted({(path, needle_index.position(key, e, blocks)[0]) for path, (key, blocks) in keyed.items()
+                     for e in entries})
+    rows: dict[str, dict[int, bytes]] = defaultdict(dict)
+    for (path, block), bits in catalog.needle_blocks(wanted).items():
+        rows[path][block] = bits
+    chosen: dict[str, list[int]] = {}
+    for f in files:
+        if f.path in keyed:
+            key, blocks = keyed[f.path]
+            groups = needle_index.groups_holding(key, entries, blocks, f.row_groups, rows[f.path])
+        else:
+            groups = list(range(f.row_groups))
+        if groups:
+            chosen[f.path] = groups
+    total_files, total_groups = catalog.totals()
+    return Plan(files=tuple(f for f in files if f.path in chosen), row_groups=chosen, total_files=total_files,
+                total_row_groups=total_groups, how="needle index")
 
 
 def everything(catalog: Catalog) -> Plan:

@@ -15,6 +15,7 @@ import socket
 import time
 import urllib.request
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -172,10 +173,12 @@ def lake_trace(i: int) -> str:
     return f"{i % 40 + 1:032x}"
 
 
-def fill_lake(tmp: Path, config: Path, *, rounds: int = 3, lines: int = 60, step_s: int = 30) -> int:
+def fill_lake(tmp: Path, config: Path, *, rounds: int = 3, lines: int = 60, step_s: int = 30,
+              message: Callable[[str, str, int, int], str] | None = None) -> int:
     """Ship CRI lines from two nodes (two spool partitions) in ``rounds`` rounds, each consumed by
     ``loglake-aggregator --once`` (one hot file per partition per round). Per node, two containers write
     ``lines`` lines each per round, ``step_s`` apart; every second line carries one of 40 trace ids.
+    ``message(node, container, round, i)`` gives the lines' messages (default ``"node container rR iI"``).
     Returns the number of records stored."""
     from aggregator.cli.run import main as aggregator
     from shipper.cli import main as shipper
@@ -189,7 +192,7 @@ def fill_lake(tmp: Path, config: Path, *, rounds: int = 3, lines: int = 60, step
                     for i in range(lines):
                         t = LAKE_START + (r * lines + i) * step_s
                         ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{c * 1000 + i:09d}Z"
-                        doc = {"level": "error" if i % 7 == 0 else "info", "msg": f"{node} {container} r{r} i{i}"}
+                        doc = {"level": "error" if i % 7 == 0 else "info", "msg": message(node, container, r, i) if message else f"{node} {container} r{r} i{i}"}
                         if i % 2 == 0:
                             doc["trace_id"] = lake_trace(i + r)
                         f.write(cri(ts, orjson.dumps(doc).decode()))

@@ -1,4 +1,4 @@
-"""The catalog interface: every stored file, every consumed position, the trace index.
+"""The catalog interface: every stored file, every consumed position, the trace and needle indexes.
 
 The catalog is the single truth about what is stored. A file's entry and the
 position after the last offset it holds are committed together, so after any
@@ -55,6 +55,10 @@ class Catalog(Protocol):
     def forget_pending(self, paths: Sequence[tuple[Tier, str]]) -> None: ...
     def trace_files(self, trace_key: int) -> list[tuple[FileEntry, int]]:
         """Files that hold a trace, with the row-group mask of each."""
+    def needle_filters(self, paths: Sequence[str]) -> dict[str, tuple[str, int]]:
+        """(salt, blocks per row group) of each of ``paths`` written with a needle index."""
+    def needle_blocks(self, wanted: Sequence[tuple[str, int]]) -> dict[tuple[str, int], bytes]:
+        """The needle index rows (path, block) asked for that exist (lake.needle_index)."""
 
     # compliance: holds, ranges deleted by policy, the audit log's head ----
     def add_hold(self, selector: Selector, reason: str, by: str) -> int: ...

@@ -22,6 +22,15 @@ Mark = tuple[str, str]           # (source_id, stream or ""): see aggregator.ded
 
 
 TraceEntry = tuple[int, int]     # (trace key, row-group mask): see lake.trace_index
+NeedleBlocks = tuple[int, bytes]  # (block, that block of every row group): see lake.needle_index
+
+
+@dataclass(frozen=True)
+class NeedleFilter:
+    """A file's needle index (lake.needle_index): its Bloom filters, block by block."""
+    salt: str                          # hex; keys the positions together with the file's data key
+    blocks: int                        # blocks per row group
+    rows: Sequence[NeedleBlocks]
 
 
 @dataclass(frozen=True)
@@ -56,3 +65,4 @@ class FileEntry:
 class NewFile:
     entry: FileEntry
     traces: Sequence[TraceEntry]
+    needles: NeedleFilter | None = None   # None: the file is read whole for a needle

@@ -31,7 +31,7 @@ from runtime.errors import CatalogConflictError, CatalogValueError, ConfigError,
 from schemas.record import MAX_SOURCE_OFFSET
 from schemas.wire import Extent
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 _DDL = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS files (
@@ -63,6 +63,17 @@ CREATE TABLE IF NOT EXISTS trace_index (
     PRIMARY KEY (trace_key, file_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS trace_index_file ON trace_index (file_id);
+CREATE TABLE IF NOT EXISTS needle_filters (   -- lake.needle_index: files written with a needle index
+    file_id INTEGER PRIMARY KEY,
+    salt    TEXT NOT NULL,
+    blocks  INTEGER NOT NULL         -- blocks per row group
+);
+CREATE TABLE IF NOT EXISTS needle_blocks (
+    file_id INTEGER NOT NULL,
+    block   INTEGER NOT NULL,
+    bits    BLOB NOT NULL,           -- this block of row group 0, 1, … (64 bytes each)
+    PRIMARY KEY (file_id, block)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS pending_deletes (
     tier   TEXT NOT NULL,
     path   TEXT NOT NULL,
@@ -147,6 +158,9 @@ _TIER: Kind = (f"one of {', '.join(TIERS)}", lambda v: v in TIERS)
 _LIST: Kind = ("a JSON array of text", _texts)
 _BLOB: Kind = ("bytes", lambda v: type(v) is bytes)
 _INT_OR_NULL: Kind = ("an integer or NULL", lambda v: v is None or type(v) is int)
+_HEX: Kind = ("hex digits", lambda v: type(v) is str and re.fullmatch(r"[0-9a-f]+", v) is not None)
+_POSITIVE: Kind = ("a whole number above 0", lambda v: type(v) is int and v > 0)
+_BLOCKS: Kind = ("64-byte blocks", lambda v: type(v) is bytes and len(v) % 64 == 0 and len(v) > 0)
 _TEXT_OR_NULL: Kind = ("text or NULL", lambda v: v is None or type(v) is str)
 _SCHEMA_VERSION: Kind = ("a whole number", lambda v: type(v) is str and v.isdigit())
 _AUDIT_HEAD: Kind = ("<seq>:<hex digest>", lambda v: type(v) is str and re.fullmatch(r"\d+:[0-9a-f]+", v) is not None)
@@ -164,6 +178,8 @@ _KINDS: dict[str, tuple[tuple[str, ...], dict[str, Kind]]] = {
     "source_extents": (("source_id",), {"source_id": _TEXT, "path": _TEXT, "length": _INT, "sealed": _INT,
                                         "updated_at": _INT}),
     "trace_index": (("trace_key", "file_id"), {"trace_key": _INT, "file_id": _INT, "row_groups": _INT}),
+    "needle_filters": (("file_id",), {"file_id": _INT, "salt": _HEX, "blocks": _POSITIVE}),
+    "needle_blocks": (("file_id", "block"), {"file_id": _INT, "block": _INT, "bits": _BLOCKS}),
     "pending_deletes": (("tier", "path"), {"tier": _TIER, "path": _TEXT, "due_at": _INT}),
     "holds": (("id",), {"id": _INT, "namespace": _TEXT_OR_NULL, "pod": _TEXT_OR_NULL, "container": _TEXT_OR_NULL,
                         "since_ns": _INT_OR_NULL, "until_ns": _INT_OR_NULL, "reason": _TEXT, "created_at": _INT,
@@ -347,6 +363,11 @@ class SqliteCatalog:
                                values)
         self._db.executemany("INSERT INTO trace_index VALUES (?, ?, ?)",
                              [(key, cur.lastrowid, mask) for key, mask in new.traces])
+        if new.needles is not None:
+            self._db.execute("INSERT INTO needle_filters VALUES (?, ?, ?)",
+                             (cur.lastrowid, new.needles.salt, new.needles.blocks))
+            self._db.executemany("INSERT INTO needle_blocks VALUES (?, ?, ?)",
+                                 [(cur.lastrowid, block, bits) for block, bits in new.needles.rows])
 
     def files(self, tier: Tier | None = None, since_ns: int | None = None,
               until_ns: int | None = None) -> list[FileEntry]:
@@ -380,6 +401,8 @@ class SqliteCatalog:
                     raise CatalogConflictError(f"{e.path} left the catalog while being replaced; "
                                                "another compaction or retention ran at the same time, retry")
                 db.execute("DELETE FROM trace_index WHERE file_id = ?", row)
+                db.execute("DELETE FROM needle_filters WHERE file_id = ?", row)
+                db.execute("DELETE FROM needle_blocks WHERE file_id = ?", row)
                 db.execute("DELETE FROM files WHERE id = ?", row)
                 db.execute("INSERT OR REPLACE INTO pending_deletes VALUES (?, ?, ?)", (e.tier, e.path, delete_at_ns))
             for new in added:
@@ -393,6 +416,25 @@ class SqliteCatalog:
     def forget_pending(self, paths: Sequence[tuple[Tier, str]]) -> None:
         with self._tx():
             self._db.executemany("DELETE FROM pending_deletes WHERE tier = ? AND path = ?", paths)
+
+    def needle_filters(self, paths: Sequence[str]) -> dict[str, tuple[str, int]]:
+        out: dict[str, tuple[str, int]] = {}
+        for chunk in (paths[i:i + 500] for i in range(0, len(paths), 500)):
+            rows = self._select("needle_filters", ("path", "salt", "blocks"),
+                                "SELECT f.path, n.salt, n.blocks FROM needle_filters n JOIN files f ON f.id = n.file_id "
+                                f"WHERE f.path IN ({', '.join('?' * len(chunk))})", chunk)
+            out.update((path, (salt, blocks)) for path, salt, blocks in rows)
+        return out
+
+    def needle_blocks(self, wanted: Sequence[tuple[str, int]]) -> dict[tuple[str, int], bytes]:
+        out: dict[tuple[str, int], bytes] = {}
+        for chunk in (wanted[i:i + 400] for i in range(0, len(wanted), 400)):
+            rows = self._select("needle_blocks", ("path", "block", "bits"),
+                                "SELECT f.path, b.block, b.bits FROM needle_blocks b JOIN files f ON f.id = b.file_id "
+                                f"WHERE (f.path, b.block) IN (VALUES {', '.join(['(?, ?)'] * len(chunk))})",
+                                [v for pair in chunk for v in pair])
+            out.update(((path, block), bits) for path, block, bits in rows)
+        return out
 
     def trace_files(self, trace_key: int) -> list[tuple[FileEntry, int]]:
         rows = self._db.execute(_SELECT_FILES.replace(" FROM files f", ", t.row_groups FROM trace_index t "

@@ -1,0 +1,131 @@
+"""The needle index: which row groups of a file can hold a ``--grep`` needle.
+
+A needle (``contains(body, needle)``) is a substring, and a scan reads every
+body of the time range. So every file written records, in the catalog and in
+the same transaction as the file's entry, a Bloom filter per row group over
+the tokens of ``body``: maximal runs of ASCII letters, digits and ``_``
+(``TOKEN``). Each token ``t`` enters as ``W t``; a token at least ``EDGE``
+long also as ``P`` + its first and ``S`` + its last ``EDGE`` characters.
+
+A needle asks only what its occurrence guarantees (``required``): a token of
+the needle with a separator on both sides is a whole token of the body
+(``W``); its first token, if the needle starts inside a token, is the end of
+a body token (``S``), and its last the start of one (``P``), when they are at
+least ``EDGE`` long. A row group is read if every required entry may be in
+its filter. A needle that is one token and no more (``cafebabe``), or whose
+edge tokens are short and holds no inner token, requires nothing: every row
+group is read, as without an index. A filter never says "absent" for an
+entry that was added, so the index never loses a match; a false "present"
+costs a row group read, never a wrong answer, as the query still filters on
+the needle itself.
+
+Filters are blocked (Putze et al.): an entry sets ``HASHES`` bits in one
+512-bit block, so a lookup reads one block per row group. Every row group of
+a file has the same number of blocks, and the catalog keeps block ``b`` of
+every row group of a file in one row, so a needle costs one row per file and
+entry. Positions are keyed: they are taken from MD5(index key ‖ entry), the
+index key being HMAC-SHA256 of the file's data key over a random salt of the file's. The
+catalog without the data key tells which bits are set, not which tokens set
+them; destroying the data key (crypto-shredding) leaves bits nobody can test.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import math
+import re
+from collections.abc import Sequence
+
+from lake.catalog.model import NeedleBlocks
+from lake.keys import DataKey
+
+TOKEN = "[A-Za-z0-9_]+"          # the same runs in DuckDB's RE2 and Python's re
+EDGE = 8                          # length of the prefix and suffix entries of a long token
+BLOCK_BITS = 512
+BLOCK_BYTES = BLOCK_BITS // 8
+HASHES = 7                        # bits per entry in its block, 9 bits of the digest each
+BITS_PER_ENTRY = 10               # about 1% false positives for a blocked filter of this size
+_TOKEN_RE = re.compile(TOKEN, re.ASCII)
+
+
+
+def index_key(key: DataKey, salt: str) -> str:
+    """The secret that keys a file's filter positions (hex, as DuckDB and Python both prefix it): one per
+    file, by its own random ``salt``, so equal tokens set unrelated bits in two files."""
+    return hmac.new(key.raw, b"loglake needle index\x00" + salt.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def blocks_for(entries: int) -> int:
+    return max(1, math.ceil(entries * BITS_PER_ENTRY / BLOCK_BITS))
+
+
+def required(needle: str) -> list[str]:
+    """The entries every row group holding ``needle`` has (empty: the index cannot narrow it)."""
+    out: list[str] = []
+    for m in _TOKEN_RE.finditer(needle):
+        t, first, last = m.group(), m.start() == 0, m.end() == len(needle)
+        if first and last:
+            continue                       # inside any longer token of the body
+        if not first and not last:
+            out.append("W" + t)
+        elif len(t) >= EDGE:
+            out.append("S" + t[-EDGE:] if first else "P" + t[:EDGE])
+    return sorted(set(out))
+
+
+def position(key_hex: str, entry: str, blocks: int) -> tuple[int, tuple[int, ...]]:
+    """The block and the bits in it of ``entry`` in a file of ``blocks`` blocks per row group (as ``build_sql``
+    computes them: DuckDB's md5_number_upper/lower are the digest's halves read little-endian)."""
+    d = hashlib.md5((key_hex + entry).encode(), usedforsecurity=False).digest()
+    upper, lower = int.from_bytes(d[:8], "little"), int.from_bytes(d[8:], "little")
+    return upper % blocks, tuple((lower >> (9 * i)) & (BLOCK_BITS - 1) for i in range(HASHES))
+
+
+def entries_sql(scan: str, rows_per_group: int) -> str:
+    """(row group, entry) for every distinct entry of each row group of ``scan`` (read with file_row_number)."""
+    return f"""
+    WITH tokens AS (
+        SELECT DISTINCT file_row_number // {rows_per_group} AS rg, t
+        FROM (SELECT file_row_number, unnest(regexp_extract_all(body, '{TOKEN}')) AS t FROM {scan}))
+    SELECT rg, 'W' || t AS e FROM tokens
+    UNION SELECT rg, 'P' || left(t, {EDGE}) FROM tokens WHERE length(t) >= {EDGE}
+    UNION SELECT rg, 'S' || right(t, {EDGE}) FROM tokens WHERE length(t) >= {EDGE}"""
+
+
+def blocks_sql(entries: str, key_hex: str, blocks: int) -> str:
+    """(block, row group, the block's bits as a 64-byte blob) of the entries of ``entries_sql``."""
+    digest = f"'{key_hex}' || e"
+    bits = " UNION ALL ".join(f"SELECT block, rg, (lower >> {9 * i}) & {BLOCK_BITS - 1} AS bit FROM h"
+                              for i in range(HASHES))
+    return f"""
+    WITH h AS (SELECT rg, md5_number_upper({digest}) % {blocks} AS block, md5_number_lower({digest}) AS lower
+               FROM ({entries}))
+    SELECT block, rg, bitstring_agg(bit::INTEGER, 0, {BLOCK_BITS - 1})::BLOB FROM ({bits}) GROUP BY block, rg"""
+
+
+def assemble(rows: Sequence[tuple[int, int, bytes]], groups: int) -> list[NeedleBlocks]:
+    """The catalog's rows for a file: per block, that block of row group 0, 1, … (zeros where a row group set
+    nothing in it), in block order."""
+    out: dict[int, bytearray] = {}
+    for block, rg, bits in rows:
+        row = out.setdefault(block, bytearray(groups * BLOCK_BYTES))
+        row[rg * BLOCK_BYTES:(rg + 1) * BLOCK_BYTES] = bits
+    return [(b, bytes(out[b])) for b in sorted(out)]
+
+
+def groups_holding(key_hex: str, entries: Sequence[str], blocks: int, groups: int,
+                   rows: dict[int, bytes]) -> list[int]:
+    """Row groups whose filters may hold every entry; ``rows`` maps block number to the catalog's row (a block
+    no row group set a bit in has no row)."""
+    candidates = set(range(groups))
+    for entry in entries:
+        block, bits = position(key_hex, entry, blocks)
+        row = rows.get(block)
+        if row is None:
+            return []
+        candidates = {g for g in candidates
+                      if all(row[g * BLOCK_BYTES + b // 8] & (0x80 >> (b % 8)) for b in bits)}
+        if not candidates:
+            break
+    return sorted(candidates)

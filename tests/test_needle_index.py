@@ -1,0 +1,232 @@
+"""The needle index (lake.needle_index): built with every file, kept exact through compaction, retention
+and erasure, removed with its file, keyed by the file's data key, and never losing a match."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from aggregator import config as agg_config
+from aggregator.cli.run import main as aggregator
+from aggregator.compaction import Compactor
+from lake import keys, needle_index
+from lake.catalog.model import Tier
+from lake.keys import DataKey
+from lake.selector import Selector
+from query import plan
+from query.cli import main as query_cli
+from query.connect import Lake
+from query.filters import Filters
+from tests.conftest import LAKE_START, fill_lake, write_config
+
+NEEDLE = "kernel-panic-cafebabe"
+AFTER_LAKE = (LAKE_START + 60 * 86400) * 1_000_000_000   # a clock when every day of the lake is cold
+WHAT = {"command": "test"}
+
+
+def message(node: str, container: str, r: int, i: int) -> str:
+    """Realistic enough: a request id, a duration, a user; one line of the lake carries the needle."""
+    rid = hashlib.md5(f"{node}{container}{r}{i}".encode()).hexdigest()[:20]
+    if (node, container, r, i) == ("node-b", "app", 1, 778):   # an info line: no retention rule takes it
+        return f"payment failed: {NEEDLE} order=8812734 req={rid}"
+    return f"{node} {container} r{r} i{i} GET /api/v1/orders/{i * 7919 % 100000} req={rid} took {i * 7 % 997}ms"
+
+
+@pytest.fixture
+def lake(tmp_path):
+    """2 nodes x 2 containers x 1,500 lines x 3 rounds, one second apart, in row groups of 2,048 rows."""
+    config = write_config(tmp_path, aggregator={"parquet_row_group_size": 2048},
+                          tiers={"warm_after_s": 0, "delete_grace_s": 0, "cold_after_s": 30 * 86400,
+                                 "warm_row_group_size": 2048, "cold_row_group_size": 2048},
+                          retention={"rules": [{"name": "pay-errors", "namespace": "pay", "level": "error", "days": 1,
+                                                "erasure": True}], "default_days": 3650})
+    return tmp_path, config, fill_lake(tmp_path, config, rounds=3, lines=1500, step_s=1, message=message)
+
+
+def planned_and_scanned(lake: Lake, needle: str) -> tuple[int, int, plan.Plan]:
+    """Matches of ``needle`` read through the needle index's plan, and over every row of every file."""
+    f = Filters(Selector(), grep=needle)
+    where, params = f.where()
+    sql = f"SELECT count(*) AS n FROM logs WHERE {where}"
+    chosen = plan.select(lake.catalog, f, lake.keyring.get)
+    got = lake.query(chosen.files, sql, params, rows=chosen.row_ranges(), what=WHAT).column("n")[0].as_py()
+    everything = plan.everything(lake.catalog)
+    want = lake.query(everything.files, sql, params, what=WHAT).column("n")[0].as_py()
+    return got, want, chosen
+
+
+def needles(lake: Lake, rng: random.Random, n: int) -> list[str]:
+    """Random substrings of stored bodies, cut anywhere: inside tokens, across separators, 1 to 40 long."""
+    files = plan.everything(lake.catalog).files
+    bodies = lake.query(files, "SELECT body FROM logs USING SAMPLE 400 ROWS", what=WHAT).column("body").to_pylist()
+    out = [NEEDLE, "panic-cafe", "order=8812734 req=", f"{NEEDLE[3:]}"]
+    while len(out) < n:
+        body = rng.choice(bodies)
+        i = rng.randrange(len(body))
+        out.append(body[i:i + rng.randint(1, 40)])
+    return out
+
+
+def no_false_negatives(config: Path, seed: int, n: int = 60) -> list[str]:
+    """The needles whose planned count differs from the full scan's (a false negative of the index)."""
+    lake = Lake(str(config))
+    try:
+        wrong = []
+        for needle in needles(lake, random.Random(seed), n):
+            got, want, _ = planned_and_scanned(lake, needle)
+            if got != want:
+                wrong.append(f"{needle!r}: {got} planned, {want} stored")
+        return wrong
+    finally:
+        lake.close()
+
+
+def index_rows(tmp: Path) -> tuple[set[int], set[int], set[int]]:
+    """(file ids, file ids with a needle filter, file ids with needle blocks) in the catalog."""
+    db = sqlite3.connect(tmp / "lake" / "catalog.sqlite")
+    try:
+        return ({r[0] for r in db.execute("SELECT id FROM files")},
+                {r[0] for r in db.execute("SELECT file_id FROM needle_filters")},
+                {r[0] for r in db.execute("SELECT DISTINCT file_id FROM needle_blocks")})
+    finally:
+        db.close()
+
+
+def compactor(config: Path) -> Compactor:
+    settings = agg_config.load(str(config))
+    return Compactor.open(settings, keys.master_for(settings.aggregator))
+
+
+# what a needle asks of the index ------------------------------------------------
+
+@pytest.mark.parametrize(("needle", "entries"), [
+    ("kernel-panic-cafebabe", ["Pcafebabe", "Wpanic"]),        # 'kernel' may end a longer token, and is short
+    ("fatal: kernel-panic-cafebabe in", ["Wcafebabe", "Wkernel", "Wpanic"]),
+    ("3f2a9c1e-7b4d-4e1a-9c3b-2d1e0f9a8b7c", ["P2d1e0f9a", "S3f2a9c1e", "W4e1a", "W7b4d", "W9c3b"]),
+    ("request_identifier=", ["Sentifier"]),
+    ("cafebabe", []),                                           # one token: inside any longer one
+    ("OutOfMemoryError", []),
+    ("a b", []),                                                # short edges, nothing inside
+    ("x y z", ["Wy"]),
+    (" timeout ", ["Wtimeout"]),
+    ("ünïcode-über", ["Wcode", "Wn"]),                         # non-ASCII separates tokens, in DuckDB too
+    ("", []),
+])
+def test_a_needle_requires_only_what_its_occurrence_guarantees(needle: str, entries: list[str]) -> None:
+    assert needle_index.required(needle) == entries
+
+
+def test_python_and_duckdb_place_an_entry_alike() -> None:
+    import duckdb
+    key_hex = needle_index.index_key(DataKey("k", bytes(32)), "00" * 16)
+    entries = ["Wpanic", "Pcafebabe", "S3f2a9c1e", "Wü"]
+    con = duckdb.connect()
+    rows = con.execute(needle_index.blocks_sql(
+        "SELECT 0 AS rg, e FROM (VALUES " + ", ".join(f"('{e}')" for e in entries) + ") v(e)", key_hex, 7)).fetchall()
+    blocks = dict(needle_index.assemble(rows, 1))
+    for e in entries:
+        block, bits = needle_index.position(key_hex, e, 7)
+        assert all(blocks[block][b // 8] & (0x80 >> (b % 8)) for b in bits), e
+    assert needle_index.groups_holding(key_hex, entries, 7, 1, blocks) == [0]
+    # an entry never added is, with 4 entries in 7 blocks, almost surely absent (false positive rate ~1e-10)
+    assert needle_index.groups_holding(key_hex, ["Wnever-added"], 7, 1, blocks) == []
+
+
+def test_positions_are_keyed_by_the_data_key_and_the_files_salt() -> None:
+    a, b = DataKey("a", bytes(32)), DataKey("b", bytes([1]) * 32)
+    assert needle_index.index_key(a, "01") != needle_index.index_key(b, "01")
+    assert needle_index.index_key(a, "01") != needle_index.index_key(a, "02")
+    assert needle_index.position(needle_index.index_key(a, "01"), "Wpanic", 1 << 20) != \
+        needle_index.position(needle_index.index_key(b, "01"), "Wpanic", 1 << 20)
+
+
+# through the real path ------------------------------------------------------------
+
+def test_a_needle_reads_only_the_row_groups_that_hold_it(lake, capsys):
+    tmp, config, n = lake
+    assert query_cli(["--config", str(config), "logs", "--since", "all", "--grep", NEEDLE, "--explain"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.count(NEEDLE) == 1
+    assert "plan: needle index chose 1 of 6 files, 1 of 12 row groups" in captured.err
+    # a regular expression is not looked up: every row group of the range is read
+    assert query_cli(["--config", str(config), "logs", "--since", "all", "--grep", "panic-c.febabe", "--regex",
+                      "--explain"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.count(NEEDLE) == 1 and "plan: catalog chose 6 of 6 files, 12 of 12 row groups" in captured.err
+
+
+def test_the_index_never_loses_a_match_through_compaction_retention_and_erasure(lake, capsys):
+    tmp, config, n = lake
+    assert no_false_negatives(config, 1) == []                         # hot
+    assert aggregator(["--config", str(config), "compact"]) == 0
+    assert {f.tier for f in Lake(str(config)).catalog.files()} == {Tier.WARM}
+    assert no_false_negatives(config, 2) == []                         # warm
+    assert compactor(config).run(now_ns=AFTER_LAKE).by_tier == {"cold": 4}   # 2 partitions x 2 days (from 23:00)
+    assert no_false_negatives(config, 3) == []                         # cold
+    assert aggregator(["--config", str(config), "retention"]) == 0      # rewrites: pay errors expire
+    assert "records deleted" in capsys.readouterr().out
+    assert no_false_negatives(config, 4) == []
+    assert aggregator(["--config", str(config), "erase", "--pod", "web-node-a", "--reason", "DSR-1"]) == 0
+    assert no_false_negatives(config, 5) == []
+    lake_ = Lake(str(config))
+    got, want, chosen = planned_and_scanned(lake_, NEEDLE)
+    assert got == want == 1 and chosen.how == "needle index"
+    assert sum(len(g) for g in chosen.row_groups.values()) == 1
+    lake_.close()
+    assert aggregator(["--config", str(config), "verify"]) == 0
+
+
+def test_the_index_is_removed_with_its_file(lake):
+    tmp, config, n = lake
+    files, filters, blocks = index_rows(tmp)
+    assert files == filters == blocks and len(files) == 6
+    assert aggregator(["--config", str(config), "compact"]) == 0
+    after, filters, blocks = index_rows(tmp)
+    assert not after & files and after == filters == blocks
+    assert aggregator(["--config", str(config), "erase", "--namespace", "pay", "--reason", "DSR-2"]) == 0
+    final, filters, blocks = index_rows(tmp)
+    assert final == filters == blocks
+
+
+def test_a_damaged_filter_is_caught_by_the_check(lake):
+    """The check above can fail: with one file's filters zeroed, the needle's match is missed."""
+    tmp, config, n = lake
+    lake_ = Lake(str(config))
+    _, _, chosen = planned_and_scanned(lake_, NEEDLE)
+    lake_.close()
+    (holder,) = chosen.files
+    db = sqlite3.connect(tmp / "lake" / "catalog.sqlite")
+    db.execute("UPDATE needle_blocks SET bits = zeroblob(length(bits)) WHERE file_id = "
+               "(SELECT id FROM files WHERE path = ?)", (holder.path,))
+    db.commit()
+    db.close()
+    wrong = no_false_negatives(config, 1, n=4)
+    assert wrong and wrong[0].startswith(repr(NEEDLE))
+
+
+def test_a_file_without_an_index_is_read_whole(lake):
+    tmp, config, n = lake
+    db = sqlite3.connect(tmp / "lake" / "catalog.sqlite")
+    db.execute("DELETE FROM needle_filters")     # as a file written before the index existed
+    db.commit()
+    db.close()
+    lake_ = Lake(str(config))
+    got, want, chosen = planned_and_scanned(lake_, NEEDLE)
+    assert got == want == 1 and sum(len(g) for g in chosen.row_groups.values()) == 12
+    lake_.close()
+
+
+def test_the_catalog_holds_no_token_in_the_clear(lake):
+    """What an index reveals without the data key: which bits are set. No token, hash of a token or salt-free
+    digest of one is stored: the catalog's bytes hold neither the needle nor a request id nor their MD5."""
+    tmp, config, n = lake
+    raw = b"".join(p.read_bytes() for p in (tmp / "lake").glob("catalog.sqlite*"))
+    rid = hashlib.md5(b"node-bapp1778").hexdigest()[:20]
+    for secret in (NEEDLE, "cafebabe", rid, "8812734"):
+        assert secret.encode() not in raw, secret
+        assert hashlib.md5(("W" + secret).encode()).digest()[:8] not in raw, secret
+    assert b"needle_blocks" in raw   # the index is there, and that is what was searched
