@@ -46,7 +46,7 @@ class Written:
     namespaces: tuple[str, ...]
     containers: tuple[str, ...]
     traces: tuple[tuple[int, int], ...]
-    needles: NeedleFilter
+    needles: NeedleFilter | None   # warm and cold files only (see lake.storage.Layout)
 
     def new_file(self, *, path: str, tier: Tier, topic: str, partition: str, first_offset: int, last_offset: int,
                  key_id: str, created_at: int, key_lineage: tuple[str, ...] = ()) -> NewFile:
@@ -120,19 +120,19 @@ class ParquetWriter:
             "GROUP BY k ORDER BY k").fetchall()
         size, sha = digest(location, self.con)
         return Written(size, sha, rows, groups, layout.row_group_size, min_t or 0, max_t or 0, tuple(namespaces or ()),
-                       tuple(containers or ()), tuple(traces), self._needles(scan, key, layout, groups))
+                       tuple(containers or ()), tuple(traces),
+                       self._needles(scan, key, layout, groups) if layout.needle_index else None)
 
     def _needles(self, scan: str, key: DataKey, layout: Layout, groups: int) -> NeedleFilter:
         """The file's needle index (lake.needle_index): every row group's filter sized for the fullest one."""
         salt = os.urandom(16).hex()
-        self.con.execute(f"CREATE OR REPLACE TEMP TABLE _needle_entries AS "
-                         f"{needle_index.entries_sql(scan, layout.row_group_size)}")
+        self.con.execute("CREATE OR REPLACE TEMP TABLE _needle_hashes AS "
+                         + needle_index.hashed_sql(scan, layout.row_group_size, needle_index.index_key(key, salt)))
         try:
             fullest = self.con.execute("SELECT coalesce(max(n), 0) FROM "
-                                       "(SELECT count(*) AS n FROM _needle_entries GROUP BY rg)").fetchone()
+                                       "(SELECT count(*) AS n FROM _needle_hashes GROUP BY rg)").fetchone()
             blocks = needle_index.blocks_for(int(fullest[0]) if fullest else 0)
-            rows = self.con.execute(needle_index.blocks_sql("SELECT rg, e FROM _needle_entries",
-                                                            needle_index.index_key(key, salt), blocks)).fetchall()
+            rows = self.con.execute(needle_index.blocks_sql("_needle_hashes", blocks)).fetchall()
         finally:
-            self.con.execute("DROP TABLE IF EXISTS _needle_entries")
+            self.con.execute("DROP TABLE IF EXISTS _needle_hashes")
         return NeedleFilter(salt, blocks, needle_index.assemble(rows, max(groups, 1)))

@@ -43,7 +43,8 @@ from lake import keys
 from lake.catalog.base import open_catalog
 from lake.keys import KeyRing, key_scope
 from lake.selector import Selector, parse_levels
-from lake.storage import Layout, Storage
+from lake.catalog.model import Tier
+from lake.storage import Storage
 from query import plan  # noqa: E402
 from query.cli import LINE_COLUMNS, TRACE_COLUMNS  # noqa: E402
 from query.connect import Lake  # noqa: E402
@@ -59,15 +60,13 @@ def generate(config: Path, days: int, per_day: int, realistic: bool) -> None:
     ring = KeyRing(catalog, keys.master_for(settings.aggregator, create=True))
     storage = Storage(settings.aggregator, settings.tiers)
     writer = ParquetWriter(storage)
-    tiers = settings.tiers
     per_pd = per_day // PARTITIONS
     offset = 0
     started = time.monotonic()
     for day in range(days):
         warm = day >= days - WARM_DAYS
         tier = "warm" if warm else "cold"
-        layout = (Layout(tiers.warm_row_group_size, tiers.warm_zstd_level) if warm
-                  else Layout(tiers.cold_row_group_size, tiers.cold_zstd_level))
+        layout = storage.layout(Tier.WARM if warm else Tier.COLD)
         key = ring.for_scope(key_scope(tier, (DAY0 + day * 86400) * NS))
         periods = [(h * per_pd // 24, (h + 1) * per_pd // 24, f"{h:02d}") for h in range(24)] if warm \
             else [(0, per_pd, "")]

@@ -40,7 +40,8 @@ from collections.abc import Sequence
 from lake.catalog.model import NeedleBlocks
 from lake.keys import DataKey
 
-TOKEN = "[A-Za-z0-9_]+"          # the same runs in DuckDB's RE2 and Python's re
+TOKEN_CHARS = "A-Za-z0-9_"
+TOKEN = f"[{TOKEN_CHARS}]+"       # the same runs in DuckDB's RE2 and Python's re
 EDGE = 8                          # length of the prefix and suffix entries of a long token
 BLOCK_BITS = 512
 BLOCK_BYTES = BLOCK_BITS // 8
@@ -75,33 +76,36 @@ def required(needle: str) -> list[str]:
 
 
 def position(key_hex: str, entry: str, blocks: int) -> tuple[int, tuple[int, ...]]:
-    """The block and the bits in it of ``entry`` in a file of ``blocks`` blocks per row group (as ``build_sql``
+    """The block and the bits in it of ``entry`` in a file of ``blocks`` blocks per row group (as ``blocks_sql``
     computes them: DuckDB's md5_number_upper/lower are the digest's halves read little-endian)."""
     d = hashlib.md5((key_hex + entry).encode(), usedforsecurity=False).digest()
     upper, lower = int.from_bytes(d[:8], "little"), int.from_bytes(d[8:], "little")
     return upper % blocks, tuple((lower >> (9 * i)) & (BLOCK_BITS - 1) for i in range(HASHES))
 
 
-def entries_sql(scan: str, rows_per_group: int) -> str:
-    """(row group, entry) for every distinct entry of each row group of ``scan`` (read with file_row_number)."""
+def hashed_sql(scan: str, rows_per_group: int, key_hex: str) -> str:
+    """(row group, upper, lower): the two halves of the keyed digest of every distinct entry of each row group
+    of ``scan`` (read with file_row_number). One md5_number per entry, split once: computing the two
+    halves with md5_number_upper and _lower costs 4 times as much, and shifting the 128-bit value per
+    bit 100 times."""
+    entries = (f"CASE WHEN length(t) >= {EDGE} THEN ['W' || t, 'P' || left(t, {EDGE}), 'S' || right(t, {EDGE})] "
+               "ELSE ['W' || t] END")
     return f"""
-    WITH tokens AS (
-        SELECT DISTINCT file_row_number // {rows_per_group} AS rg, t
-        FROM (SELECT file_row_number, unnest(regexp_extract_all(body, '{TOKEN}')) AS t FROM {scan}))
-    SELECT rg, 'W' || t AS e FROM tokens
-    UNION SELECT rg, 'P' || left(t, {EDGE}) FROM tokens WHERE length(t) >= {EDGE}
-    UNION SELECT rg, 'S' || right(t, {EDGE}) FROM tokens WHERE length(t) >= {EDGE}"""
+    SELECT rg, (x & {(1 << 64) - 1})::UBIGINT AS upper, (x >> 64)::UBIGINT AS lower
+    FROM (SELECT rg, md5_number('{key_hex}' || e) AS x
+          FROM (SELECT rg, unnest({entries}) AS e
+                FROM (SELECT DISTINCT file_row_number // {rows_per_group} AS rg,
+                             unnest(string_split_regex(body, '[^{TOKEN_CHARS}]+')) AS t FROM {scan})
+                WHERE t <> ''))"""
 
 
-def blocks_sql(entries: str, key_hex: str, blocks: int) -> str:
-    """(block, row group, the block's bits as a 64-byte blob) of the entries of ``entries_sql``."""
-    digest = f"'{key_hex}' || e"
-    bits = " UNION ALL ".join(f"SELECT block, rg, (lower >> {9 * i}) & {BLOCK_BITS - 1} AS bit FROM h"
-                              for i in range(HASHES))
-    return f"""
-    WITH h AS (SELECT rg, md5_number_upper({digest}) % {blocks} AS block, md5_number_lower({digest}) AS lower
-               FROM ({entries}))
-    SELECT block, rg, bitstring_agg(bit::INTEGER, 0, {BLOCK_BITS - 1})::BLOB FROM ({bits}) GROUP BY block, rg"""
+def blocks_sql(hashed: str, blocks: int) -> str:
+    """(block, row group, the block's bits as a 64-byte blob) of the rows of ``hashed`` (a table of
+    ``hashed_sql``'s columns: read once per bit, so it must not be a query computing the digests)."""
+    bits = " UNION ALL ".join(f"SELECT upper % {blocks} AS block, rg, (lower >> {9 * i}) & {BLOCK_BITS - 1} AS bit "
+                              f"FROM {hashed}" for i in range(HASHES))
+    return (f"SELECT block, rg, bitstring_agg(bit::INTEGER, 0, {BLOCK_BITS - 1})::BLOB FROM ({bits}) "
+            "GROUP BY block, rg")
 
 
 def assemble(rows: Sequence[tuple[int, int, bytes]], groups: int) -> list[NeedleBlocks]:

@@ -69,6 +69,9 @@ def digest(location: str, con: Connection | None = None) -> tuple[int, str]:
 class Layout:
     row_group_size: int
     zstd_level: int
+    # Warm and cold files carry a needle index (lake.needle_index). A hot file lives minutes
+    # (warm_after_s) and a needle query reads it whole: indexing it would cost every ingested record.
+    needle_index: bool = False
 
 
 class Storage:
@@ -83,8 +86,8 @@ class Storage:
         """How files of ``tier`` are written: hot files as [aggregator] says, warm and cold as [tiers] does."""
         t = self.tiers
         return {Tier.HOT: Layout(self.cfg.parquet_row_group_size, self.cfg.parquet_zstd_level),
-                Tier.WARM: Layout(t.warm_row_group_size, t.warm_zstd_level),
-                Tier.COLD: Layout(t.cold_row_group_size, t.cold_zstd_level)}[Tier(tier)]
+                Tier.WARM: Layout(t.warm_row_group_size, t.warm_zstd_level, needle_index=True),
+                Tier.COLD: Layout(t.cold_row_group_size, t.cold_zstd_level, needle_index=True)}[Tier(tier)]
 
     def location(self, tier: Tier, rel: str) -> str:
         return f"{self.roots[tier]}/{rel}"
