@@ -154,12 +154,18 @@ def measure(config: Path, facts: dict, runs: int, scan_runs: int, seed: int) -> 
 
     def run_trace(trace_id: str, scan: bool) -> int:
         chosen = everything if scan else plan.trace(lake.catalog, trace_id)
+        if not scan:
+            last_plan[0] = chosen.describe()
         # through Lake.query, as the CLI runs it: the audit entries before and after are part of the cost
         return lake.query(chosen.files, f"SELECT {TRACE_COLUMNS} FROM logs WHERE trace_id = ? ORDER BY time, record_id",
                           [trace_id], rows=None if scan else chosen.row_ranges(), what=BENCH).num_rows
 
+    last_plan = [""]   # what the planner chose in the last planned run
+
     def run_filtered(f: Filters, select: str, tail: str, scan: bool) -> int:
-        chosen = everything if scan else plan.select(lake.catalog, f)
+        chosen = everything if scan else plan.select(lake.catalog, f, lake.keyring.get)
+        if not scan:
+            last_plan[0] = chosen.describe()
         where, params = f.where()
         return lake.query(chosen.files, f"SELECT {select} FROM logs WHERE {where} {tail}", params,
                           what=BENCH).num_rows
@@ -190,11 +196,11 @@ def measure(config: Path, facts: dict, runs: int, scan_runs: int, seed: int) -> 
             planned.append(timed(lambda a=a: answers.__setitem__(-1, q(False, a))))
         scanned = [timed(lambda a=args[name](): q(True, a)) for _ in range(scan_runs)]
         out[name] = {"planned": summary(planned), "full_scan": summary(scanned),
-                     "median_rows": statistics.median(answers)}
+                     "median_rows": statistics.median(answers), "last_plan": last_plan[0]}
         out[name]["speedup"] = round(out[name]["full_scan"]["p50_ms"] / max(out[name]["planned"]["p50_ms"], 0.01), 1)
         print(f"  {name:26} planned p50 {out[name]['planned']['p50_ms']:8.1f} ms  p95 "
               f"{out[name]['planned']['p95_ms']:8.1f} ms | full scan p50 {out[name]['full_scan']['p50_ms']:9.1f} ms"
-              f" | {out[name]['speedup']}x | rows {out[name]['median_rows']}", flush=True)
+              f" | {out[name]['speedup']}x | rows {out[name]['median_rows']} | {last_plan[0]}", flush=True)
     lake.close()
     return out
 

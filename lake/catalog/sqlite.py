@@ -429,9 +429,11 @@ class SqliteCatalog:
     def needle_blocks(self, wanted: Sequence[tuple[str, int]]) -> dict[tuple[str, int], bytes]:
         out: dict[tuple[str, int], bytes] = {}
         for chunk in (wanted[i:i + 400] for i in range(0, len(wanted), 400)):
+            # the pairs drive the join (CROSS JOIN keeps that order): a row-value IN scans the whole table
             rows = self._select("needle_blocks", ("path", "block", "bits"),
-                                "SELECT f.path, b.block, b.bits FROM needle_blocks b JOIN files f ON f.id = b.file_id "
-                                f"WHERE (f.path, b.block) IN (VALUES {', '.join(['(?, ?)'] * len(chunk))})",
+                                f"WITH w(path, block) AS (VALUES {', '.join(['(?, ?)'] * len(chunk))}) "
+                                "SELECT w.path, b.block, b.bits FROM w CROSS JOIN files f CROSS JOIN needle_blocks b "
+                                "WHERE f.path = w.path AND b.file_id = f.id AND b.block = w.block",
                                 [v for pair in chunk for v in pair])
             out.update(((path, block), bits) for path, block, bits in rows)
         return out
