@@ -240,3 +240,36 @@ def test_the_catalog_holds_no_token_in_the_clear(lake):
         assert secret.encode() not in raw, secret
         assert hashlib.md5(("W" + secret).encode()).digest()[:8] not in raw, secret
     assert b"needle_blocks" in raw   # the index is there, and that is what was searched
+
+
+def test_the_lookup_reads_the_rows_it_needs_by_key_and_scans_nothing(lake):
+    """A needle costs one primary-key search per file and entry; a scan of needle_blocks (the whole index, the
+    largest table of a big lake) is what a row-value IN compiled to, and is refused here."""
+    tmp, config, n = lake
+    assert aggregator(["--config", str(config), "compact"]) == 0
+    lake_ = Lake(str(config))
+    seen: list[tuple[str, list[object]]] = []
+    real = lake_.catalog._db  # type: ignore[attr-defined]
+
+    class Recording:
+        def execute(self, sql: str, params: list[object] = ()):  # type: ignore[assignment]
+            if "needle_blocks" in sql:
+                seen.append((sql, list(params)))
+            return real.execute(sql, params)
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(real, name)
+
+    lake_.catalog._db = Recording()  # type: ignore[attr-defined]
+    chosen = plan.select(lake_.catalog, Filters(Selector(), grep=NEEDLE), lake_.keyring.get)
+    lake_.catalog._db = real  # type: ignore[attr-defined]
+    assert chosen.how == "needle index" and seen
+    for sql, params in seen:
+        steps = [r[-1] for r in real.execute("EXPLAIN QUERY PLAN " + sql, params)]
+        assert not any(s.startswith("SCAN") and ("needle_blocks" in s or s == "SCAN b") for s in steps), steps
+        assert any("USING PRIMARY KEY" in s for s in steps), steps
+    # the form it replaced scans: what this check would have failed on
+    old = real.execute("EXPLAIN QUERY PLAN SELECT b.bits FROM needle_blocks b JOIN files f ON f.id = b.file_id "
+                       "WHERE (f.path, b.block) IN (VALUES (?, ?), (?, ?))", ["x", 1, "y", 2]).fetchall()
+    assert any(r[-1] == "SCAN b" for r in old)
+    lake_.close()
