@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import re
 import sqlite3
 from pathlib import Path
 
@@ -118,6 +119,32 @@ def compactor(config: Path) -> Compactor:
 ])
 def test_a_needle_requires_only_what_its_occurrence_guarantees(needle: str, entries: list[str]) -> None:
     assert needle_index.required(needle) == entries
+
+
+def body_entries(body: str) -> set[str]:
+    """What the writer's SQL enters for a body (tests the rule, not the SQL: that is the real-path tests' job)."""
+    out = set()
+    for t in re.findall(needle_index.TOKEN, body, re.ASCII):
+        out.add("W" + t)
+        if len(t) >= needle_index.EDGE:
+            out |= {"P" + t[:needle_index.EDGE], "S" + t[-needle_index.EDGE:]}
+    return out
+
+
+def test_every_substring_requires_only_entries_its_body_has() -> None:
+    """20,000 random bodies over letters, digits, separators and non-ASCII, each cut at random: whatever a
+    substring requires is in its body's entries (the index can never rule out a row that matches)."""
+    rng = random.Random(7)
+    alphabet = "ab01_Z9" * 3 + " -=:/.,\"\t" + "éü€"
+    narrowed = 0
+    for _ in range(20_000):
+        body = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 60)))
+        i = rng.randrange(len(body))
+        needle = body[i:i + rng.randint(1, 30)]
+        need = set(needle_index.required(needle))
+        assert need <= body_entries(body), (body, needle, need - body_entries(body))
+        narrowed += bool(need)
+    assert narrowed > 5_000, "the check must exercise needles the index narrows"
 
 
 def test_python_and_duckdb_place_an_entry_alike() -> None:
