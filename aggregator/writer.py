@@ -126,8 +126,9 @@ class ParquetWriter:
     def _needles(self, scan: str, key: DataKey, layout: Layout, groups: int) -> NeedleFilter:
         """The file's needle index (lake.needle_index): every row group's filter sized for the fullest one."""
         salt = os.urandom(16).hex()
+        key_hex = needle_index.index_key(key, salt)
         self.con.execute("CREATE OR REPLACE TEMP TABLE _needle_hashes AS "
-                         + needle_index.hashed_sql(scan, layout.row_group_size, needle_index.index_key(key, salt)))
+                         + needle_index.hashed_sql(scan, layout.row_group_size, key_hex))
         try:
             fullest = self.con.execute("SELECT coalesce(max(n), 0) FROM "
                                        "(SELECT count(*) AS n FROM _needle_hashes GROUP BY rg)").fetchone()
@@ -135,4 +136,4 @@ class ParquetWriter:
             rows = self.con.execute(needle_index.blocks_sql("_needle_hashes", blocks)).fetchall()
         finally:
             self.con.execute("DROP TABLE IF EXISTS _needle_hashes")
-        return NeedleFilter(salt, blocks, needle_index.assemble(rows, max(groups, 1)))
+        return NeedleFilter(salt, blocks, needle_index.assemble(rows, max(groups, 1), blocks, key_hex))

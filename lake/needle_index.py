@@ -27,6 +27,9 @@ entry. Positions are keyed: they are taken from MD5(index key ‖ entry), the
 index key being HMAC-SHA256 of the file's data key over a random salt of the file's. The
 catalog without the data key tells which bits are set, not which tokens set
 them; destroying the data key (crypto-shredding) leaves bits nobody can test.
+Each row is sealed with an HMAC under the same key, and every block has a row:
+a row blanked, removed or taken from another file makes the query read that
+file whole instead of hiding its matches.
 """
 
 from __future__ import annotations
@@ -108,26 +111,34 @@ def blocks_sql(hashed: str, blocks: int) -> str:
             "GROUP BY block, rg")
 
 
-def assemble(rows: Sequence[tuple[int, int, bytes]], groups: int) -> list[NeedleBlocks]:
-    """The catalog's rows for a file: per block, that block of row group 0, 1, … (zeros where a row group set
-    nothing in it), in block order."""
-    out: dict[int, bytearray] = {}
+def seal(key_hex: str, block: int, bits: bytes) -> bytes:
+    """A row's tag: who cannot derive the index key cannot change, blank, move or swap a row unseen."""
+    return hmac.new(bytes.fromhex(key_hex), block.to_bytes(8, "little") + bits, hashlib.sha256).digest()[:16]
+
+
+def assemble(rows: Sequence[tuple[int, int, bytes]], groups: int, blocks: int, key_hex: str) -> list[NeedleBlocks]:
+    """The catalog's rows for a file: every block, that block of row group 0, 1, … (zeros where a row group
+    set nothing in it) and its seal, in block order. A block nothing set has a row too, so a row that is
+    missing is one that was removed."""
+    out = [bytearray(groups * BLOCK_BYTES) for _ in range(blocks)]
     for block, rg, bits in rows:
-        row = out.setdefault(block, bytearray(groups * BLOCK_BYTES))
-        row[rg * BLOCK_BYTES:(rg + 1) * BLOCK_BYTES] = bits
-    return [(b, bytes(out[b])) for b in sorted(out)]
+        out[block][rg * BLOCK_BYTES:(rg + 1) * BLOCK_BYTES] = bits
+    return [(b, bytes(row), seal(key_hex, b, bytes(row))) for b, row in enumerate(out)]
 
 
 def groups_holding(key_hex: str, entries: Sequence[str], blocks: int, groups: int,
-                   rows: dict[int, bytes]) -> list[int]:
-    """Row groups whose filters may hold every entry; ``rows`` maps block number to the catalog's row (a block
-    no row group set a bit in has no row)."""
+                   rows: dict[int, tuple[bytes, bytes]]) -> list[int] | None:
+    """Row groups whose filters may hold every entry; ``rows`` maps block number to the catalog's (bits, seal).
+    None when the index cannot be trusted (a row missing, of the wrong size, or not sealed by this file's
+    key: the catalog was damaged or tampered with): the file is then read whole, so no match is lost."""
     candidates = set(range(groups))
     for entry in entries:
         block, bits = position(key_hex, entry, blocks)
-        row = rows.get(block)
-        if row is None:
-            return []
+        found = rows.get(block)
+        if found is None or len(found[0]) != groups * BLOCK_BYTES or not hmac.compare_digest(
+                found[1], seal(key_hex, block, found[0])):
+            return None
+        row = found[0]
         candidates = {g for g in candidates
                       if all(row[g * BLOCK_BYTES + b // 8] & (0x80 >> (b % 8)) for b in bits)}
         if not candidates:

@@ -83,7 +83,7 @@ def select(catalog: Catalog, filters: Filters, keys: Callable[[str], DataKey] | 
 
 def _needle(catalog: Catalog, files: list[FileEntry], entries: list[str], keys: Callable[[str], DataKey]) -> Plan:
     """Only the row groups whose needle filters may hold every entry; a file without an index (written
-    before it, or whose key cannot be had: reading it will say why) is read whole."""
+    before it, or whose key cannot be had: reading it will say why) or with a damaged one is read whole."""
     by_path = {f.path: f for f in files}
     keyed: dict[str, tuple[str, int]] = {}
     for path, (salt, blocks) in catalog.needle_filters(list(by_path)).items():
@@ -93,15 +93,16 @@ def _needle(catalog: Catalog, files: list[FileEntry], entries: list[str], keys: 
             continue
     wanted = sorted({(path, needle_index.position(key, e, blocks)[0]) for path, (key, blocks) in keyed.items()
                      for e in entries})
-    rows: dict[str, dict[int, bytes]] = defaultdict(dict)
-    for (path, block), bits in catalog.needle_blocks(wanted).items():
-        rows[path][block] = bits
+    rows: dict[str, dict[int, tuple[bytes, bytes]]] = defaultdict(dict)
+    for (path, block), sealed in catalog.needle_blocks(wanted).items():
+        rows[path][block] = sealed
     chosen: dict[str, list[int]] = {}
     for f in files:
+        groups = None
         if f.path in keyed:
             key, blocks = keyed[f.path]
             groups = needle_index.groups_holding(key, entries, blocks, f.row_groups, rows[f.path])
-        else:
+        if groups is None:   # no index, or one that cannot be trusted
             groups = list(range(f.row_groups))
         if groups:
             chosen[f.path] = groups

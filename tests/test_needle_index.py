@@ -16,6 +16,7 @@ from aggregator.cli.run import main as aggregator
 from aggregator.compaction import Compactor
 from lake import keys, needle_index
 from lake.catalog.model import Tier
+from lake.catalog.sqlite import SqliteCatalog
 from lake.keys import DataKey
 from lake.selector import Selector
 from query import plan
@@ -155,10 +156,12 @@ def test_python_and_duckdb_place_an_entry_alike() -> None:
     con.execute("CREATE TABLE h AS SELECT 0 AS rg, md5_number_upper(? || e) AS upper, md5_number_lower(? || e) AS lower "
                 "FROM (VALUES " + ", ".join(f"('{e}')" for e in entries) + ") v(e)", [key_hex, key_hex])
     rows = con.execute(needle_index.blocks_sql("h", 7)).fetchall()
-    blocks = dict(needle_index.assemble(rows, 1))
+    sealed = needle_index.assemble(rows, 1, 7, key_hex)
+    assert [b for b, _, _ in sealed] == list(range(7)), "every block has a row"
+    blocks = {b: (bits, tag) for b, bits, tag in sealed}
     for e in entries:
         block, bits = needle_index.position(key_hex, e, 7)
-        assert all(blocks[block][b // 8] & (0x80 >> (b % 8)) for b in bits), e
+        assert all(blocks[block][0][b // 8] & (0x80 >> (b % 8)) for b in bits), e
     assert needle_index.groups_holding(key_hex, entries, 7, 1, blocks) == [0]
     # an entry never added is, with 4 entries in 7 blocks, almost surely absent (false positive rate ~1e-10)
     assert needle_index.groups_holding(key_hex, ["Wnever-added"], 7, 1, blocks) == []
@@ -226,17 +229,58 @@ def test_the_index_is_removed_with_its_file(lake):
     assert final != warm and final == filters == blocks
 
 
-def test_a_damaged_filter_is_caught_by_the_check(lake):
-    """The check above can fail: with one file's filters zeroed, the needle's match is missed."""
-    tmp, config, n = lake
+def holder_of_the_needle(tmp: Path, config: Path) -> tuple[int, str, int]:
+    """(file id, salt, blocks) of the one compacted file that holds the needle."""
     assert aggregator(["--config", str(config), "compact"]) == 0
     lake_ = Lake(str(config))
     _, _, chosen = planned_and_scanned(lake_, NEEDLE)
     lake_.close()
     (holder,) = chosen.files
     db = sqlite3.connect(tmp / "lake" / "catalog.sqlite")
-    db.execute("UPDATE needle_blocks SET bits = zeroblob(length(bits)) WHERE file_id = "
-               "(SELECT id FROM files WHERE path = ?)", (holder.path,))
+    found = db.execute("SELECT f.id, n.salt, n.blocks FROM files f JOIN needle_filters n ON n.file_id = f.id "
+                       "WHERE f.path = ?", (holder.path,)).fetchone()
+    db.close()
+    return found
+
+
+@pytest.mark.parametrize("damage", [
+    "UPDATE needle_blocks SET bits = zeroblob(length(bits)) WHERE file_id = ?",          # blanked
+    "DELETE FROM needle_blocks WHERE file_id = ?",                                       # removed
+    "UPDATE needle_blocks SET bits = substr(bits, 1, 64) WHERE file_id = ?",             # cut short
+    # another file's rows put in its place: sealed, but not by this file's key
+    "UPDATE needle_blocks SET bits = (SELECT o.bits FROM needle_blocks o WHERE o.file_id <> needle_blocks.file_id "
+    "AND o.block = needle_blocks.block LIMIT 1), seal = (SELECT o.seal FROM needle_blocks o WHERE o.file_id <> "
+    "needle_blocks.file_id AND o.block = needle_blocks.block LIMIT 1) WHERE file_id = ?",
+])
+def test_a_damaged_or_forged_index_hides_no_match(lake, damage):
+    """Whoever can write the catalog but holds no data key cannot make --grep miss a stored line: a row that
+    is not this file's sealed row makes the query read the file whole."""
+    tmp, config, n = lake
+    file_id, _, _ = holder_of_the_needle(tmp, config)
+    db = sqlite3.connect(tmp / "lake" / "catalog.sqlite")
+    db.execute(damage, (file_id,))
+    db.commit()
+    db.close()
+    lake_ = Lake(str(config))
+    got, want, chosen = planned_and_scanned(lake_, NEEDLE)
+    lake_.close()
+    assert got == want == 1
+    assert max(len(g) for g in chosen.row_groups.values()) > 1, "the damaged file is read whole"
+
+
+def test_a_wrong_index_sealed_with_the_key_is_caught_by_the_check(lake):
+    """The no-false-negative check can fail: a filter blanked and sealed again with the file's own key (what
+    a bug in the writer would store) hides the needle, and the check names it."""
+    tmp, config, n = lake
+    file_id, salt, blocks = holder_of_the_needle(tmp, config)
+    settings = agg_config.load(str(config))
+    db = sqlite3.connect(tmp / "lake" / "catalog.sqlite")
+    key_id, groups = db.execute("SELECT key_id, row_groups FROM files WHERE id = ?", (file_id,)).fetchone()
+    ring = keys.KeyRing(SqliteCatalog(tmp / "lake" / "catalog.sqlite"), keys.master_for(settings.aggregator))
+    key_hex = needle_index.index_key(ring.get(key_id), salt)
+    blank = bytes(groups * needle_index.BLOCK_BYTES)
+    db.executemany("UPDATE needle_blocks SET bits = ?, seal = ? WHERE file_id = ? AND block = ?",
+                   [(blank, needle_index.seal(key_hex, b, blank), file_id, b) for b in range(blocks)])
     db.commit()
     db.close()
     wrong = no_false_negatives(config, 1, n=4)

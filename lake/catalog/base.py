@@ -57,8 +57,8 @@ class Catalog(Protocol):
         """Files that hold a trace, with the row-group mask of each."""
     def needle_filters(self, paths: Sequence[str]) -> dict[str, tuple[str, int]]:
         """(salt, blocks per row group) of each of ``paths`` written with a needle index."""
-    def needle_blocks(self, wanted: Sequence[tuple[str, int]]) -> dict[tuple[str, int], bytes]:
-        """The needle index rows (path, block) asked for that exist (lake.needle_index)."""
+    def needle_blocks(self, wanted: Sequence[tuple[str, int]]) -> dict[tuple[str, int], tuple[bytes, bytes]]:
+        """(bits, seal) of the needle index rows (path, block) asked for that exist (lake.needle_index)."""
 
     # compliance: holds, ranges deleted by policy, the audit log's head ----
     def add_hold(self, selector: Selector, reason: str, by: str) -> int: ...

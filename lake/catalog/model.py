@@ -22,7 +22,7 @@ Mark = tuple[str, str]           # (source_id, stream or ""): see aggregator.ded
 
 
 TraceEntry = tuple[int, int]     # (trace key, row-group mask): see lake.trace_index
-NeedleBlocks = tuple[int, bytes]  # (block, that block of every row group): see lake.needle_index
+NeedleBlocks = tuple[int, bytes, bytes]  # (block, that block of every row group, seal): lake.needle_index
 
 
 @dataclass(frozen=True)

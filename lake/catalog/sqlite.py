@@ -72,6 +72,7 @@ CREATE TABLE IF NOT EXISTS needle_blocks (
     file_id INTEGER NOT NULL,
     block   INTEGER NOT NULL,
     bits    BLOB NOT NULL,           -- this block of row group 0, 1, … (64 bytes each)
+    seal    BLOB NOT NULL,           -- lake.needle_index.seal
     PRIMARY KEY (file_id, block)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS pending_deletes (
@@ -161,6 +162,7 @@ _INT_OR_NULL: Kind = ("an integer or NULL", lambda v: v is None or type(v) is in
 _HEX: Kind = ("hex digits", lambda v: type(v) is str and re.fullmatch(r"[0-9a-f]+", v) is not None)
 _POSITIVE: Kind = ("a whole number above 0", lambda v: type(v) is int and v > 0)
 _BLOCKS: Kind = ("64-byte blocks", lambda v: type(v) is bytes and len(v) % 64 == 0 and len(v) > 0)
+_SEAL: Kind = ("a 16-byte seal", lambda v: type(v) is bytes and len(v) == 16)
 _TEXT_OR_NULL: Kind = ("text or NULL", lambda v: v is None or type(v) is str)
 _SCHEMA_VERSION: Kind = ("a whole number", lambda v: type(v) is str and v.isdigit())
 _AUDIT_HEAD: Kind = ("<seq>:<hex digest>", lambda v: type(v) is str and re.fullmatch(r"\d+:[0-9a-f]+", v) is not None)
@@ -179,7 +181,7 @@ _KINDS: dict[str, tuple[tuple[str, ...], dict[str, Kind]]] = {
                                         "updated_at": _INT}),
     "trace_index": (("trace_key", "file_id"), {"trace_key": _INT, "file_id": _INT, "row_groups": _INT}),
     "needle_filters": (("file_id",), {"file_id": _INT, "salt": _HEX, "blocks": _POSITIVE}),
-    "needle_blocks": (("file_id", "block"), {"file_id": _INT, "block": _INT, "bits": _BLOCKS}),
+    "needle_blocks": (("file_id", "block"), {"file_id": _INT, "block": _INT, "bits": _BLOCKS, "seal": _SEAL}),
     "pending_deletes": (("tier", "path"), {"tier": _TIER, "path": _TEXT, "due_at": _INT}),
     "holds": (("id",), {"id": _INT, "namespace": _TEXT_OR_NULL, "pod": _TEXT_OR_NULL, "container": _TEXT_OR_NULL,
                         "since_ns": _INT_OR_NULL, "until_ns": _INT_OR_NULL, "reason": _TEXT, "created_at": _INT,
@@ -366,8 +368,8 @@ class SqliteCatalog:
         if new.needles is not None:
             self._db.execute("INSERT INTO needle_filters VALUES (?, ?, ?)",
                              (cur.lastrowid, new.needles.salt, new.needles.blocks))
-            self._db.executemany("INSERT INTO needle_blocks VALUES (?, ?, ?)",
-                                 [(cur.lastrowid, block, bits) for block, bits in new.needles.rows])
+            self._db.executemany("INSERT INTO needle_blocks VALUES (?, ?, ?, ?)",
+                                 [(cur.lastrowid, block, bits, tag) for block, bits, tag in new.needles.rows])
 
     def files(self, tier: Tier | None = None, since_ns: int | None = None,
               until_ns: int | None = None) -> list[FileEntry]:
@@ -426,16 +428,17 @@ class SqliteCatalog:
             out.update((path, (salt, blocks)) for path, salt, blocks in rows)
         return out
 
-    def needle_blocks(self, wanted: Sequence[tuple[str, int]]) -> dict[tuple[str, int], bytes]:
-        out: dict[tuple[str, int], bytes] = {}
+    def needle_blocks(self, wanted: Sequence[tuple[str, int]]) -> dict[tuple[str, int], tuple[bytes, bytes]]:
+        out: dict[tuple[str, int], tuple[bytes, bytes]] = {}
         for chunk in (wanted[i:i + 400] for i in range(0, len(wanted), 400)):
             # the pairs drive the join (CROSS JOIN keeps that order): a row-value IN scans the whole table
-            rows = self._select("needle_blocks", ("path", "block", "bits"),
+            rows = self._select("needle_blocks", ("path", "block", "bits", "seal"),
                                 f"WITH w(path, block) AS (VALUES {', '.join(['(?, ?)'] * len(chunk))}) "
-                                "SELECT w.path, b.block, b.bits FROM w CROSS JOIN files f CROSS JOIN needle_blocks b "
+                                "SELECT w.path, b.block, b.bits, b.seal FROM w CROSS JOIN files f "
+                                "CROSS JOIN needle_blocks b "
                                 "WHERE f.path = w.path AND b.file_id = f.id AND b.block = w.block",
                                 [v for pair in chunk for v in pair])
-            out.update(((path, block), bits) for path, block, bits in rows)
+            out.update(((path, block), (bits, tag)) for path, block, bits, tag in rows)
         return out
 
     def trace_files(self, trace_key: int) -> list[tuple[FileEntry, int]]:
