@@ -9,7 +9,7 @@ DEMO_CONFIG := deploy/demo/loglake.toml
 PYTEST_ARGS ?=
 # rustup installs cargo here; the shipper's native core (shipper/lines) is built with it.
 export PATH := $(HOME)/.cargo/bin:$(PATH)
-NATIVE := shipper/lines/Cargo.toml shipper/lines/Cargo.lock $(wildcard shipper/lines/src/*.rs)
+NATIVE := $(foreach c,shipper/lines lake/needles,$(c)/Cargo.toml $(c)/Cargo.lock $(wildcard $(c)/src/*.rs))
 DIST   := dist
 # `make dist` builds with the venv's Python when there is one: the editable install built the
 # native core with that interpreter, and cargo rebuilds pyo3 and the core (about 25 s) whenever
@@ -22,7 +22,7 @@ all: venv
 
 # Runtime dependencies only (what `make demo` needs); the test extras (moto, …) come on top for `make test`.
 $(BIN)/.runtime: pyproject.toml $(NATIVE)
-	@command -v cargo >/dev/null || { echo "cargo not found: install Rust (https://rustup.rs) to build shipper/lines"; exit 1; }
+	@command -v cargo >/dev/null || { echo "cargo not found: install Rust (https://rustup.rs) to build the native cores (shipper/lines, lake/needles)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -e .
 	touch $@
@@ -65,9 +65,10 @@ demo: $(BIN)/.runtime
 	@echo; echo "== integrity and completeness (loglake-aggregator verify)"
 	@$(BIN)/loglake-aggregator --config $(DEMO_CONFIG) verify
 
-# The native core's own unit tests: its pure functions, without the Python build's extension-module feature.
+# The native cores' own unit tests: their pure functions, without the Python build's extension-module feature.
 cargo-test: venv
-	PYO3_PYTHON=$(CURDIR)/$(BIN)/python cargo test --release -q --manifest-path shipper/lines/Cargo.toml
+	for crate in shipper/lines lake/needles; do \
+	  PYO3_PYTHON=$(CURDIR)/$(BIN)/python cargo test --release -q --manifest-path $$crate/Cargo.toml || exit 1; done
 
 # The static type check of the packages (settings: pyproject.toml [tool.mypy]; the native core's types:
 # shipper/_lines.pyi).
@@ -83,7 +84,7 @@ test: venv certs kafka-fetch cargo-test typecheck
 # with no Rust toolchain: $(DIST)/loglake-<version>-<python>-<abi>-<platform>.whl. build/ is
 # removed first, so a module deleted from the tree cannot linger in the wheel.
 dist:
-	@command -v cargo >/dev/null || { echo "cargo not found: install Rust (https://rustup.rs) to build shipper/lines"; exit 1; }
+	@command -v cargo >/dev/null || { echo "cargo not found: install Rust (https://rustup.rs) to build the native cores (shipper/lines, lake/needles)"; exit 1; }
 	rm -rf build $(DIST)/loglake-*.whl
 	$(DIST_PYTHON) -m pip wheel -q --no-deps --wheel-dir $(DIST) .
 	@ls -l $(DIST)/loglake-*.whl

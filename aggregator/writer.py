@@ -32,6 +32,7 @@ from runtime.errors import StorageError
 # container and time), and a trace, whose lines are close in time, stays in the
 # row groups of one hour even in a day-long cold file.
 SORT_ORDER = "date_trunc('hour', time), namespace, pod, container, time, source_id, source_offset"
+_NEEDLE_BATCH_ROWS = 65_536   # bodies handed to the native needle builder at a time: bounded memory
 
 
 @dataclass(frozen=True)
@@ -127,13 +128,7 @@ class ParquetWriter:
         """The file's needle index (lake.needle_index): every row group's filter sized for the fullest one."""
         salt = os.urandom(16).hex()
         key_hex = needle_index.index_key(key, salt)
-        self.con.execute("CREATE OR REPLACE TEMP TABLE _needle_hashes AS "
-                         + needle_index.hashed_sql(scan, layout.row_group_size, key_hex))
-        try:
-            fullest = self.con.execute("SELECT coalesce(max(n), 0) FROM "
-                                       "(SELECT count(*) AS n FROM _needle_hashes GROUP BY rg)").fetchone()
-            blocks = needle_index.blocks_for(int(fullest[0]) if fullest else 0)
-            rows = self.con.execute(needle_index.blocks_sql("_needle_hashes", blocks)).fetchall()
-        finally:
-            self.con.execute("DROP TABLE IF EXISTS _needle_hashes")
-        return NeedleFilter(salt, blocks, needle_index.assemble(rows, max(groups, 1), blocks, key_hex))
+        batches = self.con.execute(f"SELECT file_row_number, coalesce(body, '') FROM {scan}").to_arrow_reader(
+            _NEEDLE_BATCH_ROWS)
+        blocks, rows = needle_index.build(batches, groups, layout.row_group_size, key_hex)
+        return NeedleFilter(salt, blocks, rows)

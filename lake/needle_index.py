@@ -3,7 +3,7 @@
 A needle (``contains(body, needle)``) is a substring, and a scan reads every
 body of the time range. So every file written records, in the catalog and in
 the same transaction as the file's entry, a Bloom filter per row group over
-the tokens of ``body``: maximal runs of ASCII letters, digits and ``_``
+the tokens of ``body`` (built natively, lake/needles): maximal runs of ASCII letters, digits and ``_``
 (``TOKEN``). Each token ``t`` enters as ``W t``; a token at least ``EDGE``
 long also as ``P`` + its first and ``S`` + its last ``EDGE`` characters.
 
@@ -36,32 +36,30 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
+import pyarrow as pa
+
+from lake._needles import Builder
 from lake.catalog.model import NeedleBlocks
 from lake.keys import DataKey
 
 TOKEN_CHARS = "A-Za-z0-9_"
-TOKEN = f"[{TOKEN_CHARS}]+"       # the same runs in DuckDB's RE2 and Python's re
+TOKEN = f"[{TOKEN_CHARS}]+"       # the native builder's byte table gives the same runs
 EDGE = 8                          # length of the prefix and suffix entries of a long token
 BLOCK_BITS = 512
 BLOCK_BYTES = BLOCK_BITS // 8
 HASHES = 7                        # bits per entry in its block, 9 bits of the digest each
 BITS_PER_ENTRY = 10               # about 1% false positives for a blocked filter of this size
 _TOKEN_RE = re.compile(TOKEN, re.ASCII)
-
+NeedleFilterRows = tuple[int, list[NeedleBlocks]]
 
 
 def index_key(key: DataKey, salt: str) -> str:
-    """The secret that keys a file's filter positions (hex, as DuckDB and Python both prefix it): one per
-    file, by its own random ``salt``, so equal tokens set unrelated bits in two files."""
+    """The secret that keys a file's filter positions (hex, as the native builder and ``position`` prefix
+    it): one per file, by its own random ``salt``, so equal tokens set unrelated bits in two files."""
     return hmac.new(key.raw, b"loglake needle index\x00" + salt.encode(), hashlib.sha256).hexdigest()[:32]
-
-
-def blocks_for(entries: int) -> int:
-    return max(1, math.ceil(entries * BITS_PER_ENTRY / BLOCK_BITS))
 
 
 def required(needle: str) -> list[str]:
@@ -79,51 +77,36 @@ def required(needle: str) -> list[str]:
 
 
 def position(key_hex: str, entry: str, blocks: int) -> tuple[int, tuple[int, ...]]:
-    """The block and the bits in it of ``entry`` in a file of ``blocks`` blocks per row group (as ``blocks_sql``
-    computes them: DuckDB's md5_number_upper/lower are the digest's halves read little-endian)."""
+    """The block and the bits in it of ``entry`` in a file of ``blocks`` blocks per row group, as the native
+    builder (lake/needles) places them: the digest's halves read little-endian, the block by the first, 9
+    bits of the second per bit."""
     d = hashlib.md5((key_hex + entry).encode(), usedforsecurity=False).digest()
     upper, lower = int.from_bytes(d[:8], "little"), int.from_bytes(d[8:], "little")
     return upper % blocks, tuple((lower >> (9 * i)) & (BLOCK_BITS - 1) for i in range(HASHES))
 
 
-def hashed_sql(scan: str, rows_per_group: int, key_hex: str) -> str:
-    """(row group, upper, lower): the two halves of the keyed digest of every distinct entry of each row group
-    of ``scan`` (read with file_row_number). One md5_number per entry, split once: computing the two
-    halves with md5_number_upper and _lower costs 4 times as much, and shifting the 128-bit value per
-    bit 100 times."""
-    entries = (f"CASE WHEN length(t) >= {EDGE} THEN ['W' || t, 'P' || left(t, {EDGE}), 'S' || right(t, {EDGE})] "
-               "ELSE ['W' || t] END")
-    return f"""
-    SELECT rg, (x & {(1 << 64) - 1})::UBIGINT AS upper, (x >> 64)::UBIGINT AS lower
-    FROM (SELECT rg, md5_number('{key_hex}' || e) AS x
-          FROM (SELECT rg, unnest({entries}) AS e
-                FROM (SELECT DISTINCT file_row_number // {rows_per_group} AS rg,
-                             unnest(string_split_regex(body, '[^{TOKEN_CHARS}]+')) AS t FROM {scan})
-                WHERE t <> ''))"""
-
-
-def blocks_sql(hashed: str, blocks: int) -> str:
-    """(block, row group, the block's bits as a 64-byte blob) of the rows of ``hashed`` (a table of
-    ``hashed_sql``'s columns: read once per bit, so it must not be a query computing the digests)."""
-    bits = " UNION ALL ".join(f"SELECT upper % {blocks} AS block, rg, (lower >> {9 * i}) & {BLOCK_BITS - 1} AS bit "
-                              f"FROM {hashed}" for i in range(HASHES))
-    return (f"SELECT block, rg, bitstring_agg(bit::INTEGER, 0, {BLOCK_BITS - 1})::BLOB FROM ({bits}) "
-            "GROUP BY block, rg")
+def build(batches: Iterable[pa.RecordBatch], groups: int, rows_per_group: int, key_hex: str) -> NeedleFilterRows:
+    """A file's filters from its (file_row_number, body) batches, bodies without nulls: (blocks per row group,
+    the catalog's rows, every block sealed). Tokenising and hashing run natively (lake/needles): 0.08 CPU
+    seconds for a warm file of 104,166 realistic records, where DuckDB SQL took 0.29 for the same filters."""
+    builder = Builder(rows_per_group=rows_per_group, edge=EDGE, key_hex=key_hex)
+    for batch in batches:
+        rows, body = batch.column(0), batch.column(1)
+        if body.null_count or rows.null_count or rows.type != pa.int64():
+            raise ValueError("needle index batches are (int64 file_row_number, body) without nulls")
+        large = pa.types.is_large_string(body.type)
+        if not (large or pa.types.is_string(body.type)):
+            raise ValueError(f"needle index bodies must be strings, not {body.type}")
+        _, ends, data = body.buffers()
+        builder.add(rows.buffers()[1], rows.offset, ends, data, body.offset, len(body), large)
+    blocks, filters = builder.finish(groups=max(groups, 1), bits_per_entry=BITS_PER_ENTRY, hashes=HASHES)
+    return blocks, [(b, bits, seal(key_hex, b, bits)) for b, bits in enumerate(filters)]
 
 
 def seal(key_hex: str, block: int, bits: bytes) -> bytes:
-    """A row's tag: who cannot derive the index key cannot change, blank, move or swap a row unseen."""
+    """A row's tag: who cannot derive the index key cannot change, blank, move or swap a row unseen.
+    Every block has a row (zeros where no row group set anything in it), so a missing row was removed."""
     return hmac.new(bytes.fromhex(key_hex), block.to_bytes(8, "little") + bits, hashlib.sha256).digest()[:16]
-
-
-def assemble(rows: Sequence[tuple[int, int, bytes]], groups: int, blocks: int, key_hex: str) -> list[NeedleBlocks]:
-    """The catalog's rows for a file: every block, that block of row group 0, 1, … (zeros where a row group
-    set nothing in it) and its seal, in block order. A block nothing set has a row too, so a row that is
-    missing is one that was removed."""
-    out = [bytearray(groups * BLOCK_BYTES) for _ in range(blocks)]
-    for block, rg, bits in rows:
-        out[block][rg * BLOCK_BYTES:(rg + 1) * BLOCK_BYTES] = bits
-    return [(b, bytes(row), seal(key_hex, b, bytes(row))) for b, row in enumerate(out)]
 
 
 def groups_holding(key_hex: str, entries: Sequence[str], blocks: int, groups: int,

@@ -234,10 +234,12 @@ def test_dockerignore_sends_what_make_dist_needs_and_nothing_local():
                              check=True).stdout.split()
     needed = ["pyproject.toml", "README.md", "LICENSE", "Makefile"] + [
         f for f in tracked if f.split("/")[0] in PACKAGES and f.endswith((".py", ".rs", ".toml", ".lock"))]
-    assert "shipper/lines/Cargo.lock" in needed and "shipper/lines/src/lib.rs" in needed
+    assert {"shipper/lines/Cargo.lock", "shipper/lines/src/lib.rs", "lake/needles/Cargo.lock",
+            "lake/needles/src/lib.rs"} <= set(needed)
     assert [f for f in needed if ignored(f, DOCKERIGNORE)] == []
     for local in (".venv/bin/python", "var/certs/ca.key", "var/certs/shipper.crt", "var/lake/catalog.sqlite",
                   "shipper/lines/target/release/lib_lines.so", "shipper/_lines.cpython-311-x86_64-linux-gnu.so",
+                  "lake/needles/target/release/lib_needles.so", "lake/_needles.cpython-311-x86_64-linux-gnu.so",
                   "dist/loglake-0.1.0-cp311-cp311-linux_x86_64.whl", "build/lib/shipper/agent.py",
                   "loglake.egg-info/PKG-INFO", ".git/config", "deploy/kafka/.cache/libs/kafka.jar",
                   "shipper/__pycache__/agent.cpython-311.pyc", "somewhere/deep/tls.key"):
@@ -312,16 +314,18 @@ def run(fresh: dict, *argv: str, cwd: Path | None = None) -> subprocess.Complete
                           text=True, timeout=300)
 
 
-def test_the_wheel_holds_the_packages_and_a_release_build_of_the_native_core(wheel):
+def test_the_wheel_holds_the_packages_and_release_builds_of_the_native_cores(wheel):
     with zipfile.ZipFile(wheel["path"]) as z:
         names = z.namelist()
-        native = [n for n in names if re.fullmatch(r"shipper/_lines\.[^/]*\.so", n)]
-        assert len(native) == 1, names
-        sections = elf_sections(z.read(native[0]))
+        for module in ("shipper/_lines", "lake/_needles"):
+            native = [n for n in names if re.fullmatch(rf"{module}\.[^/]*\.so", n)]
+            assert len(native) == 1, (module, names)
+            sections = elf_sections(z.read(native[0]))
+            assert ".text" in sections and not {s for s in sections if s.startswith(".debug")}, sorted(sections)
         entry_points = z.read(f"loglake-{VERSION}.dist-info/entry_points.txt").decode()
-    assert ".text" in sections and not {s for s in sections if s.startswith(".debug")}, sorted(sections)
     assert {n.split("/")[0] for n in names} == {*PACKAGES, f"loglake-{VERSION}.dist-info"}
-    assert not [n for n in names if n.endswith((".rs", "Cargo.toml", "Cargo.lock")) or "/lines/" in n]
+    assert not [n for n in names if n.endswith((".rs", "Cargo.toml", "Cargo.lock")) or "/lines/" in n
+                or "/needles/" in n]
     for script in SCRIPTS:
         assert re.search(rf"^{script} = ", entry_points, re.M), script
     assert wheel["path"].name.startswith(f"loglake-{VERSION}-cp3") and not wheel["path"].name.endswith("-any.whl")
@@ -361,3 +365,13 @@ def test_a_pipeline_runs_on_the_installed_wheel(fresh):
                                        "bodies": "slow|plain error line|part one and two"}
     proc = run(fresh, "python", "-I", "-c", "import shipper._lines as m; print(m.__file__)")
     assert proc.returncode == 0 and Path(proc.stdout.strip()).is_relative_to(fresh["venv"]), proc.stdout
+    # the needle index's builder: a filter built from the wheel finds the token it was given
+    proc = run(fresh, "python", "-I", "-c",
+               "import pyarrow as pa, lake._needles as m; from lake import needle_index as n; "
+               "t = pa.table({'r': pa.array([0], pa.int64()), 'b': ['kernel panic']}); "
+               "blocks, rows = n.build(t.to_batches(), 1, 10, 'ab' * 16); "
+               "print(m.__file__); print(n.groups_holding('ab' * 16, ['Wpanic'], blocks, 1, "
+               "{b: (bits, tag) for b, bits, tag in rows}))")
+    assert proc.returncode == 0, proc.stderr
+    where, holding = proc.stdout.split()
+    assert Path(where).is_relative_to(fresh["venv"]) and holding == "[0]", proc.stdout

@@ -9,6 +9,7 @@ import re
 import sqlite3
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 
 from aggregator import config as agg_config
@@ -123,7 +124,7 @@ def test_a_needle_requires_only_what_its_occurrence_guarantees(needle: str, entr
 
 
 def body_entries(body: str) -> set[str]:
-    """What the writer's SQL enters for a body (tests the rule, not the SQL: that is the real-path tests' job)."""
+    """What the rule enters for a body, in Python: the native builder is held to it below."""
     out = set()
     for t in re.findall(needle_index.TOKEN, body, re.ASCII):
         out.add("W" + t)
@@ -148,23 +149,55 @@ def test_every_substring_requires_only_entries_its_body_has() -> None:
     assert narrowed > 5_000, "the check must exercise needles the index narrows"
 
 
-def test_python_and_duckdb_place_an_entry_alike() -> None:
-    import duckdb
+def filters_of(bodies: list[str], rows_per_group: int, key_hex: str, *, batch: int = 7,
+               kind: pa.DataType = pa.string()) -> tuple[int, dict[int, tuple[bytes, bytes]]]:
+    """The native builder's filters for ``bodies`` (row i in row group i // rows_per_group), fed in batches
+    that are slices of one array, so each starts at a non-zero Arrow offset."""
+    table = pa.table({"file_row_number": pa.array(range(len(bodies)), pa.int64()), "body": pa.array(bodies, kind)})
+    groups = -(-len(bodies) // rows_per_group)
+    blocks, sealed = needle_index.build(table.to_batches(max_chunksize=batch), groups, rows_per_group, key_hex)
+    assert [b for b, _, _ in sealed] == list(range(blocks)), "every block has a row"
+    return blocks, {b: (bits, tag) for b, bits, tag in sealed}
+
+
+@pytest.mark.parametrize("kind", [pa.string(), pa.large_string()])
+def test_the_native_builder_enters_what_the_rule_says_where_python_looks(kind: pa.DataType) -> None:
+    """Random bodies (ASCII, separators, non-ASCII) over row groups of 5: every entry the rule gives a
+    body is found in that body's row group at the positions Python computes; entries of other row
+    groups almost never are (a blocked filter's false positives, about 1%)."""
+    rng = random.Random(11)
+    alphabet = "ab01_Z9xyQ" * 3 + " -=:/.,\"\t" + "éü€"
+    bodies = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 80))) for _ in range(200)]
     key_hex = needle_index.index_key(DataKey("k", bytes(32)), "00" * 16)
-    entries = ["Wpanic", "Pcafebabe", "S3f2a9c1e", "Wü"]
-    con = duckdb.connect()
-    con.execute("CREATE TABLE h AS SELECT 0 AS rg, md5_number_upper(? || e) AS upper, md5_number_lower(? || e) AS lower "
-                "FROM (VALUES " + ", ".join(f"('{e}')" for e in entries) + ") v(e)", [key_hex, key_hex])
-    rows = con.execute(needle_index.blocks_sql("h", 7)).fetchall()
-    sealed = needle_index.assemble(rows, 1, 7, key_hex)
-    assert [b for b, _, _ in sealed] == list(range(7)), "every block has a row"
-    blocks = {b: (bits, tag) for b, bits, tag in sealed}
-    for e in entries:
-        block, bits = needle_index.position(key_hex, e, 7)
-        assert all(blocks[block][0][b // 8] & (0x80 >> (b % 8)) for b in bits), e
-    assert needle_index.groups_holding(key_hex, entries, 7, 1, blocks) == [0]
-    # an entry never added is, with 4 entries in 7 blocks, almost surely absent (false positive rate ~1e-10)
-    assert needle_index.groups_holding(key_hex, ["Wnever-added"], 7, 1, blocks) == []
+    blocks, rows = filters_of(bodies, 5, key_hex, kind=kind)
+    groups = len(bodies) // 5
+    assert all(len(bits) == groups * needle_index.BLOCK_BYTES for bits, _ in rows.values())
+    elsewhere = trials = 0
+    for i, body in enumerate(bodies):
+        for entry in body_entries(body):
+            holding = needle_index.groups_holding(key_hex, [entry], blocks, groups, rows)
+            assert holding is not None and i // 5 in holding, (body, entry)
+            others = {j // 5 for j, b in enumerate(bodies) if entry in body_entries(b)}
+            elsewhere += len(set(holding) - others)
+            trials += groups - len(others)
+    assert trials > 10_000 and elsewhere / trials < 0.05
+
+
+def test_the_native_builder_refuses_what_it_cannot_index() -> None:
+    key_hex = needle_index.index_key(DataKey("k", bytes(32)), "00" * 16)
+    nulls = pa.table({"r": pa.array([0, 1], pa.int64()), "body": pa.array(["a", None])})
+    with pytest.raises(ValueError, match="without nulls"):
+        needle_index.build(nulls.to_batches(), 1, 10, key_hex)
+    with pytest.raises(ValueError, match="past the file's row groups"):
+        needle_index.build(pa.table({"r": pa.array([0, 25], pa.int64()), "body": ["a", "b"]}).to_batches(),
+                           2, 10, key_hex)
+
+
+def test_an_empty_file_has_one_empty_block_per_row_group() -> None:
+    key_hex = needle_index.index_key(DataKey("k", bytes(32)), "00" * 16)
+    blocks, rows = filters_of([], 5, key_hex)
+    assert blocks == 1 and rows[0][0] == bytes(needle_index.BLOCK_BYTES)
+    assert needle_index.groups_holding(key_hex, ["Wpanic"], blocks, 1, rows) == []
 
 
 def test_positions_are_keyed_by_the_data_key_and_the_files_salt() -> None:

@@ -1,0 +1,9 @@
+# Types of the needle index's native part (lake/needles/src/lib.rs, built by setuptools-rust); kept beside
+# it so the type check sees the same interface the Rust module exports.
+from typing import Any
+
+class Builder:
+    def __init__(self, *, rows_per_group: int, edge: int, key_hex: str) -> None: ...
+    def add(self, rows: Any, rows_offset: int, body_offsets: Any, body_data: Any, body_offset: int, length: int,
+            large: bool) -> None: ...
+    def finish(self, *, groups: int, bits_per_entry: int, hashes: int) -> tuple[int, list[bytes]]: ...
