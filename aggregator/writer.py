@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from lake import duck, needle_index, trace_index
-from lake.catalog.model import FileEntry, NeedleFilter, NewFile, Tier
+from lake.catalog.model import FileEntry, NeedleFilter, NewFile, Tier, TraceEntry
 from lake.keys import DataKey
 from lake.storage import Layout, Storage, Target, digest
 from runtime.errors import StorageError
@@ -46,7 +46,7 @@ class Written:
     max_time: int
     namespaces: tuple[str, ...]
     containers: tuple[str, ...]
-    traces: tuple[tuple[int, int], ...]
+    traces: tuple[TraceEntry, ...]
     needles: NeedleFilter | None   # warm and cold files only (see lake.storage.Layout)
 
     def new_file(self, *, path: str, tier: Tier, topic: str, partition: str, first_offset: int, last_offset: int,
@@ -112,13 +112,7 @@ class ParquetWriter:
             "list_sort(list(DISTINCT concat_ws('/', coalesce(namespace, ''), coalesce(pod, ''), "
             f"coalesce(container, '')))) FROM {scan}").fetchone()  # type: ignore[misc]  # one row: an aggregate
         groups = math.ceil(rows / layout.row_group_size)
-        # Keys of distinct traces only (hashing is the costly part), in key order: the catalog's
-        # index takes sorted inserts at a fraction of the cost of random ones.
-        mask = trace_index.mask_sql("file_row_number", layout.row_group_size, groups)
-        traces = self.con.execute(
-            f"SELECT {trace_index.key_sql('trace_id')} AS k, bit_or(m) FROM "
-            f"(SELECT trace_id, {mask} AS m FROM {scan} WHERE trace_id IS NOT NULL GROUP BY trace_id) "
-            "GROUP BY k ORDER BY k").fetchall()
+        traces = self.con.execute(trace_index.entries_sql(scan, "file_row_number", layout.row_group_size)).fetchall()
         size, sha = digest(location, self.con)
         return Written(size, sha, rows, groups, layout.row_group_size, min_t or 0, max_t or 0, tuple(namespaces or ()),
                        tuple(containers or ()), tuple(traces),

@@ -54,31 +54,38 @@ class Plan:
                 f"{chosen} of {self.total_row_groups} row groups")
 
 
-def _plan(catalog: Catalog, picked: list[tuple[FileEntry, int]], how: str) -> Plan:
+def _plan(catalog: Catalog, picked: list[tuple[FileEntry, list[int]]], how: str) -> Plan:
     total_files, total_groups = catalog.totals()
-    return Plan(files=tuple(f for f, _ in picked),
-                row_groups={f.path: trace_index.groups_of(mask, f.row_groups) for f, mask in picked},
+    return Plan(files=tuple(f for f, _ in picked), row_groups={f.path: groups for f, groups in picked},
                 total_files=total_files, total_row_groups=total_groups, how=how)
 
 
+def _whole(files: list[FileEntry]) -> list[tuple[FileEntry, list[int]]]:
+    return [(f, list(range(f.row_groups))) for f in files]
+
+
+def _traced(catalog: Catalog, trace_id: str) -> list[tuple[FileEntry, list[int]]]:
+    return [(f, trace_index.groups_of(first, mask, f.row_groups))
+            for f, first, mask in catalog.trace_files(trace_index.trace_key(trace_id))]
+
+
 def trace(catalog: Catalog, trace_id: str) -> Plan:
-    return _plan(catalog, catalog.trace_files(trace_index.trace_key(trace_id)), "trace index")
+    return _plan(catalog, _traced(catalog, trace_id), "trace index")
 
 
 def select(catalog: Catalog, filters: Filters, keys: Callable[[str], DataKey] | None = None) -> Plan:
     """The files (and row groups) that can hold records matching ``filters``; ``keys`` gives a data key by
     id, for the needle index (without it, a needle prunes nothing)."""
     if filters.trace_id is not None:
-        hits = [(f, m) for f, m in catalog.trace_files(trace_index.trace_key(filters.trace_id))
+        hits = [(f, g) for f, g in _traced(catalog, filters.trace_id)
                 if filters.may_match(f.namespaces, f.containers, f.min_time, f.max_time)]
         return _plan(catalog, hits, "trace index")
     files = catalog.files(since_ns=filters.since_ns, until_ns=filters.until_ns)
-    picked = [(f, trace_index.ANY) for f in files if filters.may_match(f.namespaces, f.containers, f.min_time,
-                                                                       f.max_time)]
+    picked = [f for f in files if filters.may_match(f.namespaces, f.containers, f.min_time, f.max_time)]
     entries = needle_index.required(filters.grep) if filters.grep is not None and not filters.regex else []
     if entries and keys is not None:
-        return _needle(catalog, [f for f, _ in picked], entries, keys)
-    return _plan(catalog, picked, "catalog")
+        return _needle(catalog, picked, entries, keys)
+    return _plan(catalog, _whole(picked), "catalog")
 
 
 def _needle(catalog: Catalog, files: list[FileEntry], entries: list[str], keys: Callable[[str], DataKey]) -> Plan:
@@ -112,4 +119,4 @@ def _needle(catalog: Catalog, files: list[FileEntry], entries: list[str], keys: 
 
 
 def everything(catalog: Catalog) -> Plan:
-    return _plan(catalog, [(f, trace_index.ANY) for f in catalog.files()], "none")
+    return _plan(catalog, _whole(catalog.files()), "none")

@@ -17,9 +17,12 @@ import pytest
 
 from aggregator.writer import SORT_ORDER, ParquetWriter
 from lake import duck, trace_index
+from lake.catalog.model import Tier
+from lake.catalog.sqlite import SqliteCatalog
 from lake.config import AggregatorConfig, TiersConfig
 from lake.keys import DataKey
 from lake.storage import Layout, Storage, Target
+from query import plan
 from runtime.errors import StorageError
 from schemas.record import HOUR_NS, LOG_SCHEMA
 
@@ -86,7 +89,7 @@ def test_rows_come_back_with_the_key_and_written_describes_them(lake):
     assert w.namespaces == ("pay", "shop")                           # null left out
     assert w.containers == ("/static/etcd", "pay/api-1/app", "shop/web-1/nginx")
     assert (w.row_groups, w.row_group_rows) == (1, 2048)
-    assert w.traces == ((trace_index.trace_key(TRACE), 1),)          # in row group 0
+    assert w.traces == ((trace_index.trace_key(TRACE), 0, 1),)       # from row group 0, only it
 
 
 def test_rows_are_stored_in_sort_order(lake):
@@ -120,12 +123,40 @@ def test_row_groups_and_the_trace_index_masks(lake):
     target = storage.target("hot", "hot/t/0/groups.parquet")
     w = writer.write_table(table(rows), target, key, LAYOUT)
     assert (w.rows, w.row_groups, w.row_group_rows) == (5000, 3, 2048)
-    assert w.traces == tuple(sorted([(trace_index.trace_key(TRACE), 0b101), (trace_index.trace_key(other), 0b010)]))
+    assert w.traces == tuple(sorted([(trace_index.trace_key(TRACE), 0, 0b101), (trace_index.trace_key(other), 1, 0b1)]))
     # the mask's row group g is rows [g*2048, (g+1)*2048) of the file: the rows really are there
     rows_of = read_back(target.final, key, "file_row_number, trace_id", order="file_row_number")
     traced = {n: t for n, t in rows_of if t is not None}
     assert traced == {0: TRACE, 2048: other, 4999: TRACE}
-    assert trace_index.groups_of(0b101, w.row_groups) == [0, 2]
+    assert trace_index.groups_of(0, 0b101, w.row_groups) == [0, 2] and trace_index.groups_of(1, 1, 3) == [1]
+
+
+def test_a_trace_deep_in_a_file_of_many_row_groups_is_read_alone(lake, tmp_path):
+    """70 row groups, more than a mask's 63 bits: the trace index names the trace's own row groups from its
+    first one (the plan reads 2 of 70), and only a trace spread wider than a window reads the whole file."""
+    storage, writer, key = lake
+    rows = [{"time": T0 + i, "source_offset": i, "namespace": "shop", "pod": "web", "container": "app"}
+            for i in range(70 * 2048)]
+    deep, wide = TRACE, "00000000000000000000000000000abc"
+    for i in (65 * 2048 + 5, 67 * 2048):
+        rows[i]["trace_id"] = deep
+    for i in (3, 69 * 2048):
+        rows[i]["trace_id"] = wide
+    target = storage.target("cold", "cold/t/0/deep.parquet")
+    w = writer.write_table(table(rows), target, key, LAYOUT)
+    assert w.row_groups == 70
+    assert dict((k, (first, mask)) for k, first, mask in w.traces) == {
+        trace_index.trace_key(deep): (65, 0b101), trace_index.trace_key(wide): (0, trace_index.ANY)}
+    catalog = SqliteCatalog(tmp_path / "catalog.sqlite")
+    catalog.replace([], [w.new_file(path="cold/t/0/deep.parquet", tier=Tier.COLD, topic="t", partition="0",
+                                    first_offset=0, last_offset=len(rows) - 1, key_id=key.key_id, created_at=1)], 0)
+    chosen = plan.trace(catalog, deep)
+    assert chosen.row_groups == {"cold/t/0/deep.parquet": [65, 67]}
+    assert chosen.row_ranges() == {"cold/t/0/deep.parquet": [(65 * 2048, 66 * 2048 - 1),
+                                                               (67 * 2048, 68 * 2048 - 1)]}
+    assert "chose 1 of 1 files, 2 of 70 row groups" in chosen.describe()
+    assert len(plan.trace(catalog, wide).row_groups["cold/t/0/deep.parquet"]) == 70
+    catalog.close()
 
 
 def test_sha256_and_bytes_are_the_published_files_and_nothing_else_is_left(lake):

@@ -53,8 +53,8 @@ class Catalog(Protocol):
     def pending_deletes(self, due_by_ns: int | None = None) -> list[tuple[Tier, str]]:
         """(tier, path) of removed files still on storage, those due by ``due_by_ns`` if given."""
     def forget_pending(self, paths: Sequence[tuple[Tier, str]]) -> None: ...
-    def trace_files(self, trace_key: int) -> list[tuple[FileEntry, int]]:
-        """Files that hold a trace, with the row-group mask of each."""
+    def trace_files(self, trace_key: int) -> list[tuple[FileEntry, int, int]]:
+        """Files that hold a trace, with the first row group and the mask from it of each (lake.trace_index)."""
     def needle_filters(self, paths: Sequence[str]) -> dict[str, tuple[str, int]]:
         """(salt, blocks per row group) of each of ``paths`` written with a needle index."""
     def needle_blocks(self, wanted: Sequence[tuple[str, int]]) -> dict[tuple[str, int], tuple[bytes, bytes]]:

@@ -21,7 +21,7 @@ TIERS = tuple(Tier)
 Mark = tuple[str, str]           # (source_id, stream or ""): see aggregator.dedup
 
 
-TraceEntry = tuple[int, int]     # (trace key, row-group mask): see lake.trace_index
+TraceEntry = tuple[int, int, int]  # (trace key, first row group, mask from it): see lake.trace_index
 NeedleBlocks = tuple[int, bytes, bytes]  # (block, that block of every row group, seal): lake.needle_index
 
 

@@ -59,7 +59,8 @@ CREATE INDEX IF NOT EXISTS files_time ON files (min_time, max_time);
 CREATE TABLE IF NOT EXISTS trace_index (
     trace_key  INTEGER NOT NULL,     -- lake.trace_index.trace_key
     file_id    INTEGER NOT NULL,
-    row_groups INTEGER NOT NULL,     -- bit i: row group i holds the trace; -1: any
+    row_groups INTEGER NOT NULL,     -- bit i: row group first_group + i holds the trace; -1: any
+    first_group INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (trace_key, file_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS trace_index_file ON trace_index (file_id);
@@ -140,7 +141,9 @@ _SELECT_FILES = f"SELECT {', '.join('f.' + c for c in _COLUMNS)} FROM files f"
 _JSON_COLUMNS = ("namespaces", "containers", "key_lineage")
 # Columns added after version 2, for catalogs created before them.
 _ADDED_COLUMNS = (("files", "key_lineage", "TEXT NOT NULL DEFAULT '[]'"), ("data_keys", "retired_at", "INTEGER"),
-                  ("data_keys", "retired_why", "TEXT"))
+                  ("data_keys", "retired_why", "TEXT"),
+                  # masks were from row group 0 before: 0 keeps their meaning
+                  ("trace_index", "first_group", "INTEGER NOT NULL DEFAULT 0"))
 
 
 def _texts(v: object) -> bool:
@@ -160,6 +163,7 @@ _LIST: Kind = ("a JSON array of text", _texts)
 _BLOB: Kind = ("bytes", lambda v: type(v) is bytes)
 _INT_OR_NULL: Kind = ("an integer or NULL", lambda v: v is None or type(v) is int)
 _HEX: Kind = ("hex digits", lambda v: type(v) is str and re.fullmatch(r"[0-9a-f]+", v) is not None)
+_NATURAL: Kind = ("a whole number", lambda v: type(v) is int and v >= 0)
 _POSITIVE: Kind = ("a whole number above 0", lambda v: type(v) is int and v > 0)
 _BLOCKS: Kind = ("64-byte blocks", lambda v: type(v) is bytes and len(v) % 64 == 0 and len(v) > 0)
 _SEAL: Kind = ("a 16-byte seal", lambda v: type(v) is bytes and len(v) == 16)
@@ -179,7 +183,8 @@ _KINDS: dict[str, tuple[tuple[str, ...], dict[str, Kind]]] = {
         "topic": _TEXT, "partition": _TEXT, "source_id": _TEXT, "stream": _TEXT, "max_offset": _INT}),
     "source_extents": (("source_id",), {"source_id": _TEXT, "path": _TEXT, "length": _INT, "sealed": _INT,
                                         "updated_at": _INT}),
-    "trace_index": (("trace_key", "file_id"), {"trace_key": _INT, "file_id": _INT, "row_groups": _INT}),
+    "trace_index": (("trace_key", "file_id"), {"trace_key": _INT, "file_id": _INT, "row_groups": _INT,
+                                               "first_group": _NATURAL}),
     "needle_filters": (("file_id",), {"file_id": _INT, "salt": _HEX, "blocks": _POSITIVE}),
     "needle_blocks": (("file_id", "block"), {"file_id": _INT, "block": _INT, "bits": _BLOCKS, "seal": _SEAL}),
     "pending_deletes": (("tier", "path"), {"tier": _TIER, "path": _TEXT, "due_at": _INT}),
@@ -363,8 +368,8 @@ class SqliteCatalog:
             values[_COLUMNS.index(c)] = orjson.dumps(list(getattr(new.entry, c))).decode()
         cur = self._db.execute(f"INSERT INTO files ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})",
                                values)
-        self._db.executemany("INSERT INTO trace_index VALUES (?, ?, ?)",
-                             [(key, cur.lastrowid, mask) for key, mask in new.traces])
+        self._db.executemany("INSERT INTO trace_index (trace_key, file_id, first_group, row_groups) "
+                             "VALUES (?, ?, ?, ?)", [(key, cur.lastrowid, first, mask) for key, first, mask in new.traces])
         if new.needles is not None:
             self._db.execute("INSERT INTO needle_filters VALUES (?, ?, ?)",
                              (cur.lastrowid, new.needles.salt, new.needles.blocks))
@@ -441,12 +446,13 @@ class SqliteCatalog:
             out.update(((path, block), (bits, tag)) for path, block, bits, tag in rows)
         return out
 
-    def trace_files(self, trace_key: int) -> list[tuple[FileEntry, int]]:
-        rows = self._db.execute(_SELECT_FILES.replace(" FROM files f", ", t.row_groups FROM trace_index t "
-                                                      "JOIN files f ON f.id = t.file_id WHERE t.trace_key = ? "
-                                                      "ORDER BY f.min_time"), (trace_key,)).fetchall()
-        self._checked("trace_index", ("row_groups",), [(r[-1],) for r in rows])
-        return [(self._entry(r[:-1]), r[-1]) for r in rows]
+    def trace_files(self, trace_key: int) -> list[tuple[FileEntry, int, int]]:
+        rows = self._db.execute(_SELECT_FILES.replace(" FROM files f", ", t.first_group, t.row_groups "
+                                                      "FROM trace_index t JOIN files f ON f.id = t.file_id "
+                                                      "WHERE t.trace_key = ? ORDER BY f.min_time"),
+                                (trace_key,)).fetchall()
+        self._checked("trace_index", ("first_group", "row_groups"), [r[-2:] for r in rows])
+        return [(self._entry(r[:-2]), r[-2], r[-1]) for r in rows]
 
     # compliance ------------------------------------------------------------
 
