@@ -3,7 +3,7 @@
 DuckDB's Parquet bloom filters are not written in encrypted files, and a
 trace id is too high-cardinality for min/max statistics to prune on. So every
 file written records, in the catalog and in the same transaction as the file's
-entry, one row per distinct trace: a 64-bit key of the trace id, the first row
+entry, one row per distinct trace: a 60-bit key of the trace id, the first row
 group holding it and a bit mask of the row groups holding it from there on
 (``WINDOW`` of them; a trace spread wider reads its file whole). The mask is
 relative to the first group, so a file may have any number of row groups: a

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from lake import duck, trace_index
 from lake.catalog.model import FileEntry, NewFile, Tier
 from lake.catalog.sqlite import SqliteCatalog
@@ -63,3 +65,14 @@ def test_a_catalog_from_before_windows_keeps_its_masks_meaning(tmp_path):
     [(f, first, mask)] = cat.trace_files(7)
     assert trace_index.groups_of(first, mask, f.row_groups) == [2, 4]
     cat.close()
+
+
+def test_a_loglake_that_reads_masks_from_row_group_0_refuses_this_catalog(tmp_path, monkeypatch):
+    """Masks count from first_group since schema version 5: a reader of version 4 would take them from row
+    group 0 and miss a trace's lines, so it must refuse the catalog instead (the version guard)."""
+    import lake.catalog.sqlite as sqlite_module
+    from runtime.errors import ConfigError
+    SqliteCatalog(tmp_path / "catalog.sqlite").close()
+    monkeypatch.setattr(sqlite_module, "SCHEMA_VERSION", 4)
+    with pytest.raises(ConfigError, match="schema version 5, this loglake knows up to 4"):
+        SqliteCatalog(tmp_path / "catalog.sqlite")

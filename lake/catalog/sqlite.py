@@ -31,7 +31,7 @@ from runtime.errors import CatalogConflictError, CatalogValueError, ConfigError,
 from schemas.record import MAX_SOURCE_OFFSET
 from schemas.wire import Extent
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5   # 5: trace masks count from first_group; a reader of 4 would take them from row group 0
 _DDL = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS files (
