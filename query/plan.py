@@ -103,19 +103,17 @@ def _needle(catalog: Catalog, files: list[FileEntry], entries: list[str], keys: 
     rows: dict[str, dict[int, tuple[bytes, bytes]]] = defaultdict(dict)
     for (path, block), sealed in catalog.needle_blocks(wanted).items():
         rows[path][block] = sealed
-    chosen: dict[str, list[int]] = {}
+    picked: list[tuple[FileEntry, list[int]]] = []
     for f in files:
         groups = None
         if f.path in keyed:
             key, blocks = keyed[f.path]
             groups = needle_index.groups_holding(key, entries, blocks, f.row_groups, rows[f.path])
         if groups is None:   # no index, or one that cannot be trusted
-            groups = list(range(f.row_groups))
-        if groups:
-            chosen[f.path] = groups
-    total_files, total_groups = catalog.totals()
-    return Plan(files=tuple(f for f in files if f.path in chosen), row_groups=chosen, total_files=total_files,
-                total_row_groups=total_groups, how="needle index")
+            picked.extend(_whole([f]))
+        elif groups:
+            picked.append((f, groups))
+    return _plan(catalog, picked, "needle index")
 
 
 def everything(catalog: Catalog) -> Plan:

@@ -16,6 +16,7 @@ from aggregator import config as agg_config
 from aggregator.cli.run import main as aggregator
 from aggregator.compaction import Compactor
 from lake import keys, needle_index
+from lake._needles import Builder
 from lake.catalog.model import Tier
 from lake.catalog.sqlite import SqliteCatalog
 from lake.keys import DataKey
@@ -188,9 +189,16 @@ def test_the_native_builder_refuses_what_it_cannot_index() -> None:
     nulls = pa.table({"r": pa.array([0, 1], pa.int64()), "body": pa.array(["a", None])})
     with pytest.raises(ValueError, match="without nulls"):
         needle_index.build(nulls.to_batches(), 1, 10, key_hex)
-    with pytest.raises(ValueError, match="past the file's row groups"):
-        needle_index.build(pa.table({"r": pa.array([0, 25], pa.int64()), "body": ["a", "b"]}).to_batches(),
-                           2, 10, key_hex)
+    for row in (25, -1, -2**63):      # past the row groups, or negative (a huge row group if read unsigned)
+        with pytest.raises(ValueError, match="outside the file's row groups"):
+            needle_index.build(pa.table({"r": pa.array([0, row], pa.int64()), "body": ["a", "b"]}).to_batches(),
+                               2, 10, key_hex)
+    with pytest.raises(ValueError, match="at most"):
+        needle_index.build([], 2**58, 10, key_hex)
+    body = pa.array(["a", "b"])
+    with pytest.raises(ValueError, match="shorter than its length"):
+        Builder(groups=1, rows_per_group=10, edge=8, key_hex=key_hex).add(
+            pa.array([0, 1], pa.int64()).buffers()[1], 2**62, *body.buffers()[1:], 0, 2, False)
 
 
 def test_an_empty_file_has_one_empty_block_per_row_group() -> None:

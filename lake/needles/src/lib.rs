@@ -63,6 +63,7 @@ fn set(rows: &mut [Vec<u8>], group: usize, (upper, lower): (u64, u64), hashes: u
 /// of one file keeps it), so only the current row group's distinct tokens are held, and each is hashed
 /// once per row group; a row of an earlier row group (out of order) has its entries hashed as they come.
 struct Groups {
+    groups: usize,                    // the file's row groups: a row past them is refused
     rows_per_group: u64,
     edge: usize,
     keyed: Md5,                       // MD5 having absorbed the index key
@@ -72,13 +73,18 @@ struct Groups {
 }
 
 impl Groups {
-    fn new(rows_per_group: u64, edge: usize, key_hex: &[u8]) -> Self {
-        Groups { rows_per_group, edge, keyed: Md5::new().chain_update(key_hex), current: 0,
+    fn new(groups: usize, rows_per_group: u64, edge: usize, key_hex: &[u8]) -> Self {
+        Groups { groups, rows_per_group, edge, keyed: Md5::new().chain_update(key_hex), current: 0,
                  seen: FxHashSet::default(), digests: Vec::new() }
     }
 
-    fn add(&mut self, row: u64, body: &[u8]) {
-        let group = (row / self.rows_per_group) as usize;
+    /// False, adding nothing, for a row that lies past the file's row groups.
+    fn add(&mut self, row: u64, body: &[u8]) -> bool {
+        let group = row / self.rows_per_group;
+        if group >= self.groups as u64 {
+            return false;
+        }
+        let group = group as usize;
         if group >= self.digests.len() {
             self.digests.resize_with(group + 1, Vec::new);
         }
@@ -90,13 +96,14 @@ impl Groups {
             for t in tokens(body) {
                 entries(t, edge, |kind, text| out.push(digest(keyed, kind, text)));
             }
-            return;
+            return true;
         }
         for t in tokens(body) {
             if !self.seen.contains(t) {
                 self.seen.insert(t.into());
             }
         }
+        true
     }
 
     /// The current row group's tokens, hashed into its digests.
@@ -126,6 +133,7 @@ impl Groups {
 /// `blocks` chosen by `blocks_for` from the fullest row group's count of entries.
 fn filters(digests: &[Vec<(u64, u64)>], groups: usize, hashes: u32, blocks_for: impl Fn(usize) -> usize)
            -> Vec<Vec<u8>> {
+    debug_assert!(digests.len() <= groups);
     let fullest = digests.iter().map(Vec::len).max().unwrap_or(0);
     let mut rows = vec![vec![0u8; groups * BLOCK_BYTES]; blocks_for(fullest).max(1)];
     for (group, entries) in digests.iter().enumerate() {
@@ -157,6 +165,15 @@ fn offsets(raw: &[u8], large: bool, i: usize) -> usize {
     }
 }
 
+/// `n` elements of `width` bytes from element `offset` fit in `len` bytes, without overflow on the way.
+fn fits(len: usize, offset: usize, n: usize, width: usize) -> bool {
+    offset.checked_add(n).and_then(|e| e.checked_mul(width)).is_some_and(|e| e <= len)
+}
+
+/// More row groups than a file of 2^16-row groups holding 2^40 rows: a caller's mistake, refused before any
+/// allocation of their filters (64 bytes per row group and block).
+const MAX_GROUPS: usize = 1 << 24;
+
 /// A file's needle index in the making: `add` every batch of (file_row_number, body), then `finish`.
 #[pyclass(module = "lake._needles")]
 struct Builder {
@@ -165,19 +182,24 @@ struct Builder {
 
 #[pymethods]
 impl Builder {
-    /// `key_hex`: the file's index key (lake.needle_index.index_key), which every entry's digest starts with.
+    /// For a file of `groups` row groups of `rows_per_group` rows; `key_hex`: the file's index key
+    /// (lake.needle_index.index_key), which every entry's digest starts with.
     #[new]
-    #[pyo3(signature = (*, rows_per_group, edge, key_hex))]
-    fn new(rows_per_group: u64, edge: usize, key_hex: &str) -> PyResult<Self> {
-        if rows_per_group == 0 || edge == 0 {
-            return Err(PyValueError::new_err("rows_per_group and edge must be positive"));
+    #[pyo3(signature = (*, groups, rows_per_group, edge, key_hex))]
+    fn new(groups: usize, rows_per_group: u64, edge: usize, key_hex: &str) -> PyResult<Self> {
+        if groups == 0 || rows_per_group == 0 || edge == 0 {
+            return Err(PyValueError::new_err("groups, rows_per_group and edge must be positive"));
         }
-        Ok(Builder { groups: Some(Groups::new(rows_per_group, edge, key_hex.as_bytes())) })
+        if groups > MAX_GROUPS {
+            return Err(PyValueError::new_err(format!("a needle index holds at most {MAX_GROUPS} row groups")));
+        }
+        Ok(Builder { groups: Some(Groups::new(groups, rows_per_group, edge, key_hex.as_bytes())) })
     }
 
     /// One Arrow batch without nulls of `length` rows: the int64 row numbers' data buffer from element
     /// `rows_offset`, and the body column's offsets (int32, or int64 when `large`) and data buffers from
-    /// element `body_offset`.
+    /// element `body_offset`. A row number outside the file's row groups (negative, or past them) is refused,
+    /// with the rows before it added.
     #[pyo3(signature = (rows, rows_offset, body_offsets, body_data, body_offset, length, large))]
     #[allow(clippy::too_many_arguments)]
     fn add(&mut self, py: Python<'_>, rows: Option<PyBuffer<i8>>, rows_offset: usize,
@@ -188,7 +210,7 @@ impl Builder {
         if length == 0 {
             return Ok(());
         }
-        if rows.len() < (rows_offset + length) * 8 || ends.len() < (body_offset + length + 1) * width {
+        if !fits(rows.len(), rows_offset, length, 8) || !fits(ends.len(), body_offset, length + 1, width) {
             return Err(PyValueError::new_err("a needle index batch is shorter than its length"));
         }
         let last = offsets(ends, large, body_offset + length);
@@ -196,31 +218,35 @@ impl Builder {
             return Err(PyValueError::new_err("a needle index batch's offsets point past its data"));
         }
         let groups = self.groups.as_mut().ok_or_else(|| PyValueError::new_err("the needle index is finished"))?;
-        py.allow_threads(|| {
-            for i in 0..length {
+        let added = py.allow_threads(|| {
+            (0..length).all(|i| {
                 let r = (rows_offset + i) * 8;
-                let row = u64::from_le_bytes(rows[r..r + 8].try_into().unwrap());
+                let row = i64::from_le_bytes(rows[r..r + 8].try_into().unwrap());
                 // Arrow's offsets ascend; clamped anyway, so a malformed batch cannot read out of bounds
                 let end = offsets(ends, large, body_offset + i + 1).min(data.len());
-                groups.add(row, &data[offsets(ends, large, body_offset + i).min(end)..end]);
-            }
+                row >= 0 && groups.add(row as u64, &data[offsets(ends, large, body_offset + i).min(end)..end])
+            })
         });
+        if !added {
+            return Err(PyValueError::new_err("a needle index row number lies outside the file's row groups"));
+        }
         Ok(())
     }
 
-    /// (blocks per row group, block 0's row, block 1's row, …): each row is that block of row group 0, 1, …
-    /// of `groups`, 64 bytes each; `bits_per_entry` sizes the blocks from the fullest row group and
-    /// `hashes` bits are set per entry.
-    #[pyo3(signature = (*, groups, bits_per_entry, hashes))]
-    fn finish<'py>(&mut self, py: Python<'py>, groups: usize, bits_per_entry: usize, hashes: u32)
+    /// (blocks per row group, block 0's row, block 1's row, …): each row is that block of row group 0, 1, …,
+    /// 64 bytes each; `bits_per_entry` sizes the blocks from the fullest row group and `hashes` bits are set
+    /// per entry.
+    #[pyo3(signature = (*, bits_per_entry, hashes))]
+    fn finish<'py>(&mut self, py: Python<'py>, bits_per_entry: usize, hashes: u32)
                    -> PyResult<(usize, Vec<Bound<'py, PyBytes>>)> {
         if hashes == 0 || 9 * hashes > 64 {
             return Err(PyValueError::new_err("a needle index entry sets 1 to 7 bits"));
         }
-        let built = self.groups.take().ok_or_else(|| PyValueError::new_err("the needle index is finished"))?;
-        if built.digests.len() > groups {
-            return Err(PyValueError::new_err("a needle index row number lies past the file's row groups"));
+        if bits_per_entry == 0 || bits_per_entry > BLOCK_BITS as usize {
+            return Err(PyValueError::new_err("a needle index entry takes 1 to 512 bits"));
         }
+        let built = self.groups.take().ok_or_else(|| PyValueError::new_err("the needle index is finished"))?;
+        let groups = built.groups;
         let rows = py.allow_threads(|| {
             filters(&built.done(), groups, hashes, |n| (n * bits_per_entry).div_ceil(BLOCK_BITS as usize))
         });
@@ -264,7 +290,7 @@ mod tests {
 
     #[test]
     fn every_entry_sets_its_bits_in_its_row_group_only() {
-        let mut g = Groups::new(2, 8, b"key");
+        let mut g = Groups::new(3, 2, 8, b"key");
         g.add(0, b"alpha beta");
         g.add(3, b"gamma");
         let rows = filters(&g.done(), 3, 7, |n| n.div_ceil(2));
@@ -282,16 +308,33 @@ mod tests {
     #[test]
     fn rows_out_of_order_give_the_same_digests() {
         let bodies: [&[u8]; 6] = [b"a b", b"c a", b"longtoken_1 x", b"a", b"y longtoken_1", b"z"];
-        let mut ordered = Groups::new(2, 8, b"k");
+        let mut ordered = Groups::new(3, 2, 8, b"k");
         for (i, b) in bodies.iter().enumerate() {
             ordered.add(i as u64, b);
         }
-        let mut shuffled = Groups::new(2, 8, b"k");
+        let mut shuffled = Groups::new(3, 2, 8, b"k");
         for i in [4, 0, 5, 2, 1, 3] {
             shuffled.add(i as u64, bodies[i]);
         }
         let want = ordered.done();
         assert_eq!(want.iter().map(Vec::len).collect::<Vec<_>>(), [3, 5, 5]);
         assert_eq!(shuffled.done(), want);
+    }
+
+    #[test]
+    fn a_row_past_the_files_row_groups_adds_nothing() {
+        let mut g = Groups::new(2, 2, 8, b"k");
+        assert!(g.add(3, b"a"));
+        assert!(!g.add(4, b"b"));
+        assert!(!g.add(u64::MAX, b"c"));
+        assert_eq!(g.done().iter().map(Vec::len).collect::<Vec<_>>(), [0, 1]);
+    }
+
+    #[test]
+    fn fits_refuses_what_would_overflow() {
+        assert!(fits(16, 1, 1, 8));
+        assert!(!fits(16, 1, 2, 8));
+        assert!(!fits(usize::MAX, usize::MAX, 1, 8));
+        assert!(!fits(usize::MAX, 1, usize::MAX / 4, 8));
     }
 }
