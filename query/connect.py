@@ -35,8 +35,8 @@ from __future__ import annotations
 import re
 import tempfile
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import duckdb
 import pyarrow as pa
@@ -50,6 +50,8 @@ from lake.keys import DataKey, KeyRing, master_for
 from lake.storage import Storage
 from runtime.errors import EncryptionKeyError, LoglakeError, QueryError, StorageError
 from schemas.record import LOG_SCHEMA, RECORD_ID_SQL
+
+_T = TypeVar("_T")
 
 # What user SQL may be: one SELECT (DuckDB parses PRAGMA version, DESCRIBE, SHOW and SUMMARIZE as SELECT),
 # or EXPLAIN of one. Not EXPLAIN ANALYZE: it runs the statement it explains, COPY … TO included.
@@ -177,12 +179,12 @@ class Lake:
             if user_sql:
                 check_read_only(sql)
             try:
-                result = run_sql(self._view(files, rows), sql, params)
+                result = self._run(files, rows, sql, params, user_sql)
             except StoredColumnsDiffer:
                 if self._probe:
                     raise
                 self._probe = True
-                result = run_sql(self._view(files, rows), sql, params)
+                result = self._run(files, rows, sql, params, user_sql)
         except LoglakeError as e:
             self.audit("query-result", {"query_seq": entry["seq"], "status": "failed", "error": type(e).__name__})
             raise
@@ -210,14 +212,35 @@ class Lake:
             self._con, self._keys = con, duck.KeyRegistry(con)
         return self._con
 
+    def _run(self, files: Sequence[FileEntry], rows: Mapping[str, Sequence[tuple[int, int]]] | None, sql: str,
+             params: Sequence[object], user_sql: bool) -> pa.Table:
+        """``sql`` over ``logs``: a view for SQL a person wrote (it may begin with its own WITH); for the
+        commands' own SQL, ``logs`` defined in the statement itself, so DuckDB opens each file's encrypted
+        footer once to bind it rather than twice (the view's creation, then the query's: 0.9 of 3.6 s for a
+        needle over 30 days at 300M records, where each of 360 row groups is a read_parquet of its own)."""
+        if user_sql:
+            return run_sql(self._view(files, rows), sql, params)
+        return self._bound(files, rows, "logs", lambda con, relation: _arrow(
+            con.execute(f"WITH logs AS ({relation}) {sql}", params)))
+
     def _view(self, files: Sequence[FileEntry], rows: Mapping[str, Sequence[tuple[int, int]]] | None = None,
               name: str = "logs") -> duckdb.DuckDBPyConnection:
         """The connection, its view ``name`` reading exactly ``files`` (only the row ranges ``rows`` gives
         for a file's catalog path, when it gives any). Not audited: callers audit what they run on it."""
+        def create(con: duckdb.DuckDBPyConnection, relation: str) -> duckdb.DuckDBPyConnection:
+            con.execute(f"CREATE OR REPLACE VIEW {name} AS {relation}")
+            return con
+        return self._bound(files, rows, name, create)
+
+    def _bound(self, files: Sequence[FileEntry], rows: Mapping[str, Sequence[tuple[int, int]]] | None, name: str,
+               use: Callable[[duckdb.DuckDBPyConnection, str], _T]) -> _T:
+        """``use(connection, relation)``, the relation reading ``files`` as ``_view`` says; when DuckDB
+        finds a file without a column the relation takes it to have, again with every file's columns looked
+        at (see the module's docstring)."""
         by_key: dict[DataKey, list[str]] = defaultdict(list)
         ranges = {}
         # oldest first: a file older than a column is then the first of its key's list, which DuckDB
-        # reads when the view is made (a BinderException, below) rather than when a query reaches it
+        # reads when the relation is bound (a BinderException, below) rather than when a query reaches it
         for f in sorted(files, key=lambda f: f.created_at):
             where = self.storage.location(f.tier, f.path)
             by_key[self.keyring.get(f.key_id)].append(where)
@@ -225,10 +248,9 @@ class Lake:
                 ranges[where] = rows[f.path]
         con = self._connection()
         for attempt in (False, True):
-            view = self._view_sql(con, by_key, ranges, name)
+            relation = self._relation(con, by_key, ranges, name)
             try:
-                con.execute(view)
-                return con
+                return use(con, relation)
             except duckdb.BinderException as e:
                 missing = _MISSING_COLUMN.search(str(e))
                 if self._probe or attempt or not missing or missing.group(1) not in LOG_SCHEMA.names:
@@ -238,7 +260,7 @@ class Lake:
                 raise _translate(e) from None
         raise AssertionError("unreachable")
 
-    def _view_sql(self, con: duckdb.DuckDBPyConnection, by_key: Mapping[DataKey, Sequence[str]],
+    def _relation(self, con: duckdb.DuckDBPyConnection, by_key: Mapping[DataKey, Sequence[str]],
                   ranges: Mapping[str, Sequence[tuple[int, int]]], name: str) -> str:
         assert self._keys is not None
         try:
@@ -248,8 +270,7 @@ class Lake:
         if not scan:
             con.register("_no_files", LOG_SCHEMA.empty_table())
             scan = "SELECT * FROM _no_files"
-        return (f"CREATE OR REPLACE VIEW {name} AS SELECT *, {_SEMANTIC_SQL} FROM "
-                f"(SELECT *, {RECORD_ID_SQL} AS record_id FROM ({scan}))")
+        return f"SELECT *, {_SEMANTIC_SQL} FROM (SELECT *, {RECORD_ID_SQL} AS record_id FROM ({scan}))"
 
 
 class Result:
@@ -323,10 +344,13 @@ def connect(config_path: str | None = None, env: dict[str, str] | None = None) -
 def run_sql(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[object] = ()) -> pa.Table:
     """Run SQL and fetch the result as Arrow, turning DuckDB's errors into one actionable sentence."""
     try:
-        result = con.execute(sql, params)
-        return result.to_arrow_table() if result.description else pa.table({})
+        return _arrow(con.execute(sql, params))
     except duckdb.Error as e:
         raise _translate(e) from None
+
+
+def _arrow(result: duckdb.DuckDBPyConnection) -> pa.Table:
+    return result.to_arrow_table() if result.description else pa.table({})
 
 
 def _translate(e: duckdb.Error) -> LoglakeError:
