@@ -4,8 +4,11 @@ Hot files are small (one per partition per flush). Once ``warm_after_s`` old
 they are merged, with any warm file of the same hours still below
 ``warm_file_max_bytes``, into one warm file per partition and hour of event
 time: sorted by namespace, container and time, in large row groups. Warm files
-of a UTC day that ended ``cold_after_s`` ago become one cold file per partition
-and day, compressed harder, on the cold root (local or ``s3://``).
+of a UTC day that ended ``cold_after_s`` ago become cold files per partition
+and day, compressed harder, on the cold root (local or ``s3://``): one for the
+day, or, when the day holds more than ``cold_file_max_rows``, one per run of
+whole hours up to that many rows (``spans``), as every lookup parses the footer
+of each file it reads, and a footer grows with the file's row groups.
 
 Files under an active legal hold are never compacted: they stay byte for byte
 as they are (their sha256 is in exports and the audit trail) until the hold is
@@ -54,8 +57,29 @@ class Job:
     period_ns: int                 # HOUR_NS or DAY_NS
     inputs: tuple[FileEntry, ...]
 
-    def inputs_for(self, start: int) -> list[FileEntry]:
-        return [f for f in self.inputs if f.min_time < start + self.period_ns and f.max_time >= start]
+    def inputs_for(self, start: int, end: int) -> list[FileEntry]:
+        return [f for f in self.inputs if f.min_time < end and f.max_time >= start]
+
+
+def spans(hours: Sequence[tuple[int, int]], period_ns: int, max_rows: int) -> list[tuple[int, int]]:
+    """The [start, end) of each file to write, from the (hour start, rows) of every hour holding rows, in
+    order: the whole period, or, for a period of more than ``max_rows`` (0: no limit), each run of
+    consecutive hours up to that many rows (an hour of more is a file alone: a file never splits an hour,
+    whose rows a trace's lines share)."""
+    runs: list[list[int]] = []   # start, end, rows
+    for (hour, rows), (after, _) in zip(hours, hours[1:]):
+        if after <= hour:
+            raise ValueError("spans needs every hour once, in order")
+    for hour, rows in hours:
+        if runs and runs[-1][0] // period_ns == hour // period_ns and (not max_rows or runs[-1][2] + rows <= max_rows):
+            runs[-1][1:] = [hour + HOUR_NS, runs[-1][2] + rows]
+        else:
+            runs.append([hour, hour + HOUR_NS, rows])
+    per_period: dict[int, int] = defaultdict(int)
+    for start, _, _ in runs:
+        per_period[start // period_ns] += 1
+    return [(start // period_ns * period_ns, (start // period_ns + 1) * period_ns) if per_period[start // period_ns] == 1
+            else (start, end) for start, end, _ in runs]
 
 
 @dataclass
@@ -77,8 +101,9 @@ class Report:
             self.by_tier[tier] = self.by_tier.get(tier, 0) + n
 
 
-def _stamp(start_ns: int, period_ns: int) -> str:
-    return time.strftime("%Y%m%d%H" if period_ns == HOUR_NS else "%Y%m%d", time.gmtime(start_ns // SECOND_NS))
+def _stamp(start_ns: int, end_ns: int) -> str:
+    """A file's period: its day, or its first hour when it holds less (an hour, or part of a day)."""
+    return time.strftime("%Y%m%d" if end_ns - start_ns == DAY_NS else "%Y%m%d%H", time.gmtime(start_ns // SECOND_NS))
 
 
 def _timestamp_sql(ns: int) -> str:
@@ -86,12 +111,12 @@ def _timestamp_sql(ns: int) -> str:
     return f"'{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(secs))}.{frac:09d}'::TIMESTAMP_NS"
 
 
-def output_name(job: Job, start: int, inputs: Sequence[FileEntry]) -> str:
+def output_name(job: Job, start: int, end: int, inputs: Sequence[FileEntry]) -> str:
     """Named after what it holds: period, offset range, and (to tell apart reruns with other inputs) the inputs."""
     digest = hashlib.sha256("\n".join(sorted(f.path for f in inputs)).encode()).hexdigest()[:8]
     first, last = min(f.first_offset for f in inputs), max(f.last_offset for f in inputs)
     return (f"{job.tier}/{safe_name(job.topic)}/{safe_name(job.partition)}/"
-            f"{_stamp(start, job.period_ns)}-{first:020d}-{last:020d}-{digest}.parquet")
+            f"{_stamp(start, end)}-{first:020d}-{last:020d}-{digest}.parquet")
 
 
 class Compactor:
@@ -162,8 +187,8 @@ class Compactor:
         layout = self.storage.layout(job.tier)
         outputs: list[NewFile] = []
         try:
-            for start in self._periods(job):
-                new = self._write_period(job, start, job.inputs_for(start), layout)
+            for start, end in self._spans(job):
+                new = self._write_span(job, start, end, job.inputs_for(start, end), layout)
                 if new is not None:
                     outputs.append(new)
             rows_in, rows_out = sum(f.rows for f in job.inputs), sum(n.entry.rows for n in outputs)
@@ -181,23 +206,25 @@ class Compactor:
                       bytes_in=sum(f.bytes for f in job.inputs), bytes_out=sum(n.entry.bytes for n in outputs),
                       by_tier={job.tier.value: len(outputs)})
 
-    def _periods(self, job: Job) -> list[int]:
-        """Start of every period the inputs hold rows of."""
+    def _spans(self, job: Job) -> list[tuple[int, int]]:
+        """The [start, end) of every file to write (``spans``), from the inputs' rows per hour."""
         files: dict[DataKey, list[str]] = defaultdict(list)
         for f in job.inputs:
             files[self.keyring.get(f.key_id)].append(self.storage.location(f.tier, f.path))
-        unit = "hour" if job.period_ns == HOUR_NS else "day"
-        rows = self.writer.con.execute(f"SELECT DISTINCT epoch_ns(date_trunc('{unit}', time)) FROM "
-                                       f"(SELECT time FROM ({self.writer.scan(files)})) ORDER BY 1").fetchall()
-        return [p for (p,) in rows]
+        # in integer nanoseconds, as spans and the writer's bounds count: date_trunc goes through microseconds
+        hours = self.writer.con.execute(f"SELECT t - ((t % {HOUR_NS}) + {HOUR_NS}) % {HOUR_NS} AS h, count(*) FROM "
+                                        f"(SELECT epoch_ns(time) AS t FROM ({self.writer.scan(files)})) "
+                                        f"GROUP BY h ORDER BY h").fetchall()
+        limit = self.tiers.cold_file_max_rows if job.tier is Tier.COLD else 0
+        return spans([(h, n) for h, n in hours], job.period_ns, limit)
 
-    def _write_period(self, job: Job, start: int, inputs: list[FileEntry], layout: Layout) -> NewFile | None:
+    def _write_span(self, job: Job, start: int, end: int, inputs: list[FileEntry], layout: Layout) -> NewFile | None:
         files: dict[DataKey, list[str]] = defaultdict(list)
         for f in inputs:
             files[self.keyring.get(f.key_id)].append(self.storage.location(f.tier, f.path))
         query = (f"SELECT * FROM ({self.writer.scan(files)}) WHERE time >= {_timestamp_sql(start)} "
-                 f"AND time < {_timestamp_sql(start + job.period_ns)}")
-        rel = output_name(job, start, inputs)
+                 f"AND time < {_timestamp_sql(end)}")
+        rel = output_name(job, start, end, inputs)
         key = self.keyring.for_scope(key_scope(job.tier, start))
         written = self.writer.write(query, self.storage.target(job.tier, rel), key, layout)
         if not written.rows:  # an input spanned this period without a row in it

@@ -10,8 +10,9 @@ id shared by all 16 of its lines; JSON, logfmt and plain bodies with request ids
 digests and stack traces; 2% errors; a rare needle in the bodies. ``--synthetic`` gives the first
 benchmark's eight short templates instead, only to compare with its figures. The records are written by
 the aggregator's own ``ParquetWriter`` (sorted, encrypted, described, trace-indexed) and catalogued: the
-last two days as warm files (one per partition and hour), older days as cold files (one per partition and
-day, zstd 9). Data is kept under ``var/bench-query/<size>M-<realistic|synthetic>`` and reused by later
+last two days as warm files (one per partition and hour), older days as cold files (zstd 9; one per partition
+and day, or per run of whole hours when the day holds more than ``cold_file_max_rows``, as compaction cuts
+them). Data is kept under ``var/bench-query/<size>M-<realistic|synthetic>`` and reused by later
 runs; how long generating took is printed when it happens.
 
 Each query runs through the library path the CLI uses (catalog plan, view, DuckDB) with the lake open,
@@ -38,12 +39,15 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from aggregator import config as agg_config  # noqa: E402
+from aggregator.compaction import spans
 from aggregator.writer import ParquetWriter
 from lake import keys
 from lake.catalog.base import open_catalog
 from lake.keys import KeyRing, key_scope
 from lake.selector import Selector, parse_levels
-from lake.catalog.model import Tier
+from lake.catalog.model import FileEntry, Tier
+from lake.config import TiersConfig
+from schemas.record import DAY_NS, HOUR_NS
 from lake.storage import Storage
 from query import plan  # noqa: E402
 from query.cli import LINE_COLUMNS, TRACE_COLUMNS  # noqa: E402
@@ -52,6 +56,21 @@ from query.filters import Filters  # noqa: E402
 from benchmarks.logdata import CONTAINERS, DAY0, NEEDLE, NS, PARTITIONS, rows_sql, trace_of  # noqa: E402
 
 WARM_DAYS = 2
+
+
+def day_files(day: int, days: int, per_pd: int, tiers: TiersConfig) -> tuple[str, list[tuple[int, int, str]]]:
+    """A day's tier and files, as (first row, end row, stamp after the date) of each partition's day: warm
+    per hour, cold as compaction cuts it (whole, or runs of whole hours up to cold_file_max_rows). Row j
+    of a partition-day is at j * step (benchmarks.logdata), so hour h starts at row ceil(h * HOUR / step)."""
+    step = DAY_NS // per_pd
+    starts = [min(per_pd, -(-h * HOUR_NS // step)) for h in range(24)] + [per_pd]
+    hours = [(starts[h], starts[h + 1]) for h in range(24)]
+    if day >= days - WARM_DAYS:
+        return "warm", [(first, last, f"{h:02d}") for h, (first, last) in enumerate(hours) if last > first]
+    runs = spans([(h * HOUR_NS, last - first) for h, (first, last) in enumerate(hours) if last > first], DAY_NS,
+                 tiers.cold_file_max_rows)
+    return "cold", [(hours[a // HOUR_NS][0], hours[b // HOUR_NS - 1][1],
+                     "" if b - a == DAY_NS else f"{a // HOUR_NS:02d}") for a, b in runs]
 
 
 def generate(config: Path, days: int, per_day: int, realistic: bool) -> None:
@@ -64,24 +83,29 @@ def generate(config: Path, days: int, per_day: int, realistic: bool) -> None:
     offset = 0
     started = time.monotonic()
     for day in range(days):
-        warm = day >= days - WARM_DAYS
-        tier = "warm" if warm else "cold"
-        layout = storage.layout(Tier.WARM if warm else Tier.COLD)
-        key = ring.for_scope(key_scope(tier, (DAY0 + day * 86400) * NS))
-        periods = [(h * per_pd // 24, (h + 1) * per_pd // 24, f"{h:02d}") for h in range(24)] if warm \
-            else [(0, per_pd, "")]
+        tier, periods = day_files(day, days, per_pd, settings.tiers)
+        layout = storage.layout(Tier(tier))
+        key = ring.for_scope(key_scope(Tier(tier), (DAY0 + day * 86400) * NS))
         for p in range(PARTITIONS):
             for first, last, hour in periods:
                 stamp = time.strftime("%Y%m%d", time.gmtime(DAY0 + day * 86400)) + hour
                 rel = f"{tier}/bench/{p}/{stamp}-{offset:020d}-{offset + last - first - 1:020d}-gen.parquet"
-                w = writer.write(rows_sql(day, p, per_pd, first, last, realistic=realistic), storage.target(tier, rel),
-                                 key, layout)
-                new = w.new_file(path=rel, tier=tier, topic="bench", partition=str(p), first_offset=offset,
+                w = writer.write(rows_sql(day, p, per_pd, first, last, realistic=realistic),
+                                 storage.target(Tier(tier), rel), key, layout)
+                new = w.new_file(path=rel, tier=Tier(tier), topic="bench", partition=str(p), first_offset=offset,
                                  last_offset=offset + last - first - 1, key_id=key.key_id, created_at=time.time_ns())
                 catalog.replace([], [new], 0)
                 offset += last - first
         print(f"  day {day + 1}/{days} written ({time.monotonic() - started:.0f} s)", flush=True)
     catalog.close()
+
+
+def stored_layout_differs(files: list[FileEntry], days: int, per_day: int, tiers: TiersConfig) -> bool:
+    """Whether stored data was written with another layout (row groups, cold files) than today's settings
+    give: its figures would describe that layout, so it is generated again."""
+    want = {"warm": tiers.warm_row_group_size, "cold": tiers.cold_row_group_size}
+    expected = sum(len(day_files(d, days, per_day // PARTITIONS, tiers)[1]) for d in range(days)) * PARTITIONS
+    return len(files) != expected or any(f.row_group_rows != want[f.tier] for f in files)
 
 
 def ensure_data(base: Path, size_m: int, per_day_m: int, realistic: bool) -> tuple[Path, dict]:
@@ -94,9 +118,11 @@ def ensure_data(base: Path, size_m: int, per_day_m: int, realistic: bool) -> tup
         config.write_text(f'[aggregator]\ndata_dir = "{where / "lake"}"\n')
     settings = agg_config.load(str(config))
     catalog = open_catalog(settings.aggregator)
-    rows = sum(f.rows for f in catalog.files())
+    files = catalog.files()
     catalog.close()
-    if rows != size_m * 1_000_000:
+    stale = sum(f.rows for f in files) != size_m * 1_000_000 or stored_layout_differs(
+        files, days, per_day_m * 1_000_000, settings.tiers)
+    if stale:
         for f in (where / "lake").glob("*"):
             subprocess.run(["rm", "-rf", str(f)], check=True)
         print(f"generating {size_m}M records over {days} days into {where} …", flush=True)
@@ -108,7 +134,10 @@ def ensure_data(base: Path, size_m: int, per_day_m: int, realistic: bool) -> tup
     facts = {"records": sum(f.rows for f in files), "files": len(files), "days": days,
              "parquet_bytes": sum(f.bytes for f in files),
              "tiers": {t: sum(1 for f in files if f.tier == t) for t in ("warm", "cold")},
-             "catalog_bytes": settings.aggregator.catalog_path.stat().st_size}
+             "catalog_bytes": settings.aggregator.catalog_path.stat().st_size,
+             "layout": {"warm_row_group_size": settings.tiers.warm_row_group_size,
+                        "cold_row_group_size": settings.tiers.cold_row_group_size,
+                        "cold_file_max_rows": settings.tiers.cold_file_max_rows}}
     catalog.close()
     return config, facts
 

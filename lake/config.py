@@ -89,17 +89,20 @@ class TiersConfig:
     warm_after_s: int = 300
     # A warm file smaller than this is merged again when more data for its hour arrives.
     warm_file_max_bytes: int = 256 * 1024 * 1024
-    # A lookup (trace, container, needle) reads whole row groups, and every column it skips within one is
-    # decompressed anyway: 65,536 rows read a trace's row group in 10.2 ms where 122,880 take 18.4 and a
-    # needle's in 7.9 vs 13.6 ms, for 1.3% more bytes; smaller ones lose it again to the footer (an
-    # encrypted footer is parsed by every scan: 32,768 rows, 4.1 ms). Measured on realistic cold files.
-    warm_row_group_size: int = 65_536
+    # A lookup (trace, container, needle) reads whole row groups, and DuckDB decompresses every column it
+    # reads within one, matching or not; it also parses the footer of each file read, which grows with the
+    # file's row groups. On realistic cold data (one day's file rewritten, one thread), a needle's row group
+    # reads in 1.9 ms at 16,384 rows in a file of 10 where 65,536 rows in a file of 39 take 7.6, and a
+    # trace's in 3.2 vs 12.6 ms, for 4% more bytes.
+    warm_row_group_size: int = 16_384
     warm_zstd_level: int = 3
-    # Warm files whose UTC day ended this long ago are merged into cold files: one per partition and day.
+    # Warm files whose UTC day ended this long ago are merged into cold files: one per partition and day,
+    # or per run of whole hours of at most cold_file_max_rows (0: no limit) when the day holds more.
     cold_after_s: int = 2 * 86400
+    cold_file_max_rows: int = 262_144
     # Cold storage root: a local directory or s3://bucket/prefix. Default: <data_dir>/cold.
     cold_dir: Location | None = None
-    cold_row_group_size: int = 65_536
+    cold_row_group_size: int = 16_384
     cold_zstd_level: int = 9
     # Files replaced by compaction stay on storage this long, so queries planned before can finish.
     delete_grace_s: int = 300
@@ -112,6 +115,8 @@ class TiersConfig:
     def __post_init__(self) -> None:
         _check_layout("tiers", {"warm_zstd_level": self.warm_zstd_level, "cold_zstd_level": self.cold_zstd_level},
                       {"warm_row_group_size": self.warm_row_group_size, "cold_row_group_size": self.cold_row_group_size})
+        if self.cold_file_max_rows < 0:
+            raise ConfigError(f"[tiers] cold_file_max_rows = {self.cold_file_max_rows} must be 0 (no limit) or more")
 
 
 def _check_secrets(cfg: config_file.ConfigFile) -> None:

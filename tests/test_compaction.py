@@ -19,7 +19,7 @@ import pytest
 import query
 from aggregator import config as agg_config
 from aggregator.cli.run import main as aggregator
-from aggregator.compaction import DAY_NS, HOUR_NS, Compactor
+from aggregator.compaction import DAY_NS, HOUR_NS, Compactor, spans
 from lake.catalog.model import Tier
 from lake import keys
 from lake.catalog.sqlite import SqliteCatalog
@@ -232,6 +232,54 @@ def test_bad_row_group_size_is_refused(tmp_path, capsys):
     config = write_config(tmp_path, tiers={"warm_row_group_size": 100_000})
     assert aggregator(["--config", str(config), "compact"]) == 1
     assert "[tiers] warm_row_group_size = 100000 must be a positive multiple of 2048" in capsys.readouterr().err
+
+
+def test_spans_split_a_day_into_runs_of_whole_hours_up_to_the_limit():
+    day, h = 20_000 * DAY_NS, HOUR_NS
+    hours = [(day, 5), (day + h, 5), (day + 3 * h, 20), (day + 4 * h, 1), (day + DAY_NS + 2 * h, 3)]
+    assert spans(hours, DAY_NS, 0) == [(day, day + DAY_NS), (day + DAY_NS, day + 2 * DAY_NS)]
+    assert spans(hours, DAY_NS, 10) == [(day, day + 2 * h), (day + 3 * h, day + 4 * h), (day + 4 * h, day + 5 * h),
+                                        (day + DAY_NS, day + 2 * DAY_NS)]   # an hour above the limit stays whole
+    assert spans(hours, DAY_NS, 100) == [(day, day + DAY_NS), (day + DAY_NS, day + 2 * DAY_NS)]
+    assert spans(hours, HOUR_NS, 0) == [(t, t + h) for t, _ in hours]
+    assert spans([], DAY_NS, 10) == []
+    with pytest.raises(ValueError, match="in order"):
+        spans([(day + h, 1), (day, 1)], DAY_NS, 10)
+    with pytest.raises(ValueError, match="in order"):
+        spans([(day, 1), (day, 1)], DAY_NS, 10)
+
+
+@pytest.mark.parametrize("step_s, limit, runs", [
+    (60, 1, [(0, 1), (1, 2)]),        # 23:00 to 02:00, 120 rows an hour a partition: one file an hour
+    (90, 160, [(0, 2), (2, 4)]),      # 23:00 to 03:30, 80 rows an hour: runs of two hours
+])
+def test_a_day_above_the_file_limit_becomes_cold_files_of_whole_hours(tmp_path, step_s, limit, runs):
+    config = write_config(tmp_path, tiers={"warm_after_s": 0, "delete_grace_s": 0, "cold_after_s": COLD_AFTER_S,
+                                           "cold_file_max_rows": limit})
+    n = fill_lake(tmp_path, config, step_s=step_s)   # the first day holds one hour (23:00), whole in one file
+    con = query.connect(str(config))
+    truth = dict(con.execute("SELECT trace_id, count(*) FROM logs WHERE trace_id IS NOT NULL GROUP BY 1").fetchall())
+    c = compactor(config)
+    c.run()
+    assert c.run(now_ns=AFTER_LAKE).by_tier == {"cold": 2 * (1 + len(runs))}
+    cold = catalog(tmp_path).files("cold")
+    assert catalog(tmp_path).files() == cold and sum(f.rows for f in cold) == n
+    day1 = (LAKE_START // 86400 + 1) * DAY_NS
+    held = sorted((f.partition, f.min_time // HOUR_NS, f.max_time // HOUR_NS) for f in cold if f.max_time >= day1)
+    first = day1 // HOUR_NS
+    assert held == [(p, first + a, first + b - 1) for p in ("node-a", "node-b") for a, b in runs]
+    assert all(f.rows <= limit or f.min_time // HOUR_NS == f.max_time // HOUR_NS for f in cold)   # or an hour alone
+    names = sorted(f.path.rsplit("/", 1)[1].split("-")[0] for f in cold)
+    assert names == sorted([time.strftime("%Y%m%d", time.gmtime(LAKE_START))] * 2
+                           + [time.strftime("%Y%m%d%H", time.gmtime(day1 // 10**9 + a * 3600)) for a, _ in runs] * 2)
+    assert counts(config) == (n, n)
+    lake = Lake(str(config))
+    for trace, want in truth.items():
+        chosen = plan.trace(lake.catalog, trace)
+        got = lake.query(chosen.files, "SELECT count(*) AS n FROM logs WHERE trace_id = ?", [trace],
+                         rows=chosen.row_ranges(), what={"command": "test"}).column("n")[0].as_py()
+        assert got == want, trace
+    lake.close()
 
 
 def test_counts_by_tier_never_change(lake):

@@ -65,6 +65,7 @@ def test_missing_file(tmp_path):
     ("tiers", "warm_row_group_size", 1 << 25, "[tiers] warm_row_group_size = 33554432 is out of range: use 2048 to "
                                               "16777216 rows"),
     ("tiers", "cold_row_group_size", 3000, "[tiers] cold_row_group_size = 3000 must be a positive multiple of 2048"),
+    ("tiers", "cold_file_max_rows", -1, "[tiers] cold_file_max_rows = -1 must be 0 (no limit) or more"),
     ("aggregator", "flush_max_records", 0, "[aggregator] flush_max_records = 0 is out of range: use 1 to"),
     ("shipper", "zstd_level", 99, "[shipper] zstd_level = 99 is out of range: use 1 to 22"),
 ])

@@ -8,7 +8,8 @@ from enum import StrEnum
 
 
 class Tier(StrEnum):
-    """Where a file is in its life: hot (one per flush), warm (per partition and hour), cold (per day).
+    """Where a file is in its life: hot (one per flush), warm (per partition and hour), cold (per
+    partition and day, or run of hours).
     A StrEnum, so it is stored, compared and printed as its name."""
     HOT = "hot"
     WARM = "warm"
