@@ -243,9 +243,11 @@ def main() -> None:
     ap.add_argument("--scan-runs", type=int, default=3)
     ap.add_argument("--synthetic", action="store_true",
                     help="the first benchmark's eight short templates (8 B/record), to compare with old figures")
-    ap.add_argument("--data", type=Path, default=ROOT / "var" / "bench-query")
+    ap.add_argument("--data", type=Path, default=ROOT / "var" / "bench-query",
+                    help="where generated archives are kept (a relative path is taken from the working directory)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "bench_query.json")
     args = ap.parse_args()
+    args.data = args.data.resolve()   # the archives' configs name their data_dir, read from where they are
     result: dict[str, object] = {"machine": {"cpus": os.cpu_count()}, "sizes": {},
                                  "data": "synthetic" if args.synthetic else "realistic (benchmarks/logdata.py)"}
     for size in (int(s) for s in args.sizes.split(",")):

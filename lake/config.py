@@ -93,7 +93,7 @@ class TiersConfig:
     # reads within one, matching or not; it also parses the footer of each file read, which grows with the
     # file's row groups. On realistic cold data (one day's file rewritten, one thread), a needle's row group
     # reads in 1.9 ms at 16,384 rows in a file of 10 where 65,536 rows in a file of 39 take 7.6, and a
-    # trace's in 3.2 vs 12.6 ms, for 4% more bytes.
+    # trace's in 3.2 vs 12.6 ms. It costs bytes: 67.7 vs 62.2 B/record cold, 74.0 vs 70.0 warm (logdata.py).
     warm_row_group_size: int = 16_384
     warm_zstd_level: int = 3
     # Warm files whose UTC day ended this long ago are merged into cold files: one per partition and day,
