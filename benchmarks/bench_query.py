@@ -32,6 +32,7 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
@@ -73,29 +74,52 @@ def day_files(day: int, days: int, per_pd: int, tiers: TiersConfig) -> tuple[str
                      "" if b - a == DAY_NS else f"{a // HOUR_NS:02d}") for a, b in runs]
 
 
+@dataclass(frozen=True)
+class Planned:
+    """One file of a generated archive: rows [first, last) of a partition's day, at a fixed path."""
+    day: int
+    tier: str
+    partition: int
+    first: int
+    last: int
+    offset: int
+    path: str
+
+
+def planned_files(days: int, per_day: int, tiers: TiersConfig) -> list[Planned]:
+    per_pd = per_day // PARTITIONS
+    out, offset = [], 0
+    for day in range(days):
+        tier, periods = day_files(day, days, per_pd, tiers)
+        for p in range(PARTITIONS):
+            for first, last, hour in periods:
+                stamp = time.strftime("%Y%m%d", time.gmtime(DAY0 + day * 86400)) + hour
+                out.append(Planned(day, tier, p, first, last, offset, f"{tier}/bench/{p}/{stamp}-{offset:020d}-"
+                                                                       f"{offset + last - first - 1:020d}-gen.parquet"))
+                offset += last - first
+    return out
+
+
 def generate(config: Path, days: int, per_day: int, realistic: bool) -> None:
+    """Writes every planned file the catalog does not list yet: a file is listed once written whole, so a
+    generation stopped midway goes on where it stopped (the file it was writing is written again)."""
     settings = agg_config.load(str(config))
     catalog = open_catalog(settings.aggregator)
     ring = KeyRing(catalog, keys.master_for(settings.aggregator, create=True))
     storage = Storage(settings.aggregator, settings.tiers)
     writer = ParquetWriter(storage)
-    per_pd = per_day // PARTITIONS
-    offset = 0
+    have = {f.path for f in catalog.files()}
     started = time.monotonic()
+    planned = planned_files(days, per_day, settings.tiers)
     for day in range(days):
-        tier, periods = day_files(day, days, per_pd, settings.tiers)
-        layout = storage.layout(Tier(tier))
-        key = ring.for_scope(key_scope(Tier(tier), (DAY0 + day * 86400) * NS))
-        for p in range(PARTITIONS):
-            for first, last, hour in periods:
-                stamp = time.strftime("%Y%m%d", time.gmtime(DAY0 + day * 86400)) + hour
-                rel = f"{tier}/bench/{p}/{stamp}-{offset:020d}-{offset + last - first - 1:020d}-gen.parquet"
-                w = writer.write(rows_sql(day, p, per_pd, first, last, realistic=realistic),
-                                 storage.target(Tier(tier), rel), key, layout)
-                new = w.new_file(path=rel, tier=Tier(tier), topic="bench", partition=str(p), first_offset=offset,
-                                 last_offset=offset + last - first - 1, key_id=key.key_id, created_at=time.time_ns())
-                catalog.replace([], [new], 0)
-                offset += last - first
+        for f in (f for f in planned if f.day == day and f.path not in have):
+            tier = Tier(f.tier)
+            key = ring.for_scope(key_scope(tier, (DAY0 + day * 86400) * NS))
+            w = writer.write(rows_sql(day, f.partition, per_day // PARTITIONS, f.first, f.last, realistic=realistic),
+                             storage.target(tier, f.path), key, storage.layout(tier))
+            new = w.new_file(path=f.path, tier=tier, topic="bench", partition=str(f.partition), first_offset=f.offset,
+                             last_offset=f.offset + f.last - f.first - 1, key_id=key.key_id, created_at=time.time_ns())
+            catalog.replace([], [new], 0)
         print(f"  day {day + 1}/{days} written ({time.monotonic() - started:.0f} s)", flush=True)
     catalog.close()
 
@@ -104,8 +128,8 @@ def stored_layout_differs(files: list[FileEntry], days: int, per_day: int, tiers
     """Whether stored data was written with another layout (row groups, cold files) than today's settings
     give: its figures would describe that layout, so it is generated again."""
     want = {"warm": tiers.warm_row_group_size, "cold": tiers.cold_row_group_size}
-    expected = sum(len(day_files(d, days, per_day // PARTITIONS, tiers)[1]) for d in range(days)) * PARTITIONS
-    return len(files) != expected or any(f.row_group_rows != want[f.tier] for f in files)
+    planned = {f.path for f in planned_files(days, per_day, tiers)}
+    return any(f.path not in planned or f.row_group_rows != want[f.tier] for f in files)
 
 
 def ensure_data(base: Path, size_m: int, per_day_m: int, realistic: bool) -> tuple[Path, dict]:
@@ -120,12 +144,13 @@ def ensure_data(base: Path, size_m: int, per_day_m: int, realistic: bool) -> tup
     catalog = open_catalog(settings.aggregator)
     files = catalog.files()
     catalog.close()
-    stale = sum(f.rows for f in files) != size_m * 1_000_000 or stored_layout_differs(
-        files, days, per_day_m * 1_000_000, settings.tiers)
-    if stale:
+    if stored_layout_differs(files, days, per_day_m * 1_000_000, settings.tiers):
         for f in (where / "lake").glob("*"):
             subprocess.run(["rm", "-rf", str(f)], check=True)
-        print(f"generating {size_m}M records over {days} days into {where} …", flush=True)
+        files = []
+    if sum(f.rows for f in files) != size_m * 1_000_000:
+        print(f"generating {size_m}M records over {days} days into {where}"
+              f"{f' (going on: {len(files)} files there)' if files else ''} …", flush=True)
         t0 = time.monotonic()
         generate(config, days, per_day_m * 1_000_000, realistic)
         print(f"  done in {time.monotonic() - t0:.0f} s", flush=True)
