@@ -1,4 +1,4 @@
-"""Compaction: hot files → warm files per partition and hour, warm → cold per partition and day.
+"""Compaction: hot files → warm files per partition and hour, warm → cold per partition and day or run of hours.
 
 Hot files are small (one per partition per flush). Once ``warm_after_s`` old
 they are merged, with any warm file of the same hours still below
@@ -78,8 +78,11 @@ def spans(hours: Sequence[tuple[int, int]], period_ns: int, max_rows: int) -> li
     per_period: dict[int, int] = defaultdict(int)
     for start, _, _ in runs:
         per_period[start // period_ns] += 1
-    return [(start // period_ns * period_ns, (start // period_ns + 1) * period_ns) if per_period[start // period_ns] == 1
-            else (start, end) for start, end, _ in runs]
+    out = []
+    for start, end, _ in runs:
+        period = start // period_ns
+        out.append((period * period_ns, (period + 1) * period_ns) if per_period[period] == 1 else (start, end))
+    return out
 
 
 @dataclass
