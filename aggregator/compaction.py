@@ -39,7 +39,7 @@ from aggregator.workspace import Workspace
 from lake.catalog.model import FileEntry, NewFile, Tier
 from lake.config import TiersConfig
 from lake.holds import Hold, holding
-from lake.keys import DataKey, MasterKey, key_scope
+from lake.keys import MasterKey, key_scope
 from lake.storage import Layout
 from runtime.durable import safe_name
 from runtime.errors import StorageError
@@ -67,7 +67,7 @@ def spans(hours: Sequence[tuple[int, int]], period_ns: int, max_rows: int) -> li
     consecutive hours up to that many rows (an hour of more is a file alone: a file never splits an hour,
     whose rows a trace's lines share)."""
     runs: list[list[int]] = []   # start, end, rows
-    for (hour, rows), (after, _) in zip(hours, hours[1:]):
+    for (hour, _), (after, _) in zip(hours, hours[1:]):
         if after <= hour:
             raise ValueError("spans needs every hour once, in order")
     for hour, rows in hours:
@@ -211,21 +211,15 @@ class Compactor:
 
     def _spans(self, job: Job) -> list[tuple[int, int]]:
         """The [start, end) of every file to write (``spans``), from the inputs' rows per hour."""
-        files: dict[DataKey, list[str]] = defaultdict(list)
-        for f in job.inputs:
-            files[self.keyring.get(f.key_id)].append(self.storage.location(f.tier, f.path))
         # in integer nanoseconds, as spans and the writer's bounds count: date_trunc goes through microseconds
         hours = self.writer.con.execute(f"SELECT t - ((t % {HOUR_NS}) + {HOUR_NS}) % {HOUR_NS} AS h, count(*) FROM "
-                                        f"(SELECT epoch_ns(time) AS t FROM ({self.writer.scan(files)})) "
+                                        f"(SELECT epoch_ns(time) AS t FROM ({self.writer.scan(self.keyring.by_key(job.inputs, self.storage.location))})) "
                                         f"GROUP BY h ORDER BY h").fetchall()
         limit = self.tiers.cold_file_max_rows if job.tier is Tier.COLD else 0
-        return spans([(h, n) for h, n in hours], job.period_ns, limit)
+        return spans(hours, job.period_ns, limit)
 
     def _write_span(self, job: Job, start: int, end: int, inputs: list[FileEntry], layout: Layout) -> NewFile | None:
-        files: dict[DataKey, list[str]] = defaultdict(list)
-        for f in inputs:
-            files[self.keyring.get(f.key_id)].append(self.storage.location(f.tier, f.path))
-        query = (f"SELECT * FROM ({self.writer.scan(files)}) WHERE time >= {_timestamp_sql(start)} "
+        query = (f"SELECT * FROM ({self.writer.scan(self.keyring.by_key(inputs, self.storage.location))}) WHERE time >= {_timestamp_sql(start)} "
                  f"AND time < {_timestamp_sql(end)}")
         rel = output_name(job, start, end, inputs)
         key = self.keyring.for_scope(key_scope(job.tier, start))

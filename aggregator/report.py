@@ -31,9 +31,7 @@ def build(settings: Settings, remover: Remover, v: Verification, since_ns: int) 
         tier_files = [f for f in files if f.tier == tier]
         bytes_by_tier[tier] = sum(f.bytes for f in tier_files)
         if tier_files:
-            by_key: dict = defaultdict(list)
-            for f in tier_files:
-                by_key[remover.keyring.get(f.key_id)].append(remover.storage.location(f.tier, f.path))
+            by_key = remover.keyring.by_key(tier_files, remover.storage.location)
             for ns, n in remover.writer.con.execute(
                     f"SELECT coalesce(namespace, '(none)'), count(*) FROM ({remover.writer.scan(by_key)}) "
                     "GROUP BY ALL ORDER BY 1").fetchall():

@@ -15,7 +15,6 @@ The audit trail's own check is lake.audit.AuditLog.verify.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Set
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,7 +27,7 @@ from lake import duck
 from lake.audit import AuditLog
 from lake.catalog.base import Catalog
 from lake.catalog.model import TIERS
-from lake.keys import DataKey, KeyRing
+from lake.keys import KeyRing
 from lake.storage import Storage, digest
 from runtime.errors import EncryptionKeyError
 from runtime.progress import QUIET, Progress
@@ -122,11 +121,7 @@ def _stored(catalog: Catalog, storage: Storage, keyring: KeyRing,
     # failed 3 times in 300 runs with the default threads, 0 in 600 with one. A check must not crash.
     con = duck.connect(threads=1)
     storage.configure(con)
-    files: dict[DataKey, list[str]] = defaultdict(list)
-    for f in catalog.files():
-        if f.path in skip:
-            continue
-        files[keyring.get(f.key_id)].append(storage.location(f.tier, f.path))
+    files = keyring.by_key((f for f in catalog.files() if f.path not in skip), storage.location)
     return con, duck.scan_sql(duck.KeyRegistry(con), files) or None
 
 

@@ -25,7 +25,7 @@ import shlex
 import stat
 import subprocess
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -182,6 +182,14 @@ class KeyRing:
                 raise EncryptionKeyError(f"data key {key_id} was destroyed (crypto-shredded); its files cannot be read")
             self._cache[key_id] = DataKey(key_id, self._unwrap(key_id, wrapped))
         return self._cache[key_id]
+
+    def by_key(self, files: Iterable[FileEntry], location: Callable[[Tier, str], str]) -> dict[DataKey, list[str]]:
+        """Where each of ``files`` is (``location(tier, path)``), grouped by its data key: what a scan of
+        them takes (lake.duck.scan_sql)."""
+        out: dict[DataKey, list[str]] = {}
+        for f in files:
+            out.setdefault(self.get(f.key_id), []).append(location(f.tier, f.path))
+        return out
 
     def rotate(self, new: MasterKey) -> int:
         """Rewrap every live data key under ``new``; no file is rewritten. Returns how many."""

@@ -220,7 +220,7 @@ class Lake:
         needle over 30 days at 300M records, where each of 360 row groups is a read_parquet of its own)."""
         if user_sql:
             return run_sql(self._view(files, rows), sql, params)
-        return self._bound(files, rows, "logs", lambda con, relation: _arrow(
+        return self._bound(files, rows, lambda con, relation: _arrow(
             con.execute(f"WITH logs AS ({relation}) {sql}", params)))
 
     def _view(self, files: Sequence[FileEntry], rows: Mapping[str, Sequence[tuple[int, int]]] | None = None,
@@ -230,9 +230,9 @@ class Lake:
         def create(con: duckdb.DuckDBPyConnection, relation: str) -> duckdb.DuckDBPyConnection:
             con.execute(f"CREATE OR REPLACE VIEW {name} AS {relation}")
             return con
-        return self._bound(files, rows, name, create)
+        return self._bound(files, rows, create)
 
-    def _bound(self, files: Sequence[FileEntry], rows: Mapping[str, Sequence[tuple[int, int]]] | None, name: str,
+    def _bound(self, files: Sequence[FileEntry], rows: Mapping[str, Sequence[tuple[int, int]]] | None,
                use: Callable[[duckdb.DuckDBPyConnection, str], _T]) -> _T:
         """``use(connection, relation)``, the relation reading ``files`` as ``_view`` says; when DuckDB
         finds a file without a column the relation takes it to have, again with every file's columns looked
@@ -248,7 +248,7 @@ class Lake:
                 ranges[where] = rows[f.path]
         con = self._connection()
         for attempt in (False, True):
-            relation = self._relation(con, by_key, ranges, name)
+            relation = self._relation(con, by_key, ranges)
             try:
                 return use(con, relation)
             except duckdb.BinderException as e:
@@ -261,7 +261,7 @@ class Lake:
         raise AssertionError("unreachable")
 
     def _relation(self, con: duckdb.DuckDBPyConnection, by_key: Mapping[DataKey, Sequence[str]],
-                  ranges: Mapping[str, Sequence[tuple[int, int]]], name: str) -> str:
+                  ranges: Mapping[str, Sequence[tuple[int, int]]]) -> str:
         assert self._keys is not None
         try:
             scan = duck.scan_sql(self._keys, by_key, ranges, probe=self._probe)
