@@ -10,11 +10,14 @@ import sys
 import time
 import urllib.request
 
+import pytest
+
 from aggregator import config as agg_config
 from aggregator.cli.run import main as aggregator
 from aggregator.verify import check_files
 from lake.catalog.sqlite import SqliteCatalog as Catalog
 from lake.storage import Storage
+from schemas.record import DAY_NS
 from shipper.cli import main as shipper
 from tests.conftest import (
     cri,
@@ -119,10 +122,12 @@ def counts(config) -> tuple[int, int]:
     return query.connect(str(config)).execute("SELECT count(*), count(DISTINCT record_id) FROM logs").fetchone()
 
 
-def test_kill_9_mid_compaction_leaves_catalog_and_files_in_agreement(tmp_path):
+@pytest.mark.parametrize("cold_file_max_rows", [0, 100])   # a cold file a day, or cold days cut into hours
+def test_kill_9_mid_compaction_leaves_catalog_and_files_in_agreement(tmp_path, cold_file_max_rows):
     """Kill `compact` ever later until a run completes: after each kill every listed file is intact and
     every record is read exactly once; leftovers of the killed write are unlisted and removed next time."""
-    config = write_config(tmp_path, tiers={"warm_after_s": 0, "delete_grace_s": 0})
+    config = write_config(tmp_path, tiers={"warm_after_s": 0, "delete_grace_s": 0,
+                                           "cold_file_max_rows": cold_file_max_rows})
     n = fill_lake(tmp_path, config, rounds=6, lines=150)
     states, delay = set(), 0.3
     while True:
@@ -144,7 +149,10 @@ def test_kill_9_mid_compaction_leaves_catalog_and_files_in_agreement(tmp_path):
     # some kills caught the files half-moved: tiers side by side, or an output written but not committed
     assert any(len(t) > 1 or leftover for t, leftover in states), states
     assert findings(config) == []
-    assert {e.tier for e in Catalog(tmp_path / "lake" / "catalog.sqlite").files()} == {"cold"}
+    cold = Catalog(tmp_path / "lake" / "catalog.sqlite").files()
+    assert {e.tier for e in cold} == {"cold"}
+    days = {(e.partition, e.min_time // DAY_NS) for e in cold}
+    assert (len(cold) > len(days)) == bool(cold_file_max_rows)
     assert counts(config) == (n, n)
 
 

@@ -282,6 +282,28 @@ def test_a_day_above_the_file_limit_becomes_cold_files_of_whole_hours(tmp_path, 
     lake.close()
 
 
+@pytest.mark.parametrize("wrong", ["a span left out", "a span twice"])
+def test_a_wrong_cut_of_a_day_is_caught_and_leaves_the_inputs(tmp_path, monkeypatch, wrong):
+    """The check that a job wrote exactly its inputs' rows fails when the cut loses or repeats an hour:
+    nothing is swapped in the catalog, the outputs are removed, and every record is still read once."""
+    import aggregator.compaction as compaction
+    from runtime.errors import StorageError
+    config = write_config(tmp_path, tiers={"warm_after_s": 0, "delete_grace_s": 0, "cold_after_s": COLD_AFTER_S,
+                                           "cold_file_max_rows": 1})
+    n = fill_lake(tmp_path, config, step_s=60)
+    c = compactor(config)
+    c.run()
+    warm = catalog(tmp_path).files()
+    cut = compaction.spans
+    monkeypatch.setattr(compaction, "spans", lambda *a: (lambda s: s[:-1] if wrong == "a span left out"
+                                                         else s + s[-1:])(cut(*a)))
+    with pytest.raises(StorageError, match=r"read \d+ rows but wrote \d+; inputs left in place"):
+        c.run(now_ns=AFTER_LAKE)
+    assert catalog(tmp_path).files() == warm
+    assert files_on_disk(tmp_path / "lake", "cold") == set()
+    assert counts(config) == (n, n)
+
+
 def test_counts_by_tier_never_change(lake):
     tmp, config, n = lake
     c = compactor(config)
