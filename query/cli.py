@@ -14,6 +14,7 @@ import argparse
 import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from lake import config as agg_config
 from lake.selector import Selector, parse_levels, parse_time
 from query import config as query_config
 from query import export, output, plan
-from query.connect import RECORD_COLUMNS_SQL, Lake
+from query.connect import IN_TIME_ORDER, NEWEST_FIRST, RECORD_COLUMNS_SQL, Lake, Selection
 from query.filters import Filters, trace_id
 from query.follow import follow
 from runtime import completion
@@ -61,9 +62,14 @@ class Session:
     def command(self) -> str:
         return "loglake-query " + " ".join(self.args.argv)
 
-    def run(self, chosen: plan.Plan, sql: str, params: list[object], user_sql: bool = False) -> pa.Table:
+    def run(self, chosen: plan.Plan, sql: str | Selection, params: Sequence[object] = (),
+            user_sql: bool = False) -> pa.Table:
         what = {"command": self.command, **({"output": str(self.args.output_file)} if self.args.output_file else {})}
-        result = self.lake.query(chosen.files, sql, params, rows=chosen.row_ranges(), what=what, user_sql=user_sql)
+        if isinstance(sql, Selection):
+            result = self.lake.select(chosen.files, sql, rows=chosen.row_ranges(), what=what)
+        else:
+            result = self.lake.query(chosen.files, sql, params, rows=chosen.row_ranges(), what=what,
+                                     user_sql=user_sql)
         if self.args.explain:
             ms = (time.perf_counter() - self.started) * 1000
             print(f"plan: {chosen.describe()}; {result.num_rows} rows in {ms:.1f} ms", file=sys.stderr)
@@ -101,18 +107,17 @@ def _trace(s: Session) -> None:
     tid = trace_id(s.args.trace_id)  # stored ids are lowercase hex without dashes
     chosen = plan.trace(s.lake.catalog, tid)
     columns = RECORD_COLUMNS_SQL if s.args.output_file else TRACE_COLUMNS
-    s.emit(s.run(chosen, f"SELECT {columns} FROM logs WHERE trace_id = ? ORDER BY time, record_id", [tid]))
+    s.emit(s.run(chosen, Selection(columns, "trace_id = ?", (tid,), IN_TIME_ORDER)))
 
 
 def _logs(s: Session) -> None:
     s.lake.require_data()
     f = filters_of(s.args, default_since=None if s.args.previous else "1h")  # --previous: any age, as kubectl
     where, params = f.where()
-    limit = f"LIMIT {s.args.limit}" if s.args.limit else ""
     columns = RECORD_COLUMNS_SQL if s.args.output_file else LINE_COLUMNS
     # the newest --limit lines, shown oldest first (newest first with --reverse), like `tail -n`
     result = s.run(plan.select(s.lake.catalog, f, s.lake.keyring.get),
-                   f"SELECT {columns} FROM logs WHERE {where} ORDER BY time DESC, record_id DESC {limit}", params)
+                   Selection(columns, where, tuple(params), NEWEST_FIRST, s.args.limit or None))
     s.emit(result if s.args.reverse else output.reversed_rows(result))
 
 
@@ -166,14 +171,15 @@ def _export(s: Session) -> None:
     s.lake.require_data()
     f = filters_of(s.args)
     where, params = f.where()
-    sql = f"SELECT {RECORD_COLUMNS_SQL} FROM logs WHERE {where} ORDER BY time, record_id"
+    selection = Selection(RECORD_COLUMNS_SQL, where, tuple(params), IN_TIME_ORDER)
+    sql = selection.sql
     chosen = plan.select(s.lake.catalog, f, s.lake.keyring.get)
     key_path = _signing_key_path(s.args.config)
     key = export.load_signing_key(key_path, create=True)
     # two steps, the query over the chosen files and the archive: the bar shows which runs, and for how long
     with Progress(s.args.progress).phase(f"export: {len(chosen.files)} files, "
                                          f"{sum(e.bytes for e in chosen.files)} bytes", 2) as step:
-        table = s.run(chosen, sql, params)
+        table = s.run(chosen, selection)
         step(0)
         query = {"command": s.command, "filters": _filters_doc(f), "sql": sql,
                  "parameters": [str(p) for p in params]}

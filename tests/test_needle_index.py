@@ -184,6 +184,40 @@ def test_the_native_builder_enters_what_the_rule_says_where_python_looks(kind: p
     assert trials > 10_000 and elsewhere / trials < 0.05
 
 
+def test_the_whole_row_test_gives_what_testing_group_by_group_gives() -> None:
+    """groups_holding tests every row group at once (one integer per row); random filters, some groups
+    holding the entries, some full, some empty: the groups are those a test of each group's bits gives."""
+    def by_group(key_hex: str, entries: list[str], blocks: int, groups: int, rows: dict) -> list[int]:
+        candidates = set(range(groups))
+        for entry in entries:
+            block, bits = needle_index.position(key_hex, entry, blocks)
+            row = rows[block][0]
+            candidates = {g for g in candidates if all(row[g * needle_index.BLOCK_BYTES + b // 8] & (0x80 >> (b % 8))
+                                                       for b in bits)}
+        return sorted(candidates)
+
+    rng = random.Random(5)
+    key_hex = needle_index.index_key(DataKey("k", bytes(32)), "00" * 16)
+    width = needle_index.BLOCK_BYTES
+    found = 0
+    for _ in range(1500):
+        groups, blocks = rng.randint(1, 40), rng.randint(1, 4)
+        entries = [f"W{rng.random()}" for _ in range(rng.randint(1, 4))]
+        rows = {}
+        for b in range(blocks):
+            bits = bytearray(rng.choice((0, 0xFF, rng.getrandbits(8) & rng.getrandbits(8))) for _ in range(groups * width))
+            for e in entries:
+                block, positions = needle_index.position(key_hex, e, blocks)
+                for g in (g for g in range(groups) if block == b and rng.random() < 0.4):
+                    for x in positions:
+                        bits[g * width + x // 8] |= 0x80 >> (x % 8)
+            rows[b] = (bytes(bits), needle_index.seal(key_hex, b, bytes(bits)))
+        got = needle_index.groups_holding(key_hex, entries, blocks, groups, rows)
+        assert got == by_group(key_hex, entries, blocks, groups, rows), (groups, blocks, entries)
+        found += len(got or ())
+    assert found > 1000   # most cases hold some groups: the test is not of empty answers
+
+
 def test_the_native_builder_refuses_what_it_cannot_index() -> None:
     key_hex = needle_index.index_key(DataKey("k", bytes(32)), "00" * 16)
     nulls = pa.table({"r": pa.array([0, 1], pa.int64()), "body": pa.array(["a", None])})

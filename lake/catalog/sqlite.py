@@ -176,6 +176,7 @@ _FILE_KINDS = {"path": _TEXT, "tier": _TIER, "topic": _TEXT, "partition": _TEXT,
                "row_groups": _INT, "row_group_rows": _INT, "sha256": _TEXT, "key_id": _TEXT, "namespaces": _LIST,
                "containers": _LIST, "created_at": _INT, "key_lineage": _LIST}
 _FILE_TYPES = tuple(int if _FILE_KINDS[c] is _INT else str for c in _COLUMNS)
+_ONLY_STR = {str}
 _KINDS: dict[str, tuple[tuple[str, ...], dict[str, Kind]]] = {
     "files": (("path",), _FILE_KINDS),
     "positions": (("topic", "partition"), {"topic": _TEXT, "partition": _TEXT, "next_offset": _INT}),
@@ -290,7 +291,7 @@ class SqliteCatalog:
             d["tier"] = _TIER_OF[str(d["tier"])]   # a KeyError names the value below, like the rest
             for c in _JSON_COLUMNS:
                 d[c] = items = tuple(orjson.loads(d[c]))  # type: ignore[arg-type]
-                if not all(type(i) is str for i in items):
+                if items and set(map(type, items)) != _ONLY_STR:   # no Python loop: planning reads them all
                     raise ValueError
         except (ValueError, TypeError, KeyError):   # orjson.JSONDecodeError is a ValueError
             self._checked("files", _COLUMNS, [row])   # names the value
