@@ -18,7 +18,8 @@ runs; how long generating took is printed when it happens.
 Each query runs through the library path the CLI uses (catalog plan, view, DuckDB) with the lake open,
 ``--runs`` times with random arguments; the same SQL over a view of every file (no catalog pruning, no
 index) runs ``--scan-runs`` times. The needle is looked for over one day and over the last 30 days (or
-every day the archive holds, if fewer). Reports p50/p95 and the ratio; prints a table and writes
+every day the archive holds, if fewer), and the 30 days once more as one DuckDB query rather than in
+Lake.select's shares, to show what they gain. Reports p50/p95 and the ratio; prints a table and writes
 benchmarks/results/bench_query.json. CLI process start-up (Python imports) is not included; it is printed
 once for reference.
 """
@@ -53,6 +54,7 @@ from lake.storage import Storage
 from query import plan  # noqa: E402
 from query.cli import LINE_COLUMNS, TRACE_COLUMNS  # noqa: E402
 from query.connect import IN_TIME_ORDER, NEWEST_FIRST, Lake, Selection  # noqa: E402
+connect = sys.modules["query.connect"]   # the module (the package's ``connect`` is a function)
 from query.filters import Filters  # noqa: E402
 from benchmarks.logdata import CONTAINERS, DAY0, NEEDLE, NS, PARTITIONS, rows_sql, trace_of  # noqa: E402
 
@@ -242,9 +244,20 @@ def measure(config: Path, facts: dict, runs: int, scan_runs: int, seed: int) -> 
                        grep=NEEDLE)
 
     queries["grep needle, 30 days"] = queries["grep needle, 1 day"]   # or every day held, if fewer
+
+    def one_query(scan: bool, f: Filters) -> int:
+        """The same selection as one DuckDB query, without Lake.select's shares: what they gain, side by side."""
+        shared, connect.SHARED_SCANS = connect.SHARED_SCANS, sys.maxsize
+        try:
+            return run_filtered(f, scan)
+        finally:
+            connect.SHARED_SCANS = shared
+
+    queries["grep needle, 30 days, one query"] = one_query
     args = {"trace lookup": trace_args, "container + 15 min": container_args,
             "level=ERROR count, 1 day": lambda: day_filters(levels=parse_levels("error")),
-            "grep needle, 1 day": lambda: day_filters(grep=NEEDLE), "grep needle, 30 days": month_filters}
+            "grep needle, 1 day": lambda: day_filters(grep=NEEDLE), "grep needle, 30 days": month_filters,
+            "grep needle, 30 days, one query": month_filters}
     out = {}
     for name, q in queries.items():
         q(False, args[name]())  # warm the page cache and the connection once
@@ -257,7 +270,7 @@ def measure(config: Path, facts: dict, runs: int, scan_runs: int, seed: int) -> 
         out[name] = {"planned": summary(planned), "full_scan": summary(scanned),
                      "median_rows": statistics.median(answers), "last_plan": last_plan[0]}
         out[name]["speedup"] = round(out[name]["full_scan"]["p50_ms"] / max(out[name]["planned"]["p50_ms"], 0.01), 1)
-        print(f"  {name:26} planned p50 {out[name]['planned']['p50_ms']:8.1f} ms  p95 "
+        print(f"  {name:31} planned p50 {out[name]['planned']['p50_ms']:8.1f} ms  p95 "
               f"{out[name]['planned']['p95_ms']:8.1f} ms | full scan p50 {out[name]['full_scan']['p50_ms']:9.1f} ms"
               f" | {out[name]['speedup']}x | rows {out[name]['median_rows']} | {last_plan[0]}", flush=True)
     lake.close()
@@ -291,7 +304,7 @@ def main() -> None:
                             for q in small}
         print("\np50 growth from the smallest to the largest archive:")
         for q, g in result["growth"].items():  # type: ignore[union-attr]
-            print(f"  {q:26} {g}x")
+            print(f"  {q:31} {g}x")
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-m", "query.cli", "--help"], cwd=ROOT, capture_output=True, check=True)
     result["cli_startup_ms"] = round((time.perf_counter() - t0) * 1000)
