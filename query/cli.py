@@ -117,7 +117,7 @@ def _logs(s: Session) -> None:
     columns = RECORD_COLUMNS_SQL if s.args.output_file else LINE_COLUMNS
     # the newest --limit lines, shown oldest first (newest first with --reverse), like `tail -n`
     result = s.run(plan.select(s.lake.catalog, f, s.lake.keyring.get),
-                   Selection(columns, where, tuple(params), NEWEST_FIRST, s.args.limit or None))
+                   Selection(columns, where, tuple(params), NEWEST_FIRST, s.args.limit or None, per_row=f.per_row))
     s.emit(result if s.args.reverse else output.reversed_rows(result))
 
 
@@ -171,7 +171,7 @@ def _export(s: Session) -> None:
     s.lake.require_data()
     f = filters_of(s.args)
     where, params = f.where()
-    selection = Selection(RECORD_COLUMNS_SQL, where, tuple(params), IN_TIME_ORDER)
+    selection = Selection(RECORD_COLUMNS_SQL, where, tuple(params), IN_TIME_ORDER, per_row=f.per_row)
     sql = selection.sql
     chosen = plan.select(s.lake.catalog, f, s.lake.keyring.get)
     key_path = _signing_key_path(s.args.config)

@@ -135,12 +135,20 @@ def regex_error(pattern: str) -> str | None:
 class Selection:
     """What the commands ask of ``logs``: ``columns`` of the rows matching ``where``, sorted by ``order``
     ((expression, descending) pairs that order rows totally, never null), the first ``limit``. Unlike free
-    SQL, a selection can be run over shares of the files at once and merged (``Lake.select``)."""
+    SQL, a selection can be run over shares of the files at once and merged (``Lake.select``), when
+    ``per_row``: whether a row matches ``where`` depends on that row alone (``--previous`` compares a row
+    with every run of its container, which a share does not hold)."""
     columns: str
     where: str
     params: tuple[object, ...]
     order: tuple[tuple[str, bool], ...]
     limit: int | None = None
+    per_row: bool = True
+
+    @property
+    def shareable(self) -> bool:
+        """Read in shares only with a limit: the merge then holds at most a limit per share, in memory."""
+        return self.per_row and bool(self.limit)
 
     @property
     def sql(self) -> str:
@@ -207,8 +215,10 @@ class Lake:
         self.catalog.close()
         if self._pool is not None:
             self._pool.shutdown()
+            self._pool = None
         for share in self._shares:
             share.close()
+        self._shares = []
         if self._con is not None:
             self._con.close()
             self._spill.cleanup()
@@ -235,7 +245,8 @@ class Lake:
     def select(self, files: Sequence[FileEntry], selection: Selection, *,
                rows: Mapping[str, Sequence[tuple[int, int]]] | None = None, what: Mapping[str, Any]) -> pa.Table:
         """``selection`` over ``files``, audited as ``query`` audits its SQL. A plan of ``SHARED_SCANS`` scans
-        or more is read in shares at once, each on its own connection, and their selections merged."""
+        or more of a shareable selection is read in shares at once, each on its own connection, and their
+        selections merged."""
         return self._audited(files, selection.sql, selection.params, what,
                              lambda: self._select(files, rows, selection))
 
@@ -298,7 +309,7 @@ class Lake:
     def _select(self, files: Sequence[FileEntry], rows: Mapping[str, Sequence[tuple[int, int]]] | None,
                 selection: Selection) -> pa.Table:
         def use(con: duckdb.DuckDBPyConnection, parts: list[str]) -> pa.Table:
-            if len(parts) < SHARED_SCANS or not self._shares:
+            if len(parts) < SHARED_SCANS or not self._shares or not selection.shareable:
                 return _arrow(con.execute(f"WITH logs AS ({self._relation(con, parts)}) {selection.sql}",
                                           selection.params))
             connections = [con, *self._shares]
@@ -308,7 +319,13 @@ class Lake:
             runs = [self._pool.submit(lambda c, share: _arrow(c.execute(
                 f"WITH logs AS ({self._relation(c, share)}) {selection.share_sql}", selection.params)), c, share)
                 for c, share in zip(connections, shares) if share]
-            wait(runs)  # every connection idle again before an error is raised (and the query perhaps retried)
+            try:
+                wait(runs)  # every connection idle again before an error is raised (and the query perhaps retried)
+            except BaseException:   # Ctrl-C, SIGTERM: stop the shares rather than wait for them
+                for c in connections:
+                    c.interrupt()
+                wait(runs)
+                raise
             return selection.merge([r.result() for r in runs])
         return self._bound(files, rows, use)
 

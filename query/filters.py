@@ -95,6 +95,11 @@ class Filters:
             clauses.append(PREVIOUS_SQL)
         return (" AND ".join(clauses) or "TRUE"), params
 
+    @property
+    def per_row(self) -> bool:
+        """Whether a row matches by itself: ``previous`` looks at every run of the row's container."""
+        return not self.previous
+
     def may_match(self, namespaces: tuple[str, ...], containers: tuple[str, ...], min_time: int,
                   max_time: int) -> bool:
         return self.selector.may_match(namespaces, containers, min_time, max_time)
