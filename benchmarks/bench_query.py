@@ -212,7 +212,7 @@ def measure(config: Path, facts: dict, runs: int, scan_runs: int, seed: int) -> 
         chosen = everything if scan else plan.trace(lake.catalog, trace_id)
         if not scan:
             last_plan[0] = chosen.describe()
-        # through Lake.query, as the CLI runs it: the audit entries before and after are part of the cost
+        # through Lake.select, as the CLI runs it: the audit entries before and after are part of the cost
         return lake.select(chosen.files, Selection(TRACE_COLUMNS, "trace_id = ?", (trace_id,), IN_TIME_ORDER),
                            rows=None if scan else chosen.row_ranges(), what=BENCH).num_rows
 

@@ -139,9 +139,9 @@ def scan_sql(keys: KeyRegistry, files: Mapping[DataKey, Sequence[str]],
 def scan_parts(keys: KeyRegistry, files: Mapping[DataKey, Sequence[str]],
                rows: Mapping[str, Sequence[tuple[int, int]]] | None = None, *, probe: bool = True) -> list[str]:
     """Scans that together read the encrypted ``files`` once, each with exactly LOG_SCHEMA's columns: a
-    read_parquet per data key (DuckDB takes one footer key per call) and set of columns. A file given row ranges in ``rows``
-    (inclusive first, last row numbers) is read alone, restricted to them: DuckDB then skips every row
-    group outside the ranges without reading it.
+    read_parquet per data key (DuckDB takes one footer key per call) and set of columns. A file given row
+    ranges in ``rows`` (inclusive first, last row numbers) is read alone, restricted to them: DuckDB then
+    skips every row group outside the ranges without reading it.
 
     ``probe``: look at each file's columns first (KeyRegistry.columns; cached). Without it every file is
     taken to have them all, which costs nothing, and a file that does not makes the query fail: with a

@@ -152,24 +152,29 @@ class Selection:
 
     @property
     def sql(self) -> str:
-        order = ", ".join(f"{e} DESC" if desc else e for e, desc in self.order)
-        return (f"SELECT {self.columns} FROM logs WHERE {self.where} ORDER BY {order}"
-                + (f" LIMIT {self.limit}" if self.limit else ""))
+        return self._statement(self.columns, [e for e, _ in self.order])
 
     @property
     def share_sql(self) -> str:
         """The selection of a share of the files, its order keys as columns of their own to merge on."""
-        keys = ", ".join(f"{e} AS __order_{i}" for i, (e, _) in enumerate(self.order))
-        order = ", ".join(f"__order_{i}{' DESC' if desc else ''}" for i, (_, desc) in enumerate(self.order))
-        return (f"SELECT {self.columns}, {keys} FROM logs WHERE {self.where} ORDER BY {order}"
-                + (f" LIMIT {self.limit}" if self.limit else ""))
+        keys = self._keys()
+        return self._statement(", ".join([self.columns, *(f"{e} AS {k}" for (e, _), k in zip(self.order, keys))]),
+                               keys)
 
     def merge(self, shares: Sequence[pa.Table]) -> pa.Table:
         """The selection of all files from those of its shares (``share_sql``)."""
-        keys = [f"__order_{i}" for i in range(len(self.order))]
+        keys = self._keys()
         merged = pa.concat_tables(shares).sort_by(
             [(k, "descending" if desc else "ascending") for k, (_, desc) in zip(keys, self.order)])
         return (merged.slice(0, self.limit) if self.limit else merged).drop_columns(keys)
+
+    def _keys(self) -> list[str]:
+        return [f"__order_{i}" for i in range(len(self.order))]
+
+    def _statement(self, columns: str, order_by: Sequence[str]) -> str:
+        order = ", ".join(f"{e} DESC" if desc else e for e, (_, desc) in zip(order_by, self.order))
+        return (f"SELECT {columns} FROM logs WHERE {self.where} ORDER BY {order}"
+                + (f" LIMIT {self.limit}" if self.limit else ""))
 
 
 IN_TIME_ORDER: tuple[tuple[str, bool], ...] = (("time", False), ("record_id", False))
