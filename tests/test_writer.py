@@ -159,6 +159,23 @@ def test_a_trace_deep_in_a_file_of_many_row_groups_is_read_alone(lake, tmp_path)
     catalog.close()
 
 
+def test_a_file_read_in_row_ranges_gives_exactly_their_rows(lake):
+    """Row ranges of one file (the trace and needle indexes' row groups), one scan each: every row inside
+    the ranges, none outside, the ranges' edges included."""
+    storage, writer, key = lake
+    rows = [{"time": T0 + i, "source_offset": i, "namespace": "shop", "pod": "web", "container": "app"}
+            for i in range(10 * 2048)]
+    target = storage.target("cold", "cold/t/0/ranges.parquet")
+    assert writer.write_table(table(rows), target, key, LAYOUT).row_groups == 10
+    ranges = [(2048, 2 * 2048 - 1), (6 * 2048, 8 * 2048 - 1), (9 * 2048 + 5, 9 * 2048 + 5)]
+    con = duck.connect(1)
+    parts = duck.scan_parts(duck.KeyRegistry(con), {key: [target.final]}, {target.final: ranges})
+    assert len(parts) == len(ranges)
+    got = [n for (n,) in con.execute(f"SELECT source_offset FROM ({' UNION ALL '.join(parts)}) ORDER BY 1").fetchall()]
+    assert got == [n for a, b in ranges for n in range(a, b + 1)]
+    con.close()
+
+
 def test_sha256_and_bytes_are_the_published_files_and_nothing_else_is_left(lake):
     storage, writer, key = lake
     target = storage.target("hot", "hot/t/0/0-4.parquet")
