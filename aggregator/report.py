@@ -38,12 +38,23 @@ def build(settings: Settings, remover: Remover, v: Verification, since_ns: int) 
                 volume[ns][tier] = n
     events: dict[str, list[dict[str, Any]]] = defaultdict(list)
     queries: dict[str, int] = defaultdict(int)
+    # loglake-query serve's access entries: per identity and namespace, requests answered and rows
+    seen: dict[str, dict[str, dict[str, int]]] = defaultdict(lambda: defaultdict(lambda: {"requests": 0, "rows": 0}))
+    refused: dict[str, int] = defaultdict(int)
     since_text = _iso(since_ns)
     for e in AuditLog.of(settings.aggregator, remover.catalog).entries():
         if e["time"] < since_text or e["action"] == "query-result":
             continue  # a query is counted once, by the entry written before it ran
         if e["action"] == "query":
             queries[who(e)] += 1
+        elif e["action"] == "access":
+            d = e["details"]
+            if d.get("status") != 200:
+                refused[f"{d.get('identity', '(no credential)')} ({d.get('status')})"] += 1
+                continue
+            for ns, rows in (d.get("namespaces") or {"(aggregates)": d.get("rows", 0)}).items():
+                seen[d["identity"]][ns or "(none)"]["requests"] += 1
+                seen[d["identity"]][ns or "(none)"]["rows"] += rows
         elif e["action"] in ("retention", "erasure") and e["details"].get("status") == "started":
             continue  # the "done" entry carries the counts
         else:
@@ -63,6 +74,8 @@ def build(settings: Settings, remover: Remover, v: Verification, since_ns: int) 
                   "changes": events.get("hold-add", []) + events.get("hold-release", [])},
         "key_events": events.get("keys-rotate", []) + events.get("keys-destroy", []),
         "queries_by_actor": dict(queries),
+        "served": {"seen_by_identity_and_namespace": {i: dict(by_ns) for i, by_ns in seen.items()},
+                   "refused": dict(refused)},
         "verify": v.summary(),
     }
 
@@ -103,6 +116,15 @@ def to_markdown(doc: dict[str, Any]) -> str:
             f"(audit #{k['seq']})" for k in doc["key_events"]] or ["None in this period."]
     out += ["", "## Queries", ""]
     out += [f"- {who}: {n} queries" for who, n in sorted(doc["queries_by_actor"].items())] or ["None in this period."]
+    out += ["", "## Who saw what (loglake-query serve)", ""]
+    served = doc["served"]["seen_by_identity_and_namespace"]
+    if served:
+        out += ["| identity | namespace | requests | rows |", "|---|---|---:|---:|"]
+        out += [f"| {ident} | {ns} | {n['requests']:,} | {n['rows']:,} |"
+                for ident, by_ns in sorted(served.items()) for ns, n in sorted(by_ns.items())]
+    else:
+        out.append("None in this period.")
+    out += [f"- refused: {who} {n} times" for who, n in sorted(doc["served"]["refused"].items())]
     v = doc["verify"]
     missing = [g for g in v["gaps"] if g["kind"] == "missing"]
     out += ["", "## Verification", "",

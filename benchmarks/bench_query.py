@@ -52,7 +52,7 @@ from lake.config import TiersConfig
 from schemas.record import DAY_NS, HOUR_NS
 from lake.storage import Storage
 from query import plan  # noqa: E402
-from query.cli import LINE_COLUMNS, TRACE_COLUMNS  # noqa: E402
+from query.commands import LINE_COLUMNS, TRACE_COLUMNS  # noqa: E402
 from query.connect import IN_TIME_ORDER, NEWEST_FIRST, Lake, Selection  # noqa: E402
 connect = sys.modules["query.connect"]   # the module (the package's ``connect`` is a function)
 from query.filters import Filters  # noqa: E402

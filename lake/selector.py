@@ -36,6 +36,7 @@ _BEYOND_EPOCH_NS = 2**64  # a duration longer than the lake can span
 
 class SelectorError(ConfigError):
     """A time expression, glob or level a person typed is wrong."""
+    http_status = 400
 
 
 # OpenTelemetry severity number ranges
@@ -54,6 +55,12 @@ def parse_levels(text: str) -> tuple[tuple[int, int], ...]:
         low, high = LEVELS[name]
         ranges.append((low, 24 if part.endswith("+") else high))
     return tuple(ranges)
+
+
+# A row's level by name, from its severity number: what `stats --by level` and Loki's level label show.
+LEVEL_NAME = ("CASE WHEN severity_number = 0 THEN 'unknown' "
+              + " ".join(f"WHEN severity_number <= {last} THEN '{name}'" for name, (_, last) in LEVELS.items())
+              + " END")
 
 
 def levels_sql(ranges: tuple[tuple[int, int], ...]) -> str:

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import re
 import tempfile
+import threading
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -228,6 +229,11 @@ class Lake:
             self._con.close()
             self._spill.cleanup()
 
+    def interrupt(self) -> None:
+        """Stop what the lake's connections run now (another thread's query fails with a QueryError)."""
+        for con in ([self._con] if self._con is not None else []) + self._shares:
+            con.interrupt()
+
     def audit(self, action: str, details: dict[str, Any]) -> dict[str, Any]:
         return self.audit_log.append(action, details)
 
@@ -238,22 +244,29 @@ class Lake:
 
     def query(self, files: Sequence[FileEntry], sql: str, params: Sequence[object] = (), *,
               rows: Mapping[str, Sequence[tuple[int, int]]] | None = None, what: Mapping[str, Any],
-              user_sql: bool = False) -> pa.Table:
+              user_sql: bool = False, restrict: str = "TRUE") -> pa.Table:
         """Run ``sql`` over the view ``logs`` of ``files``: recorded in the audit trail before it runs
         (``what`` says who asked for what), its outcome after. ``user_sql``: SQL a person wrote, which
-        must be one read-only statement."""
+        must be one read-only statement (and may name read_parquet itself: the key holder's own SQL).
+        ``restrict``: an SQL condition ``logs`` applies to every row beneath ``sql`` (a grant), for the
+        commands' own SQL only."""
         if user_sql:
+            if restrict != "TRUE":
+                raise QueryError("SQL a person wrote cannot be restricted in the lake's own database; run it in "
+                                 "a sandbox of the rows it may see")
             return self._audited(files, sql, params, what, lambda: self._run(files, rows, sql, params, True),
                                  check=lambda: check_read_only(sql))
-        return self._audited(files, sql, params, what, lambda: self._run(files, rows, sql, params, False))
+        return self._audited(files, sql, params, what,
+                             lambda: self._run(files, rows, sql, params, False, restrict))
 
     def select(self, files: Sequence[FileEntry], selection: Selection, *,
-               rows: Mapping[str, Sequence[tuple[int, int]]] | None = None, what: Mapping[str, Any]) -> pa.Table:
-        """``selection`` over ``files``, audited as ``query`` audits its SQL. A plan of ``SHARED_SCANS`` scans
-        or more of a shareable selection is read in shares at once, each on its own connection, and their
-        selections merged."""
+               rows: Mapping[str, Sequence[tuple[int, int]]] | None = None, what: Mapping[str, Any],
+               restrict: str = "TRUE") -> pa.Table:
+        """``selection`` over ``files``, audited as ``query`` audits its SQL, of the rows ``restrict``
+        covers. A plan of ``SHARED_SCANS`` scans or more of a shareable selection is read in shares at once,
+        each on its own connection, and their selections merged."""
         return self._audited(files, selection.sql, selection.params, what,
-                             lambda: self._select(files, rows, selection))
+                             lambda: self._select(files, rows, selection, restrict))
 
     def _audited(self, files: Sequence[FileEntry], sql: str, params: Sequence[object], what: Mapping[str, Any],
                  run: Callable[[], pa.Table], check: Callable[[], None] | None = None) -> pa.Table:
@@ -301,7 +314,7 @@ class Lake:
         return self._con
 
     def _run(self, files: Sequence[FileEntry], rows: Mapping[str, Sequence[tuple[int, int]]] | None, sql: str,
-             params: Sequence[object], user_sql: bool) -> pa.Table:
+             params: Sequence[object], user_sql: bool, restrict: str = "TRUE") -> pa.Table:
         """``sql`` over ``logs``: a view for SQL a person wrote (it may begin with its own WITH); for the
         commands' own SQL, ``logs`` defined in the statement itself, so DuckDB opens each file's encrypted
         footer once to bind it rather than twice (the view's creation, then the query's: 0.9 of 3.6 s for a
@@ -309,20 +322,21 @@ class Lake:
         if user_sql:
             return run_sql(self._view(files, rows), sql, params)
         return self._bound(files, rows, lambda con, parts: _arrow(
-            con.execute(f"WITH logs AS ({self._relation(con, parts)}) {sql}", params)))
+            con.execute(f"WITH logs AS ({self._relation(con, parts, restrict)}) {sql}", params)))
 
     def _select(self, files: Sequence[FileEntry], rows: Mapping[str, Sequence[tuple[int, int]]] | None,
-                selection: Selection) -> pa.Table:
+                selection: Selection, restrict: str) -> pa.Table:
         def use(con: duckdb.DuckDBPyConnection, parts: list[str]) -> pa.Table:
             if len(parts) < SHARED_SCANS or not self._shares or not selection.shareable:
-                return _arrow(con.execute(f"WITH logs AS ({self._relation(con, parts)}) {selection.sql}",
+                return _arrow(con.execute(f"WITH logs AS ({self._relation(con, parts, restrict)}) {selection.sql}",
                                           selection.params))
             connections = [con, *self._shares]
             shares = [parts[i::len(connections)] for i in range(len(connections))]
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(len(connections), thread_name_prefix="loglake-query")
             runs = [self._pool.submit(lambda c, share: _arrow(c.execute(
-                f"WITH logs AS ({self._relation(c, share)}) {selection.share_sql}", selection.params)), c, share)
+                f"WITH logs AS ({self._relation(c, share, restrict)}) {selection.share_sql}", selection.params)),
+                c, share)
                 for c, share in zip(connections, shares) if share]
             try:
                 wait(runs)  # every connection idle again before an error is raised (and the query perhaps retried)
@@ -376,13 +390,60 @@ class Lake:
         raise AssertionError("unreachable")
 
     @staticmethod
-    def _relation(con: duckdb.DuckDBPyConnection, parts: Sequence[str]) -> str:
-        """The view's relation (stored columns, record_id, semantic names) over the union of ``parts``."""
+    def _relation(con: duckdb.DuckDBPyConnection, parts: Sequence[str], restrict: str = "TRUE") -> str:
+        """The view's relation (stored columns, record_id, semantic names) over the union of ``parts``, of
+        the rows ``restrict`` covers."""
         scan = " UNION ALL ".join(parts)
         if not scan:
             con.register("_no_files", LOG_SCHEMA.empty_table())
             scan = "SELECT * FROM _no_files"
-        return f"SELECT *, {_SEMANTIC_SQL} FROM (SELECT *, {RECORD_ID_SQL} AS record_id FROM ({scan}))"
+        return (f"SELECT *, {_SEMANTIC_SQL} FROM (SELECT *, {RECORD_ID_SQL} AS record_id FROM ({scan}) "
+                f"WHERE {restrict})")
+
+
+class Sandbox:
+    """A DuckDB database of its own holding ``rows`` as the table ``logs``, and nothing else: no keys, no
+    files, no extensions, configuration locked before any SQL arrives. SQL run in it reaches those rows
+    alone, whatever it names (query.serve runs callers' SQL and live tails here)."""
+
+    def __init__(self, rows: pa.Table, memory_limit: str = "1GB") -> None:
+        con = duckdb.connect(config={"enable_external_access": False, "autoinstall_known_extensions": False,
+                                     "autoload_known_extensions": False, "allow_community_extensions": False,
+                                     "memory_limit": memory_limit, "threads": 1})
+        con.execute("SET TimeZone = 'UTC'")
+        con.register("_given", rows)
+        # a table of its own, not a view of the Arrow object: the SQL sees a plain table
+        con.execute("CREATE TABLE logs AS SELECT * FROM _given")
+        con.unregister("_given")
+        con.execute("SET lock_configuration = true")
+        self._con = con
+
+    def execute(self, sql: str, params: Sequence[object] = ()) -> pa.Table:
+        return run_sql(self._con, sql, params)
+
+    def first(self, sql: str, max_rows: int, timeout_s: float) -> tuple[pa.Table, bool]:
+        """At most ``max_rows`` rows of ``sql``, and whether it had more; stopped after ``timeout_s``."""
+        timer = threading.Timer(timeout_s, self._con.interrupt)
+        timer.start()
+        try:
+            reader = self._con.execute(sql).fetch_record_batch(1024)
+            batches, n = [], 0
+            for batch in reader:
+                batches.append(batch)
+                n += batch.num_rows
+                if n > max_rows:
+                    break
+            table = pa.Table.from_batches(batches, reader.schema)
+        except duckdb.InterruptException:
+            raise QueryError(f"the SQL ran longer than {timeout_s:g} s and was stopped") from None
+        except duckdb.Error as e:
+            raise _translate(e) from None
+        finally:
+            timer.cancel()
+        return table.slice(0, max_rows), table.num_rows > max_rows
+
+    def close(self) -> None:
+        self._con.close()
 
 
 class Result:

@@ -25,7 +25,7 @@ def _text(v: Any) -> str:
     return "" if v is None else str(v)
 
 
-def _timestamps_as_text(table: pa.Table, tz: str) -> pa.Table:
+def timestamps_as_text(table: pa.Table, tz: str) -> pa.Table:
     """Timestamps as RFC 3339 text in ``tz``, nanoseconds kept (Python datetimes stop at microseconds)."""
     for i, field in enumerate(table.schema):
         if pa.types.is_timestamp(field.type):
@@ -62,7 +62,7 @@ def _cell(v: Any, wide: bool) -> str:
 
 def write(table: pa.Table, fmt: str, out: IO[str] | None = None, *, tz: str = "UTC", header: bool = True) -> None:
     out = out or sys.stdout
-    table = _timestamps_as_text(table, tz)
+    table = timestamps_as_text(table, tz)
     columns = table.column_names
     rows = list(zip(*(table.column(i).to_pylist() for i in range(table.num_columns)))) if columns else []
     if fmt in ("json", "jsonl"):
@@ -107,3 +107,21 @@ def write_parquet(table: pa.Table, path: str) -> None:
     except OSError as e:
         os.unlink(path)
         raise QueryError(f"cannot write {path}: {e.strerror or e}") from None
+
+
+def emit(table: pa.Table, fmt: str, output_file: str | None, tz: str) -> None:
+    """A command's result: to ``output_file`` as Parquet (saying so on stderr), else printed as ``fmt``."""
+    if output_file:
+        write_parquet(table, output_file)
+        print(f"wrote {table.num_rows} rows to {output_file}", file=sys.stderr)
+    else:
+        write(table, fmt, tz=tz)
+
+
+def summary(fmt: str, lines: list[str], doc: dict[str, object]) -> None:
+    """A command's outcome: its lines, or with -o json (jsonl) one JSON object for a script."""
+    if fmt in ("json", "jsonl"):
+        sys.stdout.write(orjson.dumps(doc).decode() + "\n")
+    else:
+        for line in lines:
+            print(line)

@@ -13,9 +13,14 @@
      ├── CatalogConflictError         yes     another process changed the entries a job was replacing
      ├── CatalogValueError             no     a catalog value is not what loglake writes there
      ├── AuditError                    no     the audit trail cannot be written or its key used
-     └── QueryError                    no     the SQL or a filter is wrong, or stored data cannot be read
-      └── StoredColumnsDiffer      no     a scan met files of two schema versions: query.connect reads
-                                          each file's columns once and runs the query again
+     ├── QueryError                    no     the SQL or a filter is wrong, or stored data cannot be read
+     │    └── StoredColumnsDiffer      no     a scan met files of two schema versions: query.connect reads
+     │                                        each file's columns once and runs the query again
+     ├── Unauthenticated               no     a request to loglake-query serve proves no identity (HTTP 401)
+     └── Forbidden                     no     an identity asked for what no role grants it (HTTP 403)
+
+``http_status`` is how loglake-query serve answers the error: 400 for what a caller asked wrongly
+(QueryError, SelectorError), 401 and 403 for who they are, 500 for the rest (the service's own trouble).
 
 ``retriable`` is behaviour, read on the class: the same operation may succeed if tried again later
 (delivery retries it with backoff), or it will fail the same way until a person changes something.
@@ -32,6 +37,7 @@ from typing import ClassVar
 class LoglakeError(Exception):
     """Base of every error loglake reports; the CLIs print it without a traceback."""
     retriable: ClassVar[bool] = False
+    http_status: ClassVar[int] = 500
 
 
 class ConfigError(LoglakeError):
@@ -92,3 +98,14 @@ class CatalogValueError(LoglakeError):
 
 class QueryError(LoglakeError):
     """The SQL or a filter is wrong, or stored data cannot be read."""
+    http_status = 400
+
+
+class Unauthenticated(LoglakeError):
+    """A request without a credential, or with one that does not prove an identity."""
+    http_status = 401
+
+
+class Forbidden(LoglakeError):
+    """An authenticated identity asked for what no role grants it."""
+    http_status = 403

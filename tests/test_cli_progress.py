@@ -163,7 +163,8 @@ def complete(tool: str, *words: str) -> list[str]:
 
 
 @pytest.mark.parametrize(("tool", "words", "offered"), [
-    ("query", ("",), {"logs", "trace", "tail", "stats", "sql", "export", "verify-export", "completion"}),
+    ("query", ("",), {"logs", "trace", "tail", "stats", "sql", "export", "verify-export", "serve", "token",
+                      "completion"}),
     ("query", ("logs", "-o", ""), {"table", "wide", "json", "jsonl", "csv"}),
     ("query", ("logs", "--li"), {"--limit"}),
     ("aggregator", ("",), {"run", "certs", "compact", "verify", "retention", "erase", "hold", "report", "topics",

@@ -1,0 +1,213 @@
+"""Loki's ``/tail``: a WebSocket that sends a selector's lines as they land, to many callers at once.
+
+New records arrive in new hot files. While anyone tails, one poll a second asks the catalog for hot files
+not seen before and reads their rows once (an audited read by the service itself); each connection's
+grant and LogQL are then applied to those rows in an in-memory DuckDB of their own (no keys, no files),
+so a thousand tails cost one lake read a second, not a thousand. A connection first gets the lines since
+``start`` (default an hour ago, at most ``limit``), then the new ones. A caller that does not keep up
+loses frames, never memory: beyond ``TAIL_QUEUE`` frames waiting, new lines are reported in
+``dropped_entries`` instead, as Loki does. Connections beyond ``[serve] max_tail_connections`` are
+refused with 429.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+from aiohttp import WSMsgType, web
+
+from lake.catalog.model import Tier
+from query.connect import Lake, Sandbox
+from query.serve import logql, loki
+from schemas.record import SECOND_NS
+
+TAIL_QUEUE = 64                 # frames waiting for a slow caller, at most
+_SEND_TIMEOUT_S = 10.0
+# The columns a tail's LogQL and a grant look at, as the new files' rows are held between polls.
+_ROW_COLUMNS = ("epoch_ns(time) AS ns, time, namespace, pod, container, stream, node, severity_number, "
+                "severity_text, trace_id, span_id, body")
+
+
+@dataclass(eq=False)
+class Tail:
+    """One connection: the rows it wants of the new ones (``columns`` where ``where``, grant included) and
+    how a batch of them becomes a frame: Loki's streams (``loki``) or an Arrow IPC stream of the CLI's
+    columns (``loglake-query --server tail -f``)."""
+    columns: str
+    where: str
+    params: list[object]
+    loki: bool = True
+    queue: asyncio.Queue[str | bytes] = field(default_factory=lambda: asyncio.Queue(TAIL_QUEUE))
+    sent: int = 0
+    dropped: int = 0
+    namespaces: Counter[str] = field(default_factory=Counter)
+
+    @classmethod
+    def of_logql(cls, q: logql.LogQuery, restrict: str) -> Tail:
+        clauses, params = logql.where(q)
+        return cls(f"ns, {loki.LABEL_COLUMNS}, body", " AND ".join([restrict, *clauses]), params)
+
+    def frame(self, table: pa.Table) -> tuple[str | bytes, dict[str, int]]:
+        """A batch as this connection's frame, and its rows by namespace."""
+        if self.loki:
+            streams = loki.streams_of(table)
+            return orjson.dumps({"streams": streams, "dropped_entries": None}).decode(), loki.seen_in(streams)
+        return ipc_bytes(table), namespaces_of(table)
+
+
+class Full(web.HTTPTooManyRequests):
+    pass
+
+
+class TailHub:
+    def __init__(self, run: Callable[[Callable[[Lake], Any]], Awaitable[Any]], max_connections: int,
+                 interval_s: float = 1.0) -> None:
+        self._run = run
+        self.max_connections = max_connections
+        self.interval_s = interval_s
+        self.tails: set[Tail] = set()
+        self._seen: set[str] | None = None
+        self._reading = asyncio.Lock()   # one look at the catalog at a time: each new file is seen once
+        self._task: asyncio.Task[None] | None = None
+        # filtering happens off the event loop, in one thread with its own in-memory database
+        self._filter = ThreadPoolExecutor(1, thread_name_prefix="loglake-serve-tail")
+
+    async def join(self, tail: Tail) -> None:
+        """From now on, ``tail`` gets the rows of every hot file the catalog did not list before."""
+        if len(self.tails) >= self.max_connections:
+            raise Full(text=f"{len(self.tails)} tails are open, the most [serve] max_tail_connections allows; "
+                            "close one or try again later")
+        self.tails.add(tail)
+        try:
+            async with self._reading:
+                if self._seen is None:
+                    await self._run(self._new_rows)   # the files there now: what a tail does not get
+        except BaseException:
+            self.tails.discard(tail)
+            raise
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._poll())
+
+    def leave(self, tail: Tail) -> None:
+        self.tails.discard(tail)
+
+    async def _poll(self) -> None:
+        while self.tails:
+            await asyncio.sleep(self.interval_s)
+            try:
+                async with self._reading:
+                    rows = await self._run(self._new_rows)
+            except Exception:   # a failed poll (storage, a file compacted away): the next one tries again
+                continue
+            if rows is not None and rows.num_rows:
+                await asyncio.get_running_loop().run_in_executor(self._filter, self._deliver, rows, list(self.tails))
+        self._seen = None    # nobody tails: the next tail starts from what is there then
+
+    def _new_rows(self, lake: Lake) -> pa.Table | None:
+        hot = lake.catalog.files(tier=Tier.HOT)
+        if self._seen is None:
+            self._seen = {f.path for f in hot}
+            return None
+        new = [f for f in hot if f.path not in self._seen]
+        self._seen.update(f.path for f in new)
+        if not new:
+            return None
+        return lake.query(new, f"SELECT {_ROW_COLUMNS} FROM logs", what={"command": "serve tail (new hot files)"})
+
+    def _deliver(self, rows: pa.Table, tails: list[Tail]) -> None:
+        box = Sandbox(rows)
+        try:
+            for tail in tails:
+                table = box.execute(f"SELECT {tail.columns} FROM logs WHERE {tail.where} ORDER BY ns", tail.params)
+                if table.num_rows:
+                    _offer(tail, table)
+        finally:
+            box.close()
+
+    def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        self._filter.shutdown(wait=False)
+
+
+def _offer(tail: Tail, table: pa.Table) -> None:
+    """Queue a frame; a full queue (a caller not reading) turns its lines into dropped entries."""
+    try:
+        frame, seen = tail.frame(table)
+        tail.queue.put_nowait(frame)
+        tail.sent += table.num_rows
+        tail.namespaces.update(seen)
+    except asyncio.QueueFull:
+        tail.dropped += table.num_rows
+
+
+def ipc_bytes(table: pa.Table) -> bytes:
+    sink = io.BytesIO()
+    with pa.ipc.new_stream(sink, table.schema) as out:
+        out.write_table(table)
+    return sink.getvalue()
+
+
+def namespaces_of(table: pa.Table) -> dict[str, int]:
+    if "namespace" not in table.column_names:
+        return {}
+    return {v["values"] or "": int(v["counts"]) for v in pc.value_counts(table.column("namespace")).to_pylist()}
+
+
+async def serve_tail(request: web.Request, hub: TailHub, tail: Tail, first: pa.Table | None,
+                     entry: dict[str, Any]) -> web.WebSocketResponse:
+    """The connection's life: the first lines, then whatever the hub queues, until either side closes."""
+    await hub.join(tail)   # refused (429) before the upgrade when the hub is full
+    ws = web.WebSocketResponse(heartbeat=30, max_msg_size=4096)
+    try:
+        await ws.prepare(request)
+    except BaseException:
+        hub.leave(tail)
+        raise
+    if first is not None and first.num_rows:
+        _offer(tail, first)
+
+    async def reader() -> None:
+        async for msg in ws:   # a caller sends nothing; reading notices its close
+            if msg.type in (WSMsgType.CLOSE, WSMsgType.ERROR):
+                break
+
+    reading = asyncio.create_task(reader())
+    reported = 0
+    try:
+        while not ws.closed:
+            getting = asyncio.create_task(tail.queue.get())
+            done, _ = await asyncio.wait({getting, reading}, return_when=asyncio.FIRST_COMPLETED)
+            if getting not in done:
+                getting.cancel()
+                break
+            frame = getting.result()
+            if tail.dropped > reported and isinstance(frame, str):   # Loki's way to say what was missed
+                doc = orjson.loads(frame)
+                doc["dropped_entries"] = [{"labels": {}, "timestamp": str(time.time_ns())}] * min(
+                    100, tail.dropped - reported)
+                frame, reported = orjson.dumps(doc).decode(), tail.dropped
+            send = ws.send_str(frame) if isinstance(frame, str) else ws.send_bytes(frame)
+            await asyncio.wait_for(send, _SEND_TIMEOUT_S)
+    except (asyncio.TimeoutError, ConnectionResetError):
+        pass
+    finally:
+        hub.leave(tail)
+        reading.cancel()
+        await ws.close()
+        entry.update({"rows": tail.sent, "dropped": tail.dropped, "namespaces": dict(tail.namespaces)})
+    return ws
+
+
+def start_of(args: dict[str, Any]) -> int:
+    return loki.parse_time(args.get("start"), time.time_ns() - 3600 * SECOND_NS)
