@@ -24,7 +24,7 @@ from lake import config as agg_config
 from lake.selector import LEVEL_NAME, Selector, parse_levels, parse_time
 from query import config as query_config
 from query import export, output, plan
-from query.connect import IN_TIME_ORDER, NEWEST_FIRST, RECORD_COLUMNS_SQL, Lake, Selection
+from query.connect import EVERYTHING, IN_TIME_ORDER, NEWEST_FIRST, RECORD_COLUMNS_SQL, Lake, Selection
 from query.filters import Filters, trace_id
 from query.follow import follow
 from runtime import completion
@@ -43,7 +43,7 @@ class Session:
     """One command's lake, plan and output settings, and its --explain report. (``query.serve.commands``
     runs the same commands for a caller of the service: its rows only, its identity in the audit trail.)"""
 
-    restrict = "TRUE"    # the rows the command may read: all of them, for whoever holds the master key
+    restrict = EVERYTHING    # the rows the command may read: all of them, for whoever holds the master key
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
@@ -175,22 +175,23 @@ def _export(s: Session) -> None:
     selection = Selection(RECORD_COLUMNS_SQL, where, tuple(params), IN_TIME_ORDER, per_row=f.per_row)
     sql = selection.sql
     chosen = plan.select(s.lake.catalog, f, s.lake.keyring.get)
+    sources = s.restrict.files(chosen.files)   # the manifest names only files that may hold readable rows
     key_path = _signing_key_path(s.args.config)
     key = export.load_signing_key(key_path, create=True)
     # two steps, the query over the chosen files and the archive: the bar shows which runs, and for how long
-    with Progress(s.args.progress).phase(f"export: {len(chosen.files)} files, "
-                                         f"{sum(e.bytes for e in chosen.files)} bytes", 2) as step:
+    with Progress(s.args.progress).phase(f"export: {len(sources)} files, "
+                                         f"{sum(e.bytes for e in sources)} bytes", 2) as step:
         table = s.run(chosen, selection)
         step(0)
-        query = {"command": s.command, "filters": _filters_doc(f), "sql": sql,
-                 "parameters": [str(p) for p in params]}
-        manifest = export.write(s.args.out, table, query, list(chosen.files), key)
+        query = {**s.what(), "filters": _filters_doc(f), "sql": sql, "parameters": [str(p) for p in params],
+                 **({"restricted_to": s.restrict.sql} if s.restrict != EVERYTHING else {})}
+        manifest = export.write(s.args.out, table, query, sources, key)
         step(0)
     public = _public_key_file(key_path, key)
     s.summary([f"exported {table.num_rows} records to {s.args.out}, signed by "
                f"{manifest['signer']['fingerprint']} (public key: {public}; check with verify-export "
                "--public-key)"],
-              {"archive": str(s.args.out), "records": table.num_rows, "files": len(chosen.files),
+              {"archive": str(s.args.out), "records": table.num_rows, "files": len(sources),
                "signer": manifest["signer"]["fingerprint"], "public_key": str(public)})
 
 

@@ -50,6 +50,7 @@ from lake.audit import AuditLog
 from lake.catalog.base import Catalog, open_catalog
 from lake.catalog.model import TIERS, FileEntry
 from lake.keys import DataKey, KeyRing, master_for
+from lake.selector import Selector
 from lake.storage import Storage
 from runtime.errors import EncryptionKeyError, LoglakeError, QueryError, StorageError
 from schemas.record import LOG_SCHEMA, RECORD_ID_SQL
@@ -130,6 +131,25 @@ def regex_error(pattern: str) -> str | None:
     except duckdb.Error as e:
         return duck.first_line(e).removeprefix("Invalid Input Error: ")
     return None
+
+
+@dataclass(frozen=True)
+class Restriction:
+    """The rows a reader may see: an SQL condition the ``logs`` relation applies beneath everything a query
+    adds, and the selectors (globs) it is made of, which rule out from the catalog alone the files holding
+    none of those rows, so they are never opened (nor named in an export's manifest, nor timed)."""
+    sql: str = "TRUE"
+    selectors: tuple[Selector, ...] | None = None     # None: any file may hold such rows
+
+    def may_hold(self, f: FileEntry) -> bool:
+        return self.selectors is None or any(
+            s.may_match(f.namespaces, f.containers, f.min_time, f.max_time) for s in self.selectors)
+
+    def files(self, files: Sequence[FileEntry]) -> list[FileEntry]:
+        return [f for f in files if self.may_hold(f)]
+
+
+EVERYTHING = Restriction()
 
 
 @dataclass(frozen=True)
@@ -244,29 +264,31 @@ class Lake:
 
     def query(self, files: Sequence[FileEntry], sql: str, params: Sequence[object] = (), *,
               rows: Mapping[str, Sequence[tuple[int, int]]] | None = None, what: Mapping[str, Any],
-              user_sql: bool = False, restrict: str = "TRUE") -> pa.Table:
+              user_sql: bool = False, restrict: Restriction = EVERYTHING) -> pa.Table:
         """Run ``sql`` over the view ``logs`` of ``files``: recorded in the audit trail before it runs
         (``what`` says who asked for what), its outcome after. ``user_sql``: SQL a person wrote, which
         must be one read-only statement (and may name read_parquet itself: the key holder's own SQL).
-        ``restrict``: an SQL condition ``logs`` applies to every row beneath ``sql`` (a grant), for the
+        ``restrict``: the rows ``logs`` holds (a grant; files that cannot hold any are dropped), for the
         commands' own SQL only."""
         if user_sql:
-            if restrict != "TRUE":
+            if restrict != EVERYTHING:
                 raise QueryError("SQL a person wrote cannot be restricted in the lake's own database; run it in "
                                  "a sandbox of the rows it may see")
             return self._audited(files, sql, params, what, lambda: self._run(files, rows, sql, params, True),
                                  check=lambda: check_read_only(sql))
+        files = restrict.files(files)
         return self._audited(files, sql, params, what,
-                             lambda: self._run(files, rows, sql, params, False, restrict))
+                             lambda: self._run(files, rows, sql, params, False, restrict.sql))
 
     def select(self, files: Sequence[FileEntry], selection: Selection, *,
                rows: Mapping[str, Sequence[tuple[int, int]]] | None = None, what: Mapping[str, Any],
-               restrict: str = "TRUE") -> pa.Table:
+               restrict: Restriction = EVERYTHING) -> pa.Table:
         """``selection`` over ``files``, audited as ``query`` audits its SQL, of the rows ``restrict``
         covers. A plan of ``SHARED_SCANS`` scans or more of a shareable selection is read in shares at once,
         each on its own connection, and their selections merged."""
+        files = restrict.files(files)
         return self._audited(files, selection.sql, selection.params, what,
-                             lambda: self._select(files, rows, selection, restrict))
+                             lambda: self._select(files, rows, selection, restrict.sql))
 
     def _audited(self, files: Sequence[FileEntry], sql: str, params: Sequence[object], what: Mapping[str, Any],
                  run: Callable[[], pa.Table], check: Callable[[], None] | None = None) -> pa.Table:
@@ -407,9 +429,11 @@ class Sandbox:
     alone, whatever it names (query.serve runs callers' SQL and live tails here)."""
 
     def __init__(self, rows: pa.Table, memory_limit: str = "1GB") -> None:
+        # DuckDB may read its spill directory whatever else is refused: one of its own (0700), never shared
+        self._spill = tempfile.TemporaryDirectory(prefix="loglake-sandbox-")
         con = duckdb.connect(config={"enable_external_access": False, "autoinstall_known_extensions": False,
                                      "autoload_known_extensions": False, "allow_community_extensions": False,
-                                     "memory_limit": memory_limit, "threads": 1})
+                                     "memory_limit": memory_limit, "threads": 1, "temp_directory": self._spill.name})
         con.execute("SET TimeZone = 'UTC'")
         con.register("_given", rows)
         # a table of its own, not a view of the Arrow object: the SQL sees a plain table
@@ -444,6 +468,7 @@ class Sandbox:
 
     def close(self) -> None:
         self._con.close()
+        self._spill.cleanup()
 
 
 class Result:

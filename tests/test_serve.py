@@ -24,6 +24,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -255,7 +256,8 @@ def test_a_jwt_from_the_configured_issuer_maps_its_groups_to_roles(served):
     assert (entry["identity"], entry["auth"], entry["groups"]) == ("jwt:sam@example", "jwt", ["sre"])
 
 
-@pytest.mark.parametrize("bad", ["expired", "audience", "issuer", "none", "hmac with the public key", "other key"])
+@pytest.mark.parametrize("bad", ["expired", "audience", "issuer", "none", "hmac with the public key", "other key",
+                                 "groups not a list"])
 def test_a_jwt_that_does_not_verify_is_401(served, bad):
     if bad == "expired":
         token = _jwt(served, exp=int(time.time()) - 10)
@@ -276,6 +278,8 @@ def test_a_jwt_that_does_not_verify_is_401(served, bad):
             {"iss": "https://idp.example", "aud": "loglake", "sub": "x", "groups": ["sre"],
              "exp": int(time.time()) + 300}))
         token = signing + "." + b64(hmac.new(pem, signing.encode(), hashlib.sha256).digest())
+    elif bad == "groups not a list":
+        token = _jwt(served, groups=7)
     else:
         other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         token = jwt.encode({"iss": "https://idp.example", "aud": "loglake", "sub": "x", "groups": ["sre"],
@@ -306,6 +310,51 @@ def test_metric_queries_count_only_granted_rows(served):
 def test_bad_logql_is_400_naming_the_part(served, query, says):
     status, body = served.get("/loki/api/v1/query_range", {"query": query, **WINDOW}, token="alice")
     assert status == 400 and says in body.decode() and b"Traceback" not in body
+
+
+@pytest.mark.parametrize("params, says", [
+    ({"query": 'count_over_time({namespace="shop"}[10y])', "step": "3600"}, "max_range_s"),
+    ({"query": 'count_over_time({namespace="shop"}[1h])', "step": "0.001", "start": str(END_NS - 10**10)},
+     "increase step"),
+    ({"query": '{namespace="shop"}', "step": "inf"}, "not a usable number"),
+    ({"query": "(" * 5000 + "vector(1)" + ")" * 5000}, "nests too deeply"),
+    ({"query": '{namespace="shop"} | json | status > "500"'}, "a string compares with"),
+    ({"query": '{namespace="shop"}', "start": "1" + "0" * 400 + ".5"}, "out of range"),
+])
+def test_costly_or_odd_requests_are_400(served, params, says):
+    # as a form body, as Grafana posts long queries (a URL is cut at 8 KiB)
+    status, body = served.get("/loki/api/v1/query_range", token="alice",
+                              data=urllib.parse.urlencode({**WINDOW, **params}).encode())
+    assert status == 400 and says in body.decode(), body
+
+
+def test_a_json_filter_over_lines_that_are_not_json_finds_nothing_and_fails_nothing(served):
+    doc = served.json("/loki/api/v1/query_range", {"query": '{namespace=~".+"} | json | status="500"', **WINDOW},
+                      token="alice")
+    assert _lines(doc) == []
+
+
+def test_an_export_names_no_file_outside_the_grant(served, tmp_path):
+    out = tmp_path / "pay.zip"
+    p = _cli(served, "export", "-n", "pay", "--since", "all", "--grep", "app", "--out", str(out))
+    assert p.returncode == 0, p.stderr
+    with zipfile.ZipFile(out) as z:
+        manifest = json.loads(z.read("manifest.json"))
+    assert manifest["query"]["identity"] == "token:alice" and manifest["query"]["restricted_to"]
+    assert manifest["records"] == 0 if "records" in manifest else True
+    assert all("pay" not in json.dumps(src) for src in manifest["sources"]), manifest["sources"]
+
+
+def test_a_page_elsewhere_cannot_open_a_tail(served):
+    async def run():
+        url = served.url.replace("https://", "wss://") + "/loki/api/v1/tail?" + urllib.parse.urlencode(
+            {"query": '{namespace="shop"}', "start": str(START_NS)})
+        async with aiohttp.ClientSession() as session:
+            with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+                await session.ws_connect(url, ssl=served.context(), headers={
+                    "Authorization": f"Bearer {served.tokens['alice']}", "Origin": "https://evil.example"})
+            return refused.value.status
+    assert asyncio.run(run()) == 403
 
 
 def test_limits_are_bounded_and_the_service_keeps_serving(served):
@@ -409,8 +458,8 @@ def _json_lines(p: subprocess.CompletedProcess) -> list[dict]:
 
 
 def test_the_cli_through_the_service_prints_what_it_prints_locally_of_the_granted_rows(served):
-    local = _cli(served, "logs", "-n", "shop", "--since", "all", "--limit", "0", "-o", "json", token="")
-    remote = _cli(served, "logs", "--since", "all", "--limit", "0", "-o", "json")
+    local = _cli(served, "logs", "-n", "shop", "--since", "all", "--limit", "500", "-o", "json", token="")
+    remote = _cli(served, "logs", "--since", "all", "--limit", "500", "-o", "json")
     assert remote.returncode == 0, remote.stderr
     assert remote.stdout == local.stdout and len(_json_lines(remote)) > 0
     table_local = _cli(served, "logs", "-n", "shop", "--since", "all", "--limit", "20", token="")
@@ -567,6 +616,74 @@ def test_the_report_says_who_saw_what_per_namespace(served, tmp_path):
     assert doc["served"]["refused"]["token:eve (403)"] >= 1
     text = (tmp_path / "report.md").read_text()
     assert "## Who saw what (loglake-query serve)" in text and "| token:alice | shop |" in text
+
+
+# The requests Grafana's Loki data source sends (Grafana 11/12: datasource health check, label browser,
+# Explore's logs and their volume histogram, a dashboard's time series panel), as it sends them.
+GRAFANA = [
+    ("save & test", "/loki/api/v1/query", {"query": "vector(1)+vector(1)", "time": str(END_NS)}),
+    ("label browser: names", "/loki/api/v1/labels", {"start": str(START_NS), "end": str(END_NS)}),
+    ("label browser: values", "/loki/api/v1/label/container/values",
+     {"start": str(START_NS), "end": str(END_NS), "query": '{namespace="shop"}'}),
+    ("explore: logs", "/loki/api/v1/query_range",
+     {"direction": "backward", "end": str(END_NS), "limit": "100", "query": '{namespace="shop"} |= "r1"',
+      "start": str(START_NS), "step": "14400ms"}),
+    ("explore: volume", "/loki/api/v1/query_range",
+     {"direction": "backward", "end": str(END_NS), "query": 'sum by (level) (count_over_time({namespace="shop"} '
+      '|= "r1" [1m]))', "start": str(START_NS), "step": "60000ms", "supportingQueryType": "logsVolume"}),
+    ("dashboard panel", "/loki/api/v1/query_range",
+     {"end": str(END_NS), "query": 'sum by (container) (rate({namespace=~"shop|pay"} [5m]))',
+      "start": str(START_NS), "step": "300"}),
+    ("query stats", "/loki/api/v1/index/stats", {"query": '{namespace="shop"}', "start": str(START_NS),
+                                                  "end": str(END_NS)}),
+    ("logs drilldown volume", "/loki/api/v1/index/volume",
+     {"query": '{namespace=~".+"}', "start": str(START_NS), "end": str(END_NS), "limit": "100",
+      "targetLabels": "container"}),
+]
+
+
+@pytest.mark.parametrize("what, path, params", GRAFANA, ids=[g[0] for g in GRAFANA])
+def test_grafanas_requests_get_lokis_shapes(served, what, path, params):
+    doc = served.json(path, params, token="alice")
+    if path.endswith("/index/stats"):
+        assert set(doc) == {"streams", "chunks", "bytes", "entries"} and all(isinstance(v, int) for v in doc.values())
+        return
+    assert doc["status"] == "success"
+    data = doc["data"]
+    if path.endswith(("/labels", "/values")):
+        assert isinstance(data, list) and data and all(isinstance(v, str) for v in data)
+        assert data == sorted(data)
+        if path.endswith("/values"):
+            assert data == ["nginx"]   # the selector's, among the caller's rows
+        return
+    kind, result = data["resultType"], data["result"]
+    assert result, what
+    if kind == "streams":
+        for s in result:
+            assert set(s) == {"stream", "values"} and all(isinstance(v, str) for v in s["stream"].values())
+            for ts, line in s["values"]:
+                assert isinstance(ts, str) and ts.isdigit() and len(ts) == 19 and isinstance(line, str)
+                assert START_NS <= int(ts) <= END_NS and "r1" in line
+        assert sum(len(s["values"]) for s in result) <= 100
+    elif kind == "matrix":
+        for s in result:
+            assert set(s) == {"metric", "values"} and isinstance(s["metric"], dict)
+            times = [t for t, _ in s["values"]]
+            assert times == sorted(times) and all(isinstance(t, (int, float)) for t in times)
+            assert all(isinstance(v, str) and float(v) >= 0 for _, v in s["values"])
+        labels = {k for s in result for k in s["metric"]}
+        assert labels == ({"level"} if "volume" in what else {"container"})
+        if what == "dashboard panel":
+            assert {s["metric"]["container"] for s in result} == {"nginx"}   # pay's app is not the caller's
+    else:
+        assert kind == "vector"
+        for s in result:
+            assert set(s) == {"metric", "value"} and isinstance(s["value"][0], (int, float))
+            assert isinstance(s["value"][1], str)
+        if what == "save & test":
+            assert result == [{"metric": {}, "value": [END_NS / 1e9, "2"]}]
+        else:
+            assert {s["metric"].get("container") for s in result} == {"nginx"}
 
 
 def test_sigterm_stops_the_service_cleanly(served):

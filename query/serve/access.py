@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from query.connect import Restriction
 from query.serve.config import GrantConfig, ServeConfig
 from query.serve.identity import Identity
 from runtime.errors import Forbidden
@@ -22,15 +23,16 @@ class Access:
     roles: tuple[str, ...]
     grants: dict[str, tuple[GrantConfig, ...]]     # permission -> grants of the roles holding it
 
-    def rows(self, permission: str) -> str:
-        """The SQL condition of the rows ``permission`` covers; Forbidden if no role grants it."""
+    def rows(self, permission: str) -> Restriction:
+        """The rows ``permission`` covers; Forbidden if no role grants it."""
         grants = self.grants.get(permission)
         if grants is None:
             held = ", ".join(sorted(self.grants)) or "none"
             raise Forbidden(f"{self.identity.how}:{self.identity.name} may not {permission} (permissions held: "
                             f"{held}); ask an operator for a role that grants it")
         # a role with the permission but no grants covers no rows
-        return "(" + " OR ".join(g.sql() for g in grants) + ")" if grants else "FALSE"
+        return Restriction("(" + " OR ".join(g.sql() for g in grants) + ")" if grants else "FALSE",
+                           tuple(g.selector() for g in grants))
 
     def selectors(self, permission: str) -> list[dict[str, Any]]:
         """The grants applied, as the audit trail records them."""

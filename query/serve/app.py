@@ -31,7 +31,7 @@ from lake import config as lake_config
 from lake.audit import AuditLog
 from lake.catalog.base import open_catalog
 from query.commands import LINE_COLUMNS
-from query.connect import Lake
+from query.connect import Lake, Restriction
 from query.serve import commands, loki, sandbox, tail
 from query.serve.access import access_of
 from query.serve.config import ServeConfig
@@ -41,11 +41,11 @@ from runtime import metrics
 from runtime.errors import ConfigError, LoglakeError, QueryError, Unauthenticated
 
 # What one request may run in a worker: (its thread's lake, audit context, grant, request arguments) -> answer.
-Work = Callable[[Lake, dict[str, Any], str, dict[str, Any]], loki.Answer]
+Work = Callable[[Lake, dict[str, Any], Restriction, dict[str, Any]], loki.Answer]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # What a guarded endpoint does once the caller is known: (request, identity, its rows, arguments, the audit
 # entry to complete with rows and bytes) -> the response.
-Guarded = Callable[[web.Request, Identity, str, dict[str, Any], dict[str, Any]], Awaitable[web.StreamResponse]]
+Guarded = Callable[[web.Request, Identity, Restriction, dict[str, Any], dict[str, Any]], Awaitable[web.StreamResponse]]
 _QUERY_TEXT_MAX = 4096   # of a request's query, kept in its audit entry
 log = logging.getLogger("loglake.serve")
 T = TypeVar("T")
@@ -78,8 +78,11 @@ class Workers:
     async def run(self, work: Callable[[Lake], T], timeout_s: float) -> T:
         """``work`` with a worker's lake; past ``timeout_s`` its query is interrupted (asyncio.TimeoutError)."""
         running: list[Lake] = []
+        given_up = threading.Event()
 
         def call() -> T:
+            if given_up.is_set():   # timed out while waiting for a worker: not run at all
+                raise QueryError("the request timed out before a worker was free")
             lake = self._lake()
             running.append(lake)
             return work(lake)
@@ -89,6 +92,7 @@ class Workers:
         try:
             return await asyncio.wait_for(asyncio.shield(future), timeout_s)
         except asyncio.TimeoutError:
+            given_up.set()
             for lake in running:
                 lake.interrupt()
             try:
@@ -162,11 +166,11 @@ class Service:
         self.workers.close()
         self.auditor.close()
 
-    async def _run(self, request: web.Request, identity: Identity, restrict: str, args: dict[str, Any],
+    async def _run(self, request: web.Request, identity: Identity, restrict: Restriction, args: dict[str, Any],
                    entry: dict[str, Any]) -> web.StreamResponse:
         """``POST /api/v1/run``: a CLI command for ``loglake-query --server``."""
         command, options = args["command"], args["options"]
-        entry["command"] = {"command": command, "options": options}
+        entry["command"] = {"command": command, "options": _capped(options)}
         what = {"command": f"serve run {command}", **identity.doc()}
         ran = await self.workers.run(lambda lake: commands.run(lake, what, restrict, self.cfg, self.config_path,
                                                                command, options), self.cfg.query_timeout_s)
@@ -178,31 +182,33 @@ class Service:
         kind = "application/zip" if ran.archive is not None else "application/vnd.apache.arrow.stream"
         return web.Response(body=body, content_type=kind, headers=headers)
 
-    async def _tail(self, request: web.Request, identity: Identity, restrict: str, args: dict[str, Any],
+    async def _tail(self, request: web.Request, identity: Identity, restrict: Restriction, args: dict[str, Any],
                     entry: dict[str, Any]) -> web.StreamResponse:
+        _origin_refused(self.cfg, request)
         q = loki.selected(args)
         if q is None:
             raise QueryError("tail needs query, a stream selector such as {namespace=\"shop\"}")
-        limit, start = loki.limit_of(self.cfg, args), tail.start_of(args)
+        limit, start = loki.limit_of(self.cfg, args), tail.start_of(args, self.cfg.max_range_s)
         what = {"command": "serve tail", **identity.doc()}
         first = await self.workers.run(lambda lake: loki.log_lines(
             lake, what, restrict, q, start, time.time_ns(), limit, True), self.cfg.query_timeout_s)
         return await tail.serve_tail(request, self.hub, tail.Tail.of_logql(q, restrict), first, entry)
 
-    async def _follow(self, request: web.Request, identity: Identity, restrict: str, args: dict[str, Any],
+    async def _follow(self, request: web.Request, identity: Identity, restrict: Restriction, args: dict[str, Any],
                       entry: dict[str, Any]) -> web.StreamResponse:
         """``GET /api/v1/tail`` (WebSocket): ``loglake-query --server tail -f``, the CLI's columns of the new
         lines matching its filters (given by their option names), as Arrow IPC frames."""
+        _origin_refused(self.cfg, request)
         options = {k: v for k, v in args.items() if k != "match[]"}
-        entry["command"] = {"command": "tail -f", "options": options}
+        entry["command"] = {"command": "tail -f", "options": _capped(options)}
         where, params = commands.follow_filter(options, self.config_path)
         return await tail.serve_tail(request, self.hub, tail.Tail(
-            LINE_COLUMNS, f"{restrict} AND {where}", params, loki=False), None, entry)
+            LINE_COLUMNS, restrict.sql, where, params, loki=False), None, entry)
 
     def endpoint(self, name: str, permission: str, work: Work,
                  args_of: Callable[[web.Request], Awaitable[dict[str, Any]]] | None = None) -> Handler:
         """An API endpoint: run ``work`` on the caller's rows in a worker, answer its JSON."""
-        async def answer(request: web.Request, identity: Identity, restrict: str, args: dict[str, Any],
+        async def answer(request: web.Request, identity: Identity, restrict: Restriction, args: dict[str, Any],
                          entry: dict[str, Any]) -> web.StreamResponse:
             what = {"command": f"serve {name}", **identity.doc()}
             result = await self.workers.run(lambda lake: work(lake, what, restrict, args), self.cfg.query_timeout_s)
@@ -238,7 +244,12 @@ class Service:
                 status, response = e.status, _error(e.status, e.text or e.reason)
             except LoglakeError as e:        # 400 for the caller's mistakes, 401, 403; 500 for the service's
                 status = e.http_status
-                response = _error(status, str(e), {"WWW-Authenticate": 'Bearer realm="loglake"'}
+                if status >= 500:   # the service's trouble: its detail (paths, files) is for its log
+                    log.error("request to %s failed: %s", name, e)
+                    text = f"the service failed to answer ({type(e).__name__}); its log says why"
+                else:
+                    text = str(e)
+                response = _error(status, text, {"WWW-Authenticate": 'Bearer realm="loglake"'}
                                   if isinstance(e, Unauthenticated) else None)
             except Exception:   # a defect: logged whole for the operator, one sentence for the caller
                 log.exception("request to %s failed", name)
@@ -331,6 +342,21 @@ async def _command_arguments(request: web.Request) -> dict[str, Any]:
 
 async def _values_arguments(request: web.Request) -> dict[str, Any]:
     return {**await _arguments(request), "name": request.match_info["name"]}
+
+
+def _capped(options: dict[str, Any]) -> dict[str, Any] | str:
+    """A request's options as its audit entry keeps them: whole, or cut to _QUERY_TEXT_MAX as JSON text."""
+    text = orjson.dumps(options, default=str).decode()
+    return options if len(text) <= _QUERY_TEXT_MAX else text[:_QUERY_TEXT_MAX] + "…"
+
+
+def _origin_refused(cfg: ServeConfig, request: web.Request) -> None:
+    """A browser page elsewhere must not ride a user's client certificate into a WebSocket (which CORS does
+    not cover): an upgrade carrying an Origin is refused unless [serve] allowed_origins names it."""
+    origin = request.headers.get("Origin")
+    if origin is not None and origin not in cfg.allowed_origins:
+        raise web.HTTPForbidden(text=f"WebSocket from origin {origin[:100]!r} refused: add it to [serve] "
+                                     "allowed_origins to let pages there tail")
 
 
 def _error(status: int, text: str, headers: dict[str, str] | None = None) -> web.Response:

@@ -20,7 +20,7 @@ from typing import Any, NoReturn
 import pyarrow as pa
 
 from query import commands as local
-from query.connect import Lake
+from query.connect import Lake, Restriction
 from query.remote import FOLLOW, OPTIONS
 from query.serve import sandbox, tail
 from query.serve.config import ServeConfig
@@ -50,7 +50,7 @@ class ServedSession(local.Session):
     """A CLI command's session for a caller: its rows only, its identity in the audit trail, its output
     kept for the answer rather than printed."""
 
-    def __init__(self, lake: Lake, args: argparse.Namespace, restrict: str, what: dict[str, Any]) -> None:
+    def __init__(self, lake: Lake, args: argparse.Namespace, restrict: Restriction, what: dict[str, Any]) -> None:
         self.args, self.lake, self.restrict, self._what = args, lake, restrict, what
         self.started = time.perf_counter()
         self.tz = "UTC"
@@ -116,9 +116,11 @@ def namespace_of(command: str, options: Mapping[str, object], config_path: str |
     return args
 
 
-def run(lake: Lake, what: dict[str, Any], restrict: str, cfg: ServeConfig, config_path: str | None,
+def run(lake: Lake, what: dict[str, Any], restrict: Restriction, cfg: ServeConfig, config_path: str | None,
         command: str, options: Mapping[str, object]) -> Ran:
     args = namespace_of(command, options, config_path)
+    if command == "logs" and not 0 < args.limit <= cfg.max_limit:
+        raise QueryError(f"--limit {args.limit}: through the service give 1 to {cfg.max_limit} ([serve] max_limit)")
     if command == "sql":   # over every row the caller may read, up to [serve] sql_max_input_rows
         table, truncated, _ = sandbox.table(lake, what, restrict, cfg, args.query)
         return Ran(table=table, truncated=truncated)

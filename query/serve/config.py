@@ -44,9 +44,12 @@ class GrantConfig:
         if self.levels:
             parse_levels(self.levels)   # refused here, with the level named, rather than at a request
 
+    def selector(self) -> Selector:
+        return Selector(namespace=self.namespace, pod=self.pod, container=self.container)
+
     def sql(self) -> str:
         """The grant as one SQL condition, its globs inlined (it becomes part of the ``logs`` relation)."""
-        selector = Selector(namespace=self.namespace, pod=self.pod, container=self.container).sql()
+        selector = self.selector().sql()
         return f"({selector} AND {levels_sql(parse_levels(self.levels))})" if self.levels else f"({selector})"
 
 
@@ -97,6 +100,8 @@ class ServeConfig:
     max_points: int = 11_000              # points per series (Prometheus' and Loki's limit)
     query_timeout_s: float = 60.0
     max_tail_connections: int = 100       # open /tail WebSockets (Loki: max_concurrent_tail_requests, 10)
+    # Web origins (e.g. "https://grafana.example") whose pages may open a tail WebSocket; others are refused.
+    allowed_origins: tuple[str, ...] = ()
     # SQL (permission sql) runs over the caller's rows of its window, copied into a sandbox database: at
     # most this many rows copied, this much memory, this long, this many rows answered.
     sql_max_input_rows: int = 1_000_000

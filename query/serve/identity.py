@@ -58,7 +58,7 @@ class TokenStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
-        self._seen: tuple[int, int] | None = None
+        self._seen: tuple[int, int, int] | None = None
         self._tokens: list[dict[str, str]] = []
 
     def _load(self) -> list[dict[str, str]]:
@@ -67,7 +67,7 @@ class TokenStore:
         except FileNotFoundError:
             return []
         with self._lock:
-            if self._seen != (st.st_mtime_ns, st.st_size):
+            if self._seen != (st.st_ino, st.st_mtime_ns, st.st_size):   # rewritten files get a new inode
                 try:
                     doc = orjson.loads(self.path.read_bytes())
                     tokens = [t for t in doc["tokens"] if isinstance(t.get("name"), str)
@@ -75,7 +75,7 @@ class TokenStore:
                 except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
                     raise ConfigError(f"tokens file {self.path} is not what 'loglake-query token' writes; restore "
                                       "it from backup or create the tokens again") from None
-                self._tokens, self._seen = tokens, (st.st_mtime_ns, st.st_size)
+                self._tokens, self._seen = tokens, (st.st_ino, st.st_mtime_ns, st.st_size)
             return self._tokens
 
     def names(self) -> list[dict[str, str]]:
@@ -134,8 +134,8 @@ class JwtVerifier:
                     claims = jwt.decode(token, key.key, algorithms=JWT_ALGORITHMS, audience=self.cfg.jwt_audience,
                                         issuer=self.cfg.jwt_issuer, options={"require": ["exp", "sub"]})
                     break
-                except jwt.InvalidSignatureError:
-                    continue
+                except (jwt.InvalidSignatureError, jwt.InvalidKeyError, TypeError, ValueError):
+                    continue   # not this key (another kind of key raises TypeError or ValueError)
             if claims is None:
                 raise Unauthenticated("the JWT's signature does not verify with the configured JWKS")
         except jwt.PyJWTError as e:
@@ -143,7 +143,11 @@ class JwtVerifier:
         groups = claims.get(self.cfg.jwt_groups_claim, [])
         if isinstance(groups, str):
             groups = [groups]
-        return Identity(str(claims["sub"]), "jwt", tuple(str(g) for g in groups if isinstance(g, str)))
+        if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
+            raise Unauthenticated(f"the JWT's {self.cfg.jwt_groups_claim!r} claim must be a list of group names")
+        if not isinstance(claims["sub"], str):
+            raise Unauthenticated("the JWT's sub claim must be a string")
+        return Identity(claims["sub"], "jwt", tuple(groups))
 
 
 class Authenticator:

@@ -10,6 +10,7 @@ metric ones (a duration or seconds; by default the range over 250, at least 1 s)
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections import Counter
 from collections.abc import Mapping
@@ -21,7 +22,7 @@ import pyarrow as pa
 
 from lake.selector import Selector
 from query import plan
-from query.connect import IN_TIME_ORDER, NEWEST_FIRST, Lake, Selection
+from query.connect import IN_TIME_ORDER, NEWEST_FIRST, Lake, Restriction, Selection
 from query.filters import Filters
 from query.serve import logql
 from query.serve.config import ServeConfig
@@ -30,6 +31,7 @@ from runtime.errors import QueryError
 from schemas.record import SECOND_NS
 
 DEFAULT_LIMIT = 100
+_TRACE_ID = re.compile(r"[0-9a-f]{32}")
 LABEL_COLUMNS = ", ".join(f"{logql.LABELS[name]} AS l_{name}" for name in logql.STREAM_LABELS)
 
 
@@ -47,9 +49,15 @@ def parse_time(value: str | None, default_ns: int) -> int:
         return default_ns
     try:
         if "." in value:
-            return int(round(float(value) * SECOND_NS))
+            seconds = float(value)
+            if not math.isfinite(seconds) or abs(seconds) > 2**33:
+                raise QueryError(f"time {value[:40]!r} is out of range")
+            return int(round(seconds * SECOND_NS))
         n = int(value)
-        return n * SECOND_NS if len(value.lstrip("-")) <= 10 else n
+        ns = n * SECOND_NS if len(value.lstrip("-")) <= 10 else n
+        if abs(ns) >= 2**63:
+            raise QueryError(f"time {value[:40]!r} is out of range")
+        return ns
     except ValueError:
         pass
     try:
@@ -62,7 +70,10 @@ def _step(value: str | None, start: int, end: int) -> int:
     if not value:
         return max(SECOND_NS, (end - start) // 250 // SECOND_NS * SECOND_NS)
     try:
-        step = int(float(value) * SECOND_NS)
+        seconds = float(value)
+        if not math.isfinite(seconds) or abs(seconds) > 2**33:
+            raise QueryError(f"step {value!r} is not a usable number of seconds")
+        step = int(seconds * SECOND_NS)
     except ValueError:
         step = logql.parse_duration(value)
     if step <= 0:
@@ -108,7 +119,10 @@ def _filters(q: logql.LogQuery, since_ns: int, until_ns: int) -> Filters:
     """What the catalog and the needle index plan with: the selector's exact names, the window, a needle."""
     selector = Selector(namespace=_glob_exact(logql.exact(q, "namespace")), pod=_glob_exact(logql.exact(q, "pod")),
                         container=_glob_exact(logql.exact(q, "container")), since_ns=since_ns, until_ns=until_ns)
-    return Filters(selector, grep=logql.needle(q))
+    traced = logql.traced(q)
+    if traced is not None and not _TRACE_ID.fullmatch(traced):
+        traced = None   # not a stored trace id: the filter finds nothing, and the trace index is no help
+    return Filters(selector, grep=logql.needle(q), trace_id=traced)
 
 
 def _where(q: logql.LogQuery, filters: Filters) -> tuple[str, list[object]]:
@@ -117,7 +131,7 @@ def _where(q: logql.LogQuery, filters: Filters) -> tuple[str, list[object]]:
     return " AND ".join([*clauses, *more]) or "TRUE", [*params, *more_params]
 
 
-def _query(lake: Lake, what: dict[str, Any], restrict: str, filters: Filters, sql: str,
+def _query(lake: Lake, what: dict[str, Any], restrict: Restriction, filters: Filters, sql: str,
            params: list[object]) -> pa.Table:
     chosen = plan.select(lake.catalog, filters, lake.keyring.get)
     return lake.query(chosen.files, sql, params, rows=chosen.row_ranges(), what=what, restrict=restrict)
@@ -127,7 +141,7 @@ def _labels_of(row: dict[str, Any]) -> dict[str, str]:
     return {name: row[f"l_{name}"] for name in logql.STREAM_LABELS if row[f"l_{name}"]}
 
 
-def log_lines(lake: Lake, what: dict[str, Any], restrict: str, q: logql.LogQuery, start: int, end: int,
+def log_lines(lake: Lake, what: dict[str, Any], restrict: Restriction, q: logql.LogQuery, start: int, end: int,
               limit: int, forward: bool) -> pa.Table:
     """The ``limit`` lines nearest the window's start (forward) or end (backward): ns, labels, body."""
     filters = _filters(q, start, end)
@@ -138,7 +152,7 @@ def log_lines(lake: Lake, what: dict[str, Any], restrict: str, q: logql.LogQuery
     return lake.select(chosen.files, selection, rows=chosen.row_ranges(), what=what, restrict=restrict)
 
 
-def log_streams(lake: Lake, what: dict[str, Any], restrict: str, q: logql.LogQuery, start: int, end: int,
+def log_streams(lake: Lake, what: dict[str, Any], restrict: Restriction, q: logql.LogQuery, start: int, end: int,
                 limit: int, forward: bool) -> Answer:
     """``log_lines`` grouped into streams."""
     table = log_lines(lake, what, restrict, q, start, end, limit, forward)
@@ -168,7 +182,7 @@ def _success(kind: str, result: list[Any], entries: int) -> dict[str, Any]:
                                           "stats": {"summary": {"totalEntriesReturned": entries}}}}
 
 
-def metric(lake: Lake, what: dict[str, Any], restrict: str, cfg: ServeConfig, expr: logql.Expr, start: int,
+def metric(lake: Lake, what: dict[str, Any], restrict: Restriction, cfg: ServeConfig, expr: logql.Expr, start: int,
            end: int, step: int, instant: bool) -> Answer:
     """A metric query evaluated at start, start + step, … end: a matrix (or, instant, a vector at ``end``)."""
     if instant:
@@ -189,6 +203,12 @@ def metric(lake: Lake, what: dict[str, Any], restrict: str, cfg: ServeConfig, ex
                          "range query type" if instant else "a log query cannot be evaluated as a metric")
     agg = expr if isinstance(expr, logql.VectorAggregation) else None
     rng = expr.inner if isinstance(expr, logql.VectorAggregation) else expr
+    if end - start + rng.range_ns > cfg.max_range_s * SECOND_NS:
+        raise QueryError(f"the query reads [{start}-{rng.range_ns}, {end}]: more than the limit of {cfg.max_range_s}s "
+                         "(max_range_s); shorten the range in brackets or the window")
+    if rng.range_ns // step > cfg.max_points:
+        raise QueryError(f"the range [{rng.range_ns // SECOND_NS}s] spans more than {cfg.max_points} steps of "
+                         f"{step / SECOND_NS:g}s; increase step or shorten the range")
     q = rng.query
     filters = _filters(q, start - rng.range_ns + 1, end + 1)
     where, params = _where(q, filters)
@@ -201,7 +221,8 @@ def metric(lake: Lake, what: dict[str, Any], restrict: str, cfg: ServeConfig, ex
     if agg is None:
         out_labels = series_labels
     elif agg.without:
-        out_labels = [f"l_{n}" for n in logql.STREAM_LABELS if n not in (agg.by or ())]
+        dropped = {"level" if n == "detected_level" else n for n in agg.by or ()}
+        out_labels = [f"l_{n}" for n in logql.STREAM_LABELS if n not in dropped]
     else:
         unknown = [n for n in agg.by or () if n not in (*logql.STREAM_LABELS, "detected_level")]
         if unknown:
@@ -220,13 +241,13 @@ def metric(lake: Lake, what: dict[str, Any], restrict: str, cfg: ServeConfig, ex
     series = f"SELECT {label_list}, i, {per_series} AS v FROM ({expanded}) GROUP BY {label_list}, i"
     sql = f"SELECT {group}, CAST({outer} AS DOUBLE) AS v FROM ({series}) GROUP BY {group} ORDER BY {group}"
     table = _query(lake, what, restrict, filters, sql, params)
+    if out_labels and table.group_by(out_labels).aggregate([]).num_rows > cfg.max_series:
+        raise QueryError(f"maximum of series ({cfg.max_series}) reached for a single query; aggregate with "
+                         "sum by (…) or narrow the selector")
     out: dict[tuple[tuple[str, str], ...], list[list[Any]]] = {}
     for row in table.to_pylist():
         labels = tuple((c[2:], row[c]) for c in out_labels if row[c])
         out.setdefault(labels, []).append([(start + row["i"] * step) / SECOND_NS, _number(row["v"])])
-        if len(out) > cfg.max_series:
-            raise QueryError(f"maximum of series ({cfg.max_series}) reached for a single query; aggregate with "
-                             "sum by (…) or narrow the selector")
     seen = dict(Counter(dict(labels).get("namespace", "*") for labels in out))   # series by namespace
     if instant:
         result = [{"metric": dict(labels), "value": values[-1]} for labels, values in out.items()]
@@ -246,7 +267,7 @@ def _number(v: float) -> str:
     return str(int(v)) if float(v).is_integer() else repr(float(v))
 
 
-def query_range(lake: Lake, what: dict[str, Any], restrict: str, cfg: ServeConfig, args: Mapping[str, str],
+def query_range(lake: Lake, what: dict[str, Any], restrict: Restriction, cfg: ServeConfig, args: Mapping[str, str],
                 instant: bool = False) -> Answer:
     text = args.get("query", "")
     expr = logql.parse(text)
@@ -280,7 +301,7 @@ def _everything(start: int, end: int) -> tuple[logql.LogQuery, Filters]:
     return q, Filters(Selector(since_ns=start, until_ns=end))
 
 
-def labels(lake: Lake, what: dict[str, Any], restrict: str, cfg: ServeConfig, args: Mapping[str, str]) -> Answer:
+def labels(lake: Lake, what: dict[str, Any], restrict: Restriction, cfg: ServeConfig, args: Mapping[str, str]) -> Answer:
     """The stream labels with a value among the caller's rows of the window (Loki: the last 6 hours)."""
     start, end = window(cfg, args, 6 * 3600 * SECOND_NS)
     q = selected(args)
@@ -296,7 +317,7 @@ def labels(lake: Lake, what: dict[str, Any], restrict: str, cfg: ServeConfig, ar
     return Answer({"status": "success", "data": names}, len(names))
 
 
-def label_values(lake: Lake, what: dict[str, Any], restrict: str, cfg: ServeConfig, name: str,
+def label_values(lake: Lake, what: dict[str, Any], restrict: Restriction, cfg: ServeConfig, name: str,
                  args: Mapping[str, str]) -> Answer:
     start, end = window(cfg, args, 6 * 3600 * SECOND_NS)
     if name not in logql.LABELS:
@@ -312,7 +333,7 @@ def label_values(lake: Lake, what: dict[str, Any], restrict: str, cfg: ServeConf
                   {v: 1 for v in values} if name == "namespace" else {})
 
 
-def series(lake: Lake, what: dict[str, Any], restrict: str, cfg: ServeConfig, matches: list[str],
+def series(lake: Lake, what: dict[str, Any], restrict: Restriction, cfg: ServeConfig, matches: list[str],
            args: Mapping[str, str]) -> Answer:
     """The distinct label sets of streams matching any of ``match[]`` (Loki: the last 6 hours)."""
     start, end = window(cfg, args, 6 * 3600 * SECOND_NS)
@@ -328,7 +349,7 @@ def series(lake: Lake, what: dict[str, Any], restrict: str, cfg: ServeConfig, ma
     return Answer({"status": "success", "data": data}, len(data), dict(Counter(d.get("namespace", "") for d in data)))
 
 
-def index_stats(lake: Lake, what: dict[str, Any], restrict: str, cfg: ServeConfig,
+def index_stats(lake: Lake, what: dict[str, Any], restrict: Restriction, cfg: ServeConfig,
                 args: Mapping[str, str]) -> Answer:
     """Streams, chunks (files), entries and bytes of the caller's rows a selector matches."""
     start, end = window(cfg, args)
@@ -341,7 +362,7 @@ def index_stats(lake: Lake, what: dict[str, Any], restrict: str, cfg: ServeConfi
            f"FROM (SELECT {LABEL_COLUMNS}, strlen(body) AS n FROM logs WHERE {where})")
     table = lake.query(chosen.files, sql, params, rows=chosen.row_ranges(), what=what, restrict=restrict)
     row = table.to_pylist()[0]
-    doc = {"streams": row["s"], "chunks": len(chosen.files) if row["e"] else 0, "entries": row["e"],
+    doc = {"streams": row["s"], "chunks": len(restrict.files(chosen.files)) if row["e"] else 0, "entries": row["e"],
            "bytes": row["b"]}
     return Answer(doc, 1)
 
@@ -354,7 +375,7 @@ def _volume_labels(q: logql.LogQuery, args: Mapping[str, str]) -> tuple[str, ...
         *logql.STREAM_LABELS, "detected_level")))
 
 
-def volume(lake: Lake, what: dict[str, Any], restrict: str, cfg: ServeConfig, args: Mapping[str, str],
+def volume(lake: Lake, what: dict[str, Any], restrict: Restriction, cfg: ServeConfig, args: Mapping[str, str],
            ranged: bool = False) -> Answer:
     """Bytes of the caller's lines a selector matches, by its labels: a vector over the window, or with
     ``ranged`` (``volume_range``) a matrix of ``step``-long buckets."""

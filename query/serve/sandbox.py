@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from query import output, plan
-from query.connect import Lake, Sandbox, check_read_only
+from query.connect import Lake, Restriction, Sandbox, check_read_only
 from query.filters import Filters
 from lake.selector import Selector
 from query.serve import loki
@@ -29,7 +29,7 @@ from query.serve.config import ServeConfig
 from runtime.errors import QueryError
 
 
-def table(lake: Lake, what: dict[str, Any], restrict: str, cfg: ServeConfig, sql: str,
+def table(lake: Lake, what: dict[str, Any], restrict: Restriction, cfg: ServeConfig, sql: str,
           since_ns: int | None = None, until_ns: int | None = None) -> tuple[pa.Table, bool, dict[str, int]]:
     """``sql`` over the caller's rows of [since, until) (default: all of them, up to
     ``sql_max_input_rows``): its first ``sql_max_rows`` rows, whether there were more, and the rows it was
@@ -54,7 +54,7 @@ def table(lake: Lake, what: dict[str, Any], restrict: str, cfg: ServeConfig, sql
     return result, more, given
 
 
-def run(lake: Lake, what: dict[str, Any], restrict: str, cfg: ServeConfig, args: Mapping[str, str]) -> loki.Answer:
+def run(lake: Lake, what: dict[str, Any], restrict: Restriction, cfg: ServeConfig, args: Mapping[str, str]) -> loki.Answer:
     """``/api/v1/sql``: ``query`` over the caller's rows of ``start``..``end`` (default all), as JSON."""
     since = loki.parse_time(args["start"], 0) if args.get("start") else None
     until = loki.parse_time(args["end"], 0) if args.get("end") else None

@@ -13,7 +13,9 @@ refused with 429.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
+import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -27,10 +29,12 @@ import pyarrow.compute as pc
 from aiohttp import WSMsgType, web
 
 from lake.catalog.model import Tier
-from query.connect import Lake, Sandbox
+from query.connect import Lake, Restriction, Sandbox
 from query.serve import logql, loki
+from runtime.errors import LoglakeError, QueryError
 from schemas.record import SECOND_NS
 
+log = logging.getLogger("loglake.serve")
 TAIL_QUEUE = 64                 # frames waiting for a slow caller, at most
 _SEND_TIMEOUT_S = 10.0
 # The columns a tail's LogQL and a grant look at, as the new files' rows are held between polls.
@@ -44,18 +48,20 @@ class Tail:
     how a batch of them becomes a frame: Loki's streams (``loki``) or an Arrow IPC stream of the CLI's
     columns (``loglake-query --server tail -f``)."""
     columns: str
+    grant: str             # the rows it may see (SQL), applied before ``where``
     where: str
     params: list[object]
     loki: bool = True
+    failed: str | None = None
     queue: asyncio.Queue[str | bytes] = field(default_factory=lambda: asyncio.Queue(TAIL_QUEUE))
     sent: int = 0
     dropped: int = 0
     namespaces: Counter[str] = field(default_factory=Counter)
 
     @classmethod
-    def of_logql(cls, q: logql.LogQuery, restrict: str) -> Tail:
+    def of_logql(cls, q: logql.LogQuery, restrict: Restriction) -> Tail:
         clauses, params = logql.where(q)
-        return cls(f"ns, {loki.LABEL_COLUMNS}, body", " AND ".join([restrict, *clauses]), params)
+        return cls(f"ns, {loki.LABEL_COLUMNS}, body", restrict.sql, " AND ".join(clauses) or "TRUE", params)
 
     def frame(self, table: pa.Table) -> tuple[str | bytes, dict[str, int]]:
         """A batch as this connection's frame, and its rows by namespace."""
@@ -110,7 +116,19 @@ class TailHub:
             except Exception:   # a failed poll (storage, a file compacted away): the next one tries again
                 continue
             if rows is not None and rows.num_rows:
-                await asyncio.get_running_loop().run_in_executor(self._filter, self._deliver, rows, list(self.tails))
+                try:
+                    delivered = await asyncio.get_running_loop().run_in_executor(self._filter, self._deliver, rows,
+                                                                                 list(self.tails))
+                except Exception:   # a defect: logged, and the tails carry on with the next files
+                    log.exception("delivering new lines to tails failed")
+                    continue
+                for tail, got in delivered:   # queued here, on the event loop (asyncio queues are not threadsafe)
+                    if isinstance(got, str):
+                        tail.failed = got
+                        with contextlib.suppress(asyncio.QueueFull):   # a full queue wakes it soon anyway
+                            tail.queue.put_nowait(b"")                # wakes the connection to close it
+                    elif got.num_rows:
+                        _offer(tail, got)
         self._seen = None    # nobody tails: the next tail starts from what is there then
 
     def _new_rows(self, lake: Lake) -> pa.Table | None:
@@ -124,15 +142,30 @@ class TailHub:
             return None
         return lake.query(new, f"SELECT {_ROW_COLUMNS} FROM logs", what={"command": "serve tail (new hot files)"})
 
-    def _deliver(self, rows: pa.Table, tails: list[Tail]) -> None:
-        box = Sandbox(rows)
+    def _deliver(self, rows: pa.Table, tails: list[Tail]) -> list[tuple[Tail, pa.Table | str]]:
+        """Each tail's rows of ``rows`` (or why its query failed on them), in the filtering thread."""
+        # Each grant's rows first, as a table of their own: a tail's filters then see no other row, whatever
+        # order DuckDB would test conditions in.
+        by_grant: dict[str, list[Tail]] = {}
+        for tail in tails:
+            by_grant.setdefault(tail.grant, []).append(tail)
+        out: list[tuple[Tail, pa.Table | str]] = []
+        everything = Sandbox(rows)
         try:
-            for tail in tails:
-                table = box.execute(f"SELECT {tail.columns} FROM logs WHERE {tail.where} ORDER BY ns", tail.params)
-                if table.num_rows:
-                    _offer(tail, table)
+            for grant, theirs in by_grant.items():
+                box = Sandbox(everything.execute(f"SELECT * FROM logs WHERE {grant}"))
+                try:
+                    for tail in theirs:
+                        try:
+                            out.append((tail, box.execute(
+                                f"SELECT {tail.columns} FROM logs WHERE {tail.where} ORDER BY ns", tail.params)))
+                        except LoglakeError as e:   # this tail's query fails on these rows: it ends, others go on
+                            out.append((tail, str(e)))
+                finally:
+                    box.close()
         finally:
-            box.close()
+            everything.close()
+        return out
 
     def close(self) -> None:
         if self._task is not None:
@@ -192,6 +225,10 @@ async def serve_tail(request: web.Request, hub: TailHub, tail: Tail, first: pa.T
                 getting.cancel()
                 break
             frame = getting.result()
+            if tail.failed is not None:
+                await ws.close(code=1011, message=tail.failed[:120].encode())
+                entry["error"] = tail.failed
+                break
             if tail.dropped > reported and isinstance(frame, str):   # Loki's way to say what was missed
                 doc = orjson.loads(frame)
                 doc["dropped_entries"] = [{"labels": {}, "timestamp": str(time.time_ns())}] * min(
@@ -209,5 +246,10 @@ async def serve_tail(request: web.Request, hub: TailHub, tail: Tail, first: pa.T
     return ws
 
 
-def start_of(args: dict[str, Any]) -> int:
-    return loki.parse_time(args.get("start"), time.time_ns() - 3600 * SECOND_NS)
+def start_of(args: dict[str, Any], max_range_s: int) -> int:
+    """Where a tail's first lines start: ``start``, an hour ago by default, at most ``max_range_s`` ago."""
+    now = time.time_ns()
+    start = loki.parse_time(args.get("start"), now - 3600 * SECOND_NS)
+    if now - start > max_range_s * SECOND_NS:
+        raise QueryError(f"start is more than {max_range_s}s ago (max_range_s); tail from later")
+    return start
