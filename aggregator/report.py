@@ -49,6 +49,8 @@ def build(settings: Settings, remover: Remover, v: Verification, since_ns: int) 
             queries[who(e)] += 1
         elif e["action"] == "access":
             d = e["details"]
+            if d.get("opened"):   # a tail's opening: its closing entry counts what it sent
+                continue
             if d.get("status") != 200:
                 refused[f"{d.get('identity', '(no credential)')} ({d.get('status')})"] += 1
                 continue

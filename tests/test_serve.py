@@ -95,7 +95,7 @@ def _toml(v: object) -> str:
 
 
 ROLES = [
-    ("shop-reader", ["read"], ["token:alice", "cert:carol"], [{"namespace": "shop"}]),
+    ("shop-reader", ["read"], ["token:alice", "cert:carol", "token:tina"], [{"namespace": "shop"}]),
     ("pay-errors", ["read"], ["token:bob"], [{"namespace": "pay", "levels": "error"}]),
     ("nothing", ["read"], ["token:dave"], []),
     ("sre", ["read"], ["group:sre"], [{"namespace": "*"}]),
@@ -123,7 +123,7 @@ def served(tmp_path_factory) -> Served:
              f"tls_key_file = {_toml(str(pki / 'localhost.key'))}", f"client_ca_file = {_toml(str(pki / 'ca.crt'))}",
              f"jwks_file = {_toml(str(tmp / 'jwks.json'))}", 'jwt_issuer = "https://idp.example"',
              'jwt_audience = "loglake"', "max_limit = 500", "max_body_bytes = 65536", "max_tail_connections = 3",
-             "sql_max_rows = 50", "sql_timeout_s = 2"]
+             "sql_max_rows = 50", "sql_timeout_s = 2", "tail_recheck_s = 1"]
     for name, permissions, members, grants in ROLES:
         lines += ["", "[[serve.roles]]", f"name = {_toml(name)}", f"permissions = {_toml(permissions)}",
                   f"members = {_toml(members)}"]
@@ -132,7 +132,7 @@ def served(tmp_path_factory) -> Served:
     with config.open("a") as f:
         f.write("\n".join(lines) + "\n")
     tokens = {}
-    for name in ("alice", "bob", "dave", "eve"):
+    for name in ("alice", "bob", "dave", "eve", "tina"):
         out = subprocess.run([sys.executable, "-m", "query.cli", "--config", str(config), "token", "create", name],
                              capture_output=True, text=True, check=True)
         tokens[name] = out.stdout.strip()
@@ -160,7 +160,7 @@ def _sql(config: Path, text: str) -> list[tuple]:
 def test_tokens_are_shown_once_and_stored_only_as_digests(served):
     stored = (served.config.parent / "lake" / "serve-tokens.json").read_text()
     assert all(t.startswith("llk_") and t not in stored for t in served.tokens.values())
-    assert {t["name"] for t in orjson.loads(stored)["tokens"]} == {"alice", "bob", "dave", "eve"}
+    assert {t["name"] for t in orjson.loads(stored)["tokens"]} == {"alice", "bob", "dave", "eve", "tina"}
     assert oct(os.stat(served.config.parent / "lake" / "serve-tokens.json").st_mode & 0o777) == "0o600"
     again = subprocess.run([sys.executable, "-m", "query.cli", "--config", str(served.config), "token", "create",
                             "alice"], capture_output=True, text=True)
@@ -345,6 +345,30 @@ def test_an_export_names_no_file_outside_the_grant(served, tmp_path):
     assert all("pay" not in json.dumps(src) for src in manifest["sources"]), manifest["sources"]
 
 
+def test_an_open_tail_ends_when_its_token_is_revoked(served):
+    async def run():
+        url = served.url.replace("https://", "wss://") + "/loki/api/v1/tail?" + urllib.parse.urlencode(
+            {"query": '{namespace="shop"}', "start": str(START_NS), "limit": 1})
+        async with aiohttp.ClientSession() as session:
+            async with session.ws_connect(url, ssl=served.context(), headers={
+                    "Authorization": f"Bearer {served.tokens['tina']}"}) as ws:
+                assert (await ws.receive(timeout=10)).type == aiohttp.WSMsgType.TEXT
+                revoked = await asyncio.to_thread(subprocess.run, [
+                    sys.executable, "-m", "query.cli", "--config", str(served.config), "token", "revoke", "tina"],
+                    capture_output=True, text=True)
+                assert revoked.returncode == 0, revoked.stderr
+                started = time.monotonic()
+                msg = await ws.receive(timeout=15)
+                while msg.type == aiohttp.WSMsgType.TEXT:   # lines that landed meanwhile
+                    msg = await ws.receive(timeout=15)
+                return msg.type, msg.data, time.monotonic() - started   # a CLOSE frame carries its code
+    kind, code, waited = asyncio.run(run())
+    assert kind in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED) and code == 1008 and waited < 10
+    tails = [e["details"] for e in served.entries() if e["details"].get("identity") == "token:tina"]
+    assert [t.get("opened", False) for t in tails][-2:] == [True, False]
+    assert "grant changed" in tails[-1]["error"]
+
+
 def test_a_page_elsewhere_cannot_open_a_tail(served):
     async def run():
         url = served.url.replace("https://", "wss://") + "/loki/api/v1/tail?" + urllib.parse.urlencode(
@@ -524,6 +548,7 @@ async def _tail(served: Served, token: str, query: str, frames: int, *, until=No
 
 def test_tail_sends_the_granted_lines_then_new_ones_as_they_land(served):
     shop = _sql(served.config, "SELECT count(*) FROM logs WHERE namespace = 'shop'")[0][0]
+    before = len(served.entries())
 
     with concurrent.futures.ThreadPoolExecutor(1) as pool:   # the shipper wants the main thread
         tailing = pool.submit(asyncio.run, _tail(served, "alice", '{namespace=~".+"}', 2))
@@ -536,7 +561,8 @@ def test_tail_sends_the_granted_lines_then_new_ones_as_they_land(served):
     assert new and {ns for ns, _ in new} == {"shop"}
     assert all(f["dropped_entries"] is None for f in frames)
     deadline = time.monotonic() + 10   # the service writes a tail's entry once it has seen the close
-    while not (tails := [e["details"] for e in served.entries() if e["details"]["endpoint"] == "tail"]):
+    while not (tails := [e["details"] for e in served.entries()[before:] if e["details"]["endpoint"] == "tail"
+                         and not e["details"].get("opened")]):
         assert time.monotonic() < deadline, "no access entry for the tail"
         time.sleep(0.1)
     assert tails[-1]["identity"] == "token:alice" and tails[-1]["rows"] == len(first) + len(new)

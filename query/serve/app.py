@@ -192,7 +192,9 @@ class Service:
         what = {"command": "serve tail", **identity.doc()}
         first = await self.workers.run(lambda lake: loki.log_lines(
             lake, what, restrict, q, start, time.time_ns(), limit, True), self.cfg.query_timeout_s)
-        return await tail.serve_tail(request, self.hub, tail.Tail.of_logql(q, restrict), first, entry)
+        await self.auditor.append({**entry, "status": 101, "opened": True})   # the close writes its own
+        return await tail.serve_tail(request, self.hub, tail.Tail.of_logql(q, restrict), first, entry,
+                                     self._still_allowed(request, "read", restrict), self.cfg.tail_recheck_s)
 
     async def _follow(self, request: web.Request, identity: Identity, restrict: Restriction, args: dict[str, Any],
                       entry: dict[str, Any]) -> web.StreamResponse:
@@ -202,8 +204,21 @@ class Service:
         options = {k: v for k, v in args.items() if k != "match[]"}
         entry["command"] = {"command": "tail -f", "options": _capped(options)}
         where, params = commands.follow_filter(options, self.config_path)
-        return await tail.serve_tail(request, self.hub, tail.Tail(
-            LINE_COLUMNS, restrict.sql, where, params, loki=False), None, entry)
+        await self.auditor.append({**entry, "status": 101, "opened": True})
+        return await tail.serve_tail(request, self.hub, tail.Tail(LINE_COLUMNS, restrict.sql, where, params, loki=False),
+                                     None, entry, self._still_allowed(request, "read", restrict),
+                                     self.cfg.tail_recheck_s)
+
+    def _still_allowed(self, request: web.Request, permission: str, rows: Restriction) -> Callable[[], bool]:
+        """Whether the request's credential still proves an identity whose grant is still ``rows``."""
+        header, cert = request.headers.get("Authorization"), _peer_cert(request)
+
+        def check() -> bool:
+            try:
+                return access_of(self.cfg, self.auth.identify(header, cert)).rows(permission) == rows
+            except LoglakeError:
+                return False
+        return check
 
     def endpoint(self, name: str, permission: str, work: Work,
                  args_of: Callable[[web.Request], Awaitable[dict[str, Any]]] | None = None) -> Handler:

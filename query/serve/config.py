@@ -102,6 +102,9 @@ class ServeConfig:
     max_tail_connections: int = 100       # open /tail WebSockets (Loki: max_concurrent_tail_requests, 10)
     # Web origins (e.g. "https://grafana.example") whose pages may open a tail WebSocket; others are refused.
     allowed_origins: tuple[str, ...] = ()
+    # An open tail checks its caller's credential and grant again this often (a revoked token, an expired
+    # JWT, a changed role end it).
+    tail_recheck_s: float = 10.0
     # SQL (permission sql) runs over the caller's rows of its window, copied into a sandbox database: at
     # most this many rows copied, this much memory, this long, this many rows answered.
     sql_max_input_rows: int = 1_000_000
@@ -114,7 +117,7 @@ class ServeConfig:
         for name in ("max_body_bytes", "max_limit", "max_range_s", "max_series", "max_points",
                      "max_tail_connections", "sql_max_input_rows", "sql_max_rows"):
             check_range("serve", name, getattr(self, name), 1, 2**40)
-        for name in ("query_timeout_s", "sql_timeout_s"):
+        for name in ("query_timeout_s", "sql_timeout_s", "tail_recheck_s"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"[serve] {name} = {getattr(self, name)} must be above 0 seconds")
         names = [r.name for r in self.roles]

@@ -198,8 +198,10 @@ def namespaces_of(table: pa.Table) -> dict[str, int]:
 
 
 async def serve_tail(request: web.Request, hub: TailHub, tail: Tail, first: pa.Table | None,
-                     entry: dict[str, Any]) -> web.WebSocketResponse:
-    """The connection's life: the first lines, then whatever the hub queues, until either side closes."""
+                     entry: dict[str, Any], still_allowed: Callable[[], bool],
+                     recheck_s: float) -> web.WebSocketResponse:
+    """The connection's life: the first lines, then whatever the hub queues, until either side closes, or
+    ``still_allowed`` (asked every ``recheck_s``) says the caller's credential or grant has changed."""
     await hub.join(tail)   # refused (429) before the upgrade when the hub is full
     ws = web.WebSocketResponse(heartbeat=30, max_msg_size=4096)
     try:
@@ -217,14 +219,23 @@ async def serve_tail(request: web.Request, hub: TailHub, tail: Tail, first: pa.T
 
     reading = asyncio.create_task(reader())
     reported = 0
+    checked = time.monotonic()
+    getting: asyncio.Task[str | bytes] | None = None
     try:
         while not ws.closed:
-            getting = asyncio.create_task(tail.queue.get())
-            done, _ = await asyncio.wait({getting, reading}, return_when=asyncio.FIRST_COMPLETED)
-            if getting not in done:
-                getting.cancel()
+            if time.monotonic() - checked >= recheck_s:
+                if not still_allowed():   # revoked, expired, or its roles changed: it stops here
+                    entry["error"] = "the credential or its grant changed while tailing"
+                    await ws.close(code=1008, message=b"credential no longer valid")
+                    break
+                checked = time.monotonic()
+            getting = getting or asyncio.create_task(tail.queue.get())
+            done, _ = await asyncio.wait({getting, reading}, timeout=recheck_s, return_when=asyncio.FIRST_COMPLETED)
+            if reading in done:
                 break
-            frame = getting.result()
+            if getting not in done:
+                continue
+            frame, getting = getting.result(), None
             if tail.failed is not None:
                 await ws.close(code=1011, message=tail.failed[:120].encode())
                 entry["error"] = tail.failed
@@ -241,6 +252,8 @@ async def serve_tail(request: web.Request, hub: TailHub, tail: Tail, first: pa.T
     finally:
         hub.leave(tail)
         reading.cancel()
+        if getting is not None:
+            getting.cancel()
         await ws.close()
         entry.update({"rows": tail.sent, "dropped": tail.dropped, "namespaces": dict(tail.namespaces)})
     return ws
