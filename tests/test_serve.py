@@ -572,6 +572,35 @@ def test_tail_sends_the_granted_lines_then_new_ones_as_they_land(served):
     assert tails[-1]["identity"] == "token:alice" and tails[-1]["rows"] == len(first) + len(new)
 
 
+def test_a_thousand_tails_at_once_are_bounded_and_the_service_keeps_serving(served):
+    """1,000 tails asked for at once against a limit of 3: 3 open, the rest refused with 429 before anything
+    is read for them, and a query still answers."""
+    async def run():
+        url = served.url.replace("https://", "wss://") + "/loki/api/v1/tail?" + urllib.parse.urlencode(
+            {"query": '{namespace="shop"}', "limit": 1})
+        headers = {"Authorization": f"Bearer {served.tokens['alice']}"}
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+            async def attempt():
+                try:
+                    return await session.ws_connect(url, ssl=served.context(), headers=headers)
+                except aiohttp.WSServerHandshakeError as e:
+                    return e.status
+            got = await asyncio.gather(*(attempt() for _ in range(1000)))
+            opened = [g for g in got if not isinstance(g, int)]
+            refused = [g for g in got if isinstance(g, int)]
+            for ws in opened:
+                await ws.close()
+            return len(opened), set(refused), len(refused)
+    before, queries_before = len(served.entries()), len(served.entries("query"))
+    opened, codes, refused = asyncio.run(run())
+    assert opened == 3 and codes == {429} and refused == 997
+    # every refusal is on record, and only the 3 opened read the lake for their first lines
+    assert sum(1 for e in served.entries()[before:] if e["details"]["status"] == 429) == 997
+    assert sum(1 for e in served.entries("query")[queries_before:]
+               if e["details"].get("command") == "serve tail") == 3
+    assert served.json("/loki/api/v1/label/namespace/values", WINDOW, token="alice")["data"] == ["shop"]
+
+
 def test_tails_beyond_the_limit_are_429_and_the_others_keep_theirs(served):
     async def run():
         url = served.url.replace("https://", "wss://") + "/loki/api/v1/tail?" + urllib.parse.urlencode(

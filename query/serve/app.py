@@ -190,9 +190,14 @@ class Service:
             raise QueryError("tail needs query, a stream selector such as {namespace=\"shop\"}")
         limit, start = loki.limit_of(self.cfg, args), tail.start_of(args, self.cfg.max_range_s)
         what = {"command": "serve tail", **identity.doc()}
-        first = await self.workers.run(lambda lake: loki.log_lines(
-            lake, what, restrict, q, start, time.time_ns(), limit, True), self.cfg.query_timeout_s)
-        await self.auditor.append({**entry, "status": 101, "opened": True})   # the close writes its own
+        self.hub.reserve()   # 429 here, before the first lines are read, when the tails are many
+        try:
+            first = await self.workers.run(lambda lake: loki.log_lines(
+                lake, what, restrict, q, start, time.time_ns(), limit, True), self.cfg.query_timeout_s)
+            await self.auditor.append({**entry, "status": 101, "opened": True})   # the close writes its own
+        except BaseException:
+            self.hub.release()
+            raise
         return await tail.serve_tail(request, self.hub, tail.Tail.of_logql(q, restrict), first, entry,
                                      self._still_allowed(request, "read", restrict), self.cfg.tail_recheck_s)
 
@@ -204,7 +209,12 @@ class Service:
         options = {k: v for k, v in args.items() if k != "match[]"}
         entry["command"] = {"command": "tail -f", "options": _capped(options)}
         where, params = commands.follow_filter(options, self.config_path)
-        await self.auditor.append({**entry, "status": 101, "opened": True})
+        self.hub.reserve()
+        try:
+            await self.auditor.append({**entry, "status": 101, "opened": True})
+        except BaseException:
+            self.hub.release()
+            raise
         return await tail.serve_tail(request, self.hub, tail.Tail(LINE_COLUMNS, restrict.sql, where, params, loki=False),
                                      None, entry, self._still_allowed(request, "read", restrict),
                                      self.cfg.tail_recheck_s)

@@ -84,15 +84,26 @@ class TailHub:
         self.tails: set[Tail] = set()
         self._seen: set[str] | None = None
         self._reading = asyncio.Lock()   # one look at the catalog at a time: each new file is seen once
+        self._reserved = 0
         self._task: asyncio.Task[None] | None = None
         # filtering happens off the event loop, in one thread with its own in-memory database
         self._filter = ThreadPoolExecutor(1, thread_name_prefix="loglake-serve-tail")
 
+    def reserve(self) -> None:
+        """Room for one more tail, or 429 beyond ``max_connections`` (tails open and being opened), before
+        anything is read for it; ``join`` takes the room, ``release`` gives it back."""
+        if len(self.tails) + self._reserved >= self.max_connections:
+            raise Full(text=f"{len(self.tails) + self._reserved} tails are open, the most [serve] "
+                            "max_tail_connections allows; close one or try again later")
+        self._reserved += 1
+
+    def release(self) -> None:
+        self._reserved -= 1
+
     async def join(self, tail: Tail) -> None:
-        """From now on, ``tail`` gets the rows of every hot file the catalog did not list before."""
-        if len(self.tails) >= self.max_connections:
-            raise Full(text=f"{len(self.tails)} tails are open, the most [serve] max_tail_connections allows; "
-                            "close one or try again later")
+        """From now on, ``tail`` (in the room ``reserve`` kept) gets the rows of every hot file the catalog did
+        not list before."""
+        self.release()
         self.tails.add(tail)
         try:
             async with self._reading:
@@ -202,7 +213,7 @@ async def serve_tail(request: web.Request, hub: TailHub, tail: Tail, first: pa.T
                      recheck_s: float) -> web.WebSocketResponse:
     """The connection's life: the first lines, then whatever the hub queues, until either side closes, or
     ``still_allowed`` (asked every ``recheck_s``) says the caller's credential or grant has changed."""
-    await hub.join(tail)   # refused (429) before the upgrade when the hub is full
+    await hub.join(tail)
     ws = web.WebSocketResponse(heartbeat=30, max_msg_size=4096)
     try:
         await ws.prepare(request)
