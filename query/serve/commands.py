@@ -22,7 +22,7 @@ import pyarrow as pa
 from query import commands as local
 from query.connect import Lake, Restriction
 from query.remote import FOLLOW, OPTIONS
-from query.serve import sandbox, tail
+from query.serve import loki, sandbox, tail
 from query.serve.config import ServeConfig
 from runtime.errors import QueryError
 
@@ -43,7 +43,7 @@ class Ran:
         return tail.ipc_bytes(self.table)
 
     def namespaces(self) -> dict[str, int]:
-        return tail.namespaces_of(self.table) if self.table is not None else {}
+        return loki.namespaces_of(self.table) if self.table is not None else {}
 
 
 class ServedSession(local.Session):

@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from lake.selector import Selector
 from query import plan
@@ -158,6 +159,13 @@ def log_streams(lake: Lake, what: dict[str, Any], restrict: Restriction, q: logq
     table = log_lines(lake, what, restrict, q, start, end, limit, forward)
     streams = streams_of(table)
     return Answer(_success("streams", streams, table.num_rows), table.num_rows, seen_in(streams))
+
+
+def namespaces_of(table: pa.Table) -> dict[str, int]:
+    """Rows of ``table`` by its namespace column (none: nothing to count)."""
+    if "namespace" not in table.column_names:
+        return {}
+    return {v["values"] or "": int(v["counts"]) for v in pc.value_counts(table.column("namespace")).to_pylist()}
 
 
 def seen_in(streams: list[dict[str, Any]]) -> dict[str, int]:

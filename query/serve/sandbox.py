@@ -18,7 +18,6 @@ from typing import Any
 
 import orjson
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from query import output, plan
 from query.connect import Lake, Restriction, Sandbox, check_read_only
@@ -45,7 +44,7 @@ def table(lake: Lake, what: dict[str, Any], restrict: Restriction, cfg: ServeCon
     if rows.num_rows > cfg.sql_max_input_rows:
         raise QueryError(f"the window holds more than {cfg.sql_max_input_rows} rows you may read "
                               "([serve] sql_max_input_rows); narrow it (start and end)")
-    given = {v["values"] or "": int(v["counts"]) for v in pc.value_counts(rows.column("namespace")).to_pylist()}
+    given = loki.namespaces_of(rows)
     box = Sandbox(rows, cfg.sql_memory_limit)
     try:
         result, more = box.first(sql, cfg.sql_max_rows, cfg.sql_timeout_s)

@@ -25,7 +25,6 @@ from typing import Any
 
 import orjson
 import pyarrow as pa
-import pyarrow.compute as pc
 from aiohttp import WSMsgType, web
 
 from lake.catalog.model import Tier
@@ -68,7 +67,7 @@ class Tail:
         if self.loki:
             streams = loki.streams_of(table)
             return orjson.dumps({"streams": streams, "dropped_entries": None}).decode(), loki.seen_in(streams)
-        return ipc_bytes(table), namespaces_of(table)
+        return ipc_bytes(table), loki.namespaces_of(table)
 
 
 class Full(web.HTTPTooManyRequests):
@@ -200,12 +199,6 @@ def ipc_bytes(table: pa.Table) -> bytes:
     with pa.ipc.new_stream(sink, table.schema) as out:
         out.write_table(table)
     return sink.getvalue()
-
-
-def namespaces_of(table: pa.Table) -> dict[str, int]:
-    if "namespace" not in table.column_names:
-        return {}
-    return {v["values"] or "": int(v["counts"]) for v in pc.value_counts(table.column("namespace")).to_pylist()}
 
 
 async def serve_tail(request: web.Request, hub: TailHub, tail: Tail, first: pa.Table | None,
